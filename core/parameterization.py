@@ -1,0 +1,220 @@
+"""One denoiser contract for the whole engine: D(x, t, **cond) -> x0_hat.
+
+A raw network `net(x_in, c_noise, **cond)` may predict eps, x0, v, a flow velocity, or EDM's
+preconditioned F. `Denoiser` wraps it into the estimate of the clean data x0 that every sampler
+and every loss speaks to. All adapters live in this file, each a small class registered by name.
+
+With x_t = alpha x0 + sigma eps (see `schedules`), the targets and their inversions are
+
+    eps:   x0 = (x - sigma eps_hat) / alpha                      (Ho et al. 2020)
+    x0:    x0 = x0_hat
+    v:     v = alpha eps - sigma x0;  x0 = (alpha x - sigma v_hat) / (alpha^2 + sigma^2)
+                                                                (Salimans & Ho 2022, eq. 12)
+    flow:  u = eps - x0;  x0 = (x - sigma u_hat) / (alpha + sigma)   (rectified flow velocity)
+    edm:   in VE coordinates x~ = x / alpha, s = sigma / alpha (Karras et al. 2022, eq. 7, Table 1):
+           D = c_skip x~ + c_out F(c_in x~, c_noise),  c_skip = sd^2 / (s^2 + sd^2),
+           c_out = s sd / sqrt(s^2 + sd^2),  c_in = 1 / sqrt(s^2 + sd^2),  c_noise = log(s) / 4
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from diffusekit.core.registry import Registry
+from diffusekit.core.schedules import Schedule
+
+
+class DenoiserFn(Protocol):
+    """Anything that maps (x [B, ...], t [B] or scalar, **cond) to an x0 estimate of x's shape."""
+
+    def __call__(self, x: Tensor, t: Tensor, **cond) -> Tensor: ...
+
+
+def expand_time(t: Tensor | float, x: Tensor) -> Tensor:
+    """t as a [B] tensor on x's device (a scalar is broadcast to the batch)."""
+    t = torch.as_tensor(t, device=x.device)
+    if t.dim() == 0:
+        t = t.expand(x.shape[0])
+    return t
+
+
+def broadcast_to(v: Tensor, x: Tensor) -> Tensor:
+    """[B] -> [B, 1, ..., 1] in x's dtype, to scale x of shape [B, ...]."""
+    return v.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+
+
+class Prediction:
+    """How a network's output relates to x0. Subclasses define the three maps below."""
+
+    def input_scale(self, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """Factor applied to x before the network (1 unless preconditioned)."""
+        return torch.ones_like(alpha)
+
+    def to_x0(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """The x0 estimate from the network output `out` at state x."""
+        raise NotImplementedError
+
+    def target(self, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """What an ideal network outputs for data x0 and noise eps."""
+        raise NotImplementedError
+
+
+PREDICTIONS: Registry[Prediction] = Registry("prediction")
+
+
+class EpsPrediction(Prediction):
+    def to_x0(self, out, x, alpha, sigma):
+        return (x - sigma * out) / alpha
+
+    def target(self, x0, eps, alpha, sigma):
+        return eps
+
+
+class X0Prediction(Prediction):
+    def to_x0(self, out, x, alpha, sigma):
+        return out
+
+    def target(self, x0, eps, alpha, sigma):
+        return x0
+
+
+class VPrediction(Prediction):
+    def to_x0(self, out, x, alpha, sigma):
+        return (alpha * x - sigma * out) / (alpha * alpha + sigma * sigma)
+
+    def target(self, x0, eps, alpha, sigma):
+        return alpha * eps - sigma * x0
+
+
+class FlowPrediction(Prediction):
+    def to_x0(self, out, x, alpha, sigma):
+        return (x - sigma * out) / (alpha + sigma)
+
+    def target(self, x0, eps, alpha, sigma):
+        return eps - x0
+
+
+class EDMPreconditioning(Prediction):
+    """Karras et al. 2022 preconditioning, valid for any schedule via VE coordinates."""
+
+    def __init__(self, sigma_data: float = 0.5) -> None:
+        self.sigma_data = sigma_data
+
+    def _coefficients(self, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        s, sd = sigma / alpha, self.sigma_data
+        denom = s * s + sd * sd
+        return sd * sd / denom, s * sd / denom.sqrt(), 1.0 / denom.sqrt()  # c_skip, c_out, c_in
+
+    def input_scale(self, alpha, sigma):
+        return self._coefficients(alpha, sigma)[2] / alpha  # c_in applied to x~ = x / alpha
+
+    def to_x0(self, out, x, alpha, sigma):
+        c_skip, c_out, _ = self._coefficients(alpha, sigma)
+        return c_skip * (x / alpha) + c_out * out
+
+    def target(self, x0, eps, alpha, sigma):
+        c_skip, c_out, _ = self._coefficients(alpha, sigma)
+        return (x0 - c_skip * (x0 + (sigma / alpha) * eps)) / c_out  # EDM eq. 8's effective target
+
+
+PREDICTIONS.register("eps", EpsPrediction())
+PREDICTIONS.register("x0", X0Prediction())
+PREDICTIONS.register("v", VPrediction())
+PREDICTIONS.register("flow", FlowPrediction())
+PREDICTIONS.register("edm", EDMPreconditioning())
+
+# What the network receives as its noise level, c_noise: [B].
+NOISE_INPUTS: Registry[Callable[[Tensor, Schedule], Tensor]] = Registry("noise input")
+NOISE_INPUTS.register("t", lambda t, schedule: t)
+NOISE_INPUTS.register("t1000", lambda t, schedule: 1000.0 * t)
+NOISE_INPUTS.register("log_snr", lambda t, schedule: schedule.log_snr(t))
+NOISE_INPUTS.register(  # Karras et al. 2022, Table 1: c_noise = ln(sigma) / 4, in VE coordinates
+    "edm", lambda t, schedule: -schedule.log_snr(t) / 8.0
+)
+
+
+class Denoiser(nn.Module):
+    """D(x, t, **cond) -> x0_hat around a raw network.
+
+    net:        callable net(x_in [B, ...], c_noise [B], **cond) -> output of x's shape.
+    schedule:   the `Schedule` that defines alpha(t), sigma(t).
+    prediction: "eps" | "x0" | "v" | "flow" | "edm" (EDM preconditioning) or a `Prediction`.
+    noise_input: what the network sees as c_noise: "t" (default; "edm" for prediction "edm"),
+                "t1000", "log_snr", or a callable (t [B], schedule) -> [B].
+
+    The network is a submodule, so `Denoiser` can be trained, moved and saved like one.
+    """
+
+    def __init__(
+        self,
+        net: Callable[..., Tensor],
+        schedule: Schedule,
+        prediction: str | Prediction = "eps",
+        *,
+        noise_input: str | Callable[[Tensor, Schedule], Tensor] | None = None,
+        sigma_data: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.schedule = schedule
+        if isinstance(prediction, str):
+            name = prediction
+            prediction = PREDICTIONS.get(prediction)
+            if name == "edm" and sigma_data is not None:
+                prediction = EDMPreconditioning(sigma_data)
+        self.prediction = prediction
+        if noise_input is None:
+            noise_input = "edm" if isinstance(prediction, EDMPreconditioning) else "t"
+        self.noise_input = NOISE_INPUTS.get(noise_input) if isinstance(noise_input, str) else noise_input
+
+    def coefficients(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
+        """(t [B], alpha [B, 1, ...], sigma [B, 1, ...]) for a state x at time t."""
+        t = expand_time(t, x)
+        alpha, sigma = self.schedule.alpha_sigma(t)
+        return t, broadcast_to(alpha, x), broadcast_to(sigma, x)
+
+    def forward(self, x: Tensor, t: Tensor | float, **cond) -> Tensor:
+        """x: [B, ...] noisy state at time t ([B] or scalar) -> x0_hat: [B, ...]."""
+        t, alpha, sigma = self.coefficients(x, t)
+        c_noise = self.noise_input(t, self.schedule).to(x.dtype)
+        out = self.net(x * self.prediction.input_scale(alpha, sigma), c_noise, **cond)
+        return self.prediction.to_x0(out, x, alpha, sigma)
+
+    def target(self, x0: Tensor, eps: Tensor, t: Tensor | float) -> Tensor:
+        """The raw network's regression target for data x0 and noise eps at time t."""
+        _, alpha, sigma = self.coefficients(x0, t)
+        return self.prediction.target(x0, eps, alpha, sigma)
+
+
+def guided(denoiser: DenoiserFn, scale: float, uncond: dict) -> DenoiserFn:
+    """Classifier-free guidance (Ho & Salimans 2022, eq. 6, in x0 form):
+
+    D_w(x, t, c) = D(x, t, uncond) + w (D(x, t, c) - D(x, t, uncond)).
+
+    `uncond` holds the conditioning keyword arguments that replace `cond` for the
+    unconditional branch (e.g. {"label": null_label}); scale 1 is the plain conditional model.
+    """
+
+    def guided_denoiser(x: Tensor, t: Tensor, **cond) -> Tensor:
+        d_cond = denoiser(x, t, **cond)
+        if scale == 1.0:
+            return d_cond
+        d_uncond = denoiser(x, t, **{**cond, **uncond})
+        return d_uncond + scale * (d_cond - d_uncond)
+
+    return guided_denoiser
+
+
+__all__ = [
+    "Denoiser",
+    "DenoiserFn",
+    "Prediction",
+    "PREDICTIONS",
+    "NOISE_INPUTS",
+    "guided",
+    "expand_time",
+    "broadcast_to",
+]
