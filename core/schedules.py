@@ -333,7 +333,8 @@ def _log_snr_at(schedule: Schedule, t_max: float) -> Tensor:
     """lambda(t_max), floored at EDM's sigma_max = 80 where the schedule has zero SNR there
     (flow, zero-terminal-SNR): spacing rules need a finite top end; ts[0] stays t_max."""
     l_lo = schedule.log_snr(torch.tensor(t_max, dtype=torch.float64))
-    return l_lo.clamp(min=-2.0 * math.log(EDM_SIGMA_MAX))
+    floor = torch.full_like(l_lo, -2.0 * math.log(EDM_SIGMA_MAX))
+    return torch.where(torch.isfinite(l_lo), l_lo, floor)
 
 
 @GRIDS.register("karras")
