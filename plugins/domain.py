@@ -1,0 +1,81 @@
+"""The `Domain` base class: everything a plugin author implements, and nothing more.
+
+A domain ties its configuration, data, network, process, metrics and outputs together. Training,
+sampling, checkpoints, run directories and the command line come from the toolkit, which calls
+these methods with the resolved OmegaConf config of a run:
+
+    default_config()                   the domain's defaults (usually its `config.yaml`)
+    build_datamodule(cfg)              a LightningDataModule yielding batch dicts (see below)
+    build_network(cfg)                 the raw network net(x_in, c_noise, **cond)
+    process(cfg)                       the engine process: GaussianDiffusion or a discrete one
+    evaluate(batch, samples, cfg)      quality metrics of samples against a batch -> {name: float}
+    write_samples(samples, out, cfg)   files people look at (audio, PNG grids, SDF, text)
+    benchmark(cfg)                     what `toolkit benchmark --domain NAME` runs
+    prepare(cfg)                       build the offline data cache (`toolkit prepare`)
+
+Batches are dicts: "x0" the clean data [B, ...]; optionally "cond" (keyword arguments passed to
+the network, e.g. {"low_res": ...}) and "mask" ([B, N] padding / node mask). Built-in domains
+subclass this exactly as a third-party plugin does and register through the same hook.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class Domain:
+    """Base class of every domain. Subclasses set `name` and `description` and implement the
+    `build_*`, `process`, `evaluate` and `write_samples` methods; `prepare` and `benchmark` have
+    defaults. `config_file` points at the domain's defaults YAML (default: `config.yaml` beside
+    the module that defines the subclass)."""
+
+    name: str = ""
+    description: str = ""
+    config_file: str | Path | None = None
+
+    def default_config(self) -> DictConfig:
+        """The domain's defaults; by default its `config.yaml`. Every knob a user may turn."""
+        path = Path(self.config_file) if self.config_file else self._module_dir() / "config.yaml"
+        if not path.exists():
+            raise FileNotFoundError(f"domain {self.name!r} has no default config at {path}")
+        return OmegaConf.load(path)
+
+    def _module_dir(self) -> Path:
+        import sys
+
+        return Path(sys.modules[type(self).__module__].__file__).parent
+
+    def prepare(self, cfg: DictConfig) -> None:
+        """Build the offline data cache. Default: the data module's `prepare_data()`."""
+        self.build_datamodule(cfg).prepare_data()
+
+    def build_datamodule(self, cfg: DictConfig) -> Any:
+        """A `lightning.LightningDataModule` whose loaders yield batch dicts."""
+        raise NotImplementedError
+
+    def build_network(self, cfg: DictConfig) -> Any:
+        """The raw network `net(x_in, c_noise, **cond)` (a torch.nn.Module)."""
+        raise NotImplementedError
+
+    def process(self, cfg: DictConfig) -> Any:
+        """The engine process (e.g. `diffusekit.core.process.GaussianDiffusion`) with
+        `training_loss(network, batch)` and `generate(network, batch, ...)`."""
+        raise NotImplementedError
+
+    def evaluate(self, batch: dict, samples: Any, cfg: DictConfig) -> dict[str, float]:
+        """Quality metrics of `samples` generated for `batch` (the batch holds the references)."""
+        raise NotImplementedError
+
+    def write_samples(self, samples: Any, out_dir: Path, cfg: DictConfig) -> list[Path]:
+        """Write samples as files people look at; return the paths written."""
+        raise NotImplementedError
+
+    def benchmark(self, cfg: DictConfig) -> dict[str, Any]:
+        """The domain's benchmark (`toolkit benchmark`); returns its metrics dict."""
+        raise NotImplementedError(f"domain {self.name!r} has no benchmark")
+
+    def __repr__(self) -> str:
+        return f"<Domain {self.name}: {self.description}>"
