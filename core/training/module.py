@@ -1,0 +1,144 @@
+"""The one LightningModule of the toolkit: trains any process on any network.
+
+`DiffusionModule` receives *built* parts: the network, the process (anything with
+`training_loss(network, batch, generator=None) -> [B]` and `generate(network, batch, ...)`, e.g.
+`diffusekit.core.process.GaussianDiffusion` or a discrete process) and `OptimSettings`. It never
+sees a config file, builds no data and computes no domain metrics; the data module, the callbacks
+and the domain do that (see `diffusekit.core.training.fit`).
+
+What it adds: AdamW with linear warm-up (Loshchilov & Hutter 2019), an EMA of the weights that is
+checkpointed with the model and used for validation and sampling, and a stop on a non-finite loss
+(`NonFiniteLossError`). Gradient clipping is the Trainer's (`gradient_clip_val`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from diffusekit.core.errors import NonFiniteLossError
+from diffusekit.core.training.ema import EMA
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """AdamW + linear warm-up. `lr` is reached after `warmup_steps` optimiser steps."""
+
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 100
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.warmup_steps < 0:
+            raise ValueError(f"need lr > 0 and warmup_steps >= 0, got {self}")
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Multiplier of the peak learning rate at optimiser step `step` (0-based): linear from
+    1 / warmup_steps up to 1 over `warmup_steps` steps, then 1."""
+    if warmup_steps <= 0:
+        return 1.0
+    return min(1.0, (step + 1) / warmup_steps)
+
+
+def batch_size(batch: dict) -> int:
+    """Number of examples in a batch dict (the leading size of batch["x0"])."""
+    return int(batch["x0"].shape[0])
+
+
+def slice_batch(batch: Any, stop: int | None, start: int = 0) -> Any:
+    """Examples start..stop of a batch: every tensor (nested in dicts, lists) cut on dim 0."""
+    if isinstance(batch, Tensor):
+        return batch[start:stop]
+    if isinstance(batch, dict):
+        return {k: slice_batch(v, stop, start) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(slice_batch(v, stop, start) for v in batch)
+    return batch
+
+
+def concat_batches(a: Any, b: Any) -> Any:
+    """Two batches joined on dim 0 (tensors nested in dicts and lists; other values from `a`)."""
+    if isinstance(a, Tensor):
+        return torch.cat([a, b])
+    if isinstance(a, dict):
+        return {k: concat_batches(a[k], b[k]) for k in a}
+    if isinstance(a, (list, tuple)):
+        return type(a)(concat_batches(x, y) for x, y in zip(a, b))
+    return a
+
+
+class DiffusionModule(L.LightningModule):
+    """Trains `network` under `process`; samples with the EMA weights.
+
+    network:    the raw network (an nn.Module) the process wraps, net(x_in, c_noise, **cond).
+    process:    has training_loss(network, batch, generator=None) -> [B] and
+                generate(network, batch, *, sampler, steps, generator, callback) -> samples.
+    optim:      `OptimSettings`.
+    ema_decay:  EMA decay (see `EMA`); ema_warmup its warm-up.
+    """
+
+    def __init__(self, network: nn.Module, process: Any, optim: OptimSettings = OptimSettings(),
+                 ema_decay: float = 0.999, ema_warmup: bool = True) -> None:
+        super().__init__()
+        self.network = network
+        self.process = process
+        self.optim = optim
+        self.ema = EMA(network, ema_decay, ema_warmup)
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss = self.process.training_loss(self.network, batch).mean()
+        self._stop_if_not_finite(loss)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False,
+                 batch_size=batch_size(batch))
+        return loss
+
+    def _stop_if_not_finite(self, loss: Tensor) -> None:
+        """Raise `NonFiniteLossError` when the loss is NaN/Inf on any device (all ranks agree,
+        so no rank is left waiting in a collective)."""
+        bad = (~torch.isfinite(loss.detach())).float()
+        if self.trainer is not None and self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce(bad, reduce_op="max")
+        if bool(bad):  # one host sync per step: the price of stopping at the first bad step
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at step {self.global_step}; the run stops "
+                "(try a lower optim.lr or a smaller optim.grad_clip, and check the data)")
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.ema.update(self.network)  # after every real optimiser step (accumulation aware)
+
+    def configure_optimizers(self) -> dict:
+        o = self.optim
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=o.lr, betas=tuple(o.betas),
+                                      eps=o.eps, weight_decay=o.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_factor(step, o.warmup_steps))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    # -------------------------------------------------------------- validation
+    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        """The loss of the EMA weights, with noise seeded by the batch index so that successive
+        validations compare like with like."""
+        generator = torch.Generator(device=batch["x0"].device).manual_seed(10_000 + batch_idx)
+        loss = self.process.training_loss(self.ema.network, batch, generator=generator).mean()
+        self.log("val/loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True,
+                 batch_size=batch_size(batch))
+        return loss
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def generate(self, batch: dict, *, sampler: str | None = None, steps: int | None = None,
+                 generator: torch.Generator | None = None,
+                 callback: Callable[[dict], None] | None = None) -> Any:
+        """Samples for `batch` (its shape, "cond" and "mask") from the EMA weights."""
+        return self.process.generate(self.ema.network, batch, sampler=sampler, steps=steps,
+                                     generator=generator, callback=callback)
