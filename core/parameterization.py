@@ -136,6 +136,17 @@ NOISE_INPUTS.register(  # Karras et al. 2022, Table 1: c_noise = ln(sigma) / 4, 
 )
 
 
+def _train_step(t: Tensor, schedule: Schedule) -> Tensor:
+    """The training-step index k of t = (k + 1) / N on a discrete schedule's N-step grid
+    (`vp_discrete`): diffusers' integer timestep (999 at t = 1), fractional between grid points."""
+    if not schedule.n_train_steps:
+        raise ValueError("noise input 'train_step' needs a schedule with n_train_steps (vp_discrete)")
+    return t * schedule.n_train_steps - 1.0
+
+
+NOISE_INPUTS.register("train_step", _train_step)
+
+
 class Denoiser(nn.Module):
     """D(x, t, **cond) -> x0_hat around a raw network.
 
@@ -143,7 +154,7 @@ class Denoiser(nn.Module):
     schedule:   the `Schedule` that defines alpha(t), sigma(t).
     prediction: "eps" | "x0" | "v" | "flow" | "edm" (EDM preconditioning) or a `Prediction`.
     noise_input: what the network sees as c_noise: "t" (default; "edm" for prediction "edm"),
-                "t1000", "log_snr", or a callable (t [B], schedule) -> [B].
+                "t1000", "log_snr", "train_step" (k of t = (k+1)/N, discrete), or a callable (t [B], schedule) -> [B].
 
     The network is a submodule, so `Denoiser` can be trained, moved and saved like one.
     """
