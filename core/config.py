@@ -83,6 +83,14 @@ def compose(
         cfg = OmegaConf.merge(cfg, layer)
     if domain is not None:
         cfg.domain = domain
+    return override(cfg, files=files, overrides=overrides)
+
+
+def override(cfg: DictConfig, *, files: Iterable[str | Path] = (),
+             overrides: Iterable[str] = ()) -> DictConfig:
+    """`cfg` (e.g. a run's saved config) with user files and `key=value` overrides applied:
+    layers 3 and 4 of `compose`, under the same rules (only existing keys)."""
+    cfg = _as_config(cfg)
     open_paths = _open_paths(cfg)
     for path in files:
         layer = load_file(path)

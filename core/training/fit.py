@@ -14,8 +14,10 @@ processes by re-running the same command; they find the run folder through the
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+import warnings
 from typing import Any
 
 import lightning as L
@@ -29,6 +31,19 @@ from diffusekit.core.training.callbacks import (ExportEMAWeights, FinalCheckpoin
                                                 ValidationSamples)
 from diffusekit.core.training.module import DiffusionModule, OptimSettings
 from diffusekit.core.training.runs import RUN_DIR_ENV, RunDir
+
+
+class _DropTips(logging.Filter):
+    """Drop Lightning's advertising tips from its log (they are not about this run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+def _quiet_lightning() -> None:
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    # the EMA copy is in eval mode on purpose
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 def is_launched_worker() -> bool:
@@ -114,6 +129,7 @@ def train(domain: Any, cfg: DictConfig, resume: RunDir | None = None) -> RunDir:
                           run.samples, n=int(cfg.sample.val_n), sampler=cfg.sample.sampler,
                           steps=int(cfg.sample.steps), seed=int(cfg.seed)),
     ]
+    _quiet_lightning()
     trainer = build_trainer(cfg, run, callbacks)
 
     started = time.time()

@@ -1,0 +1,309 @@
+"""`toolkit` (also `diffusekit`): the command line.
+
+    toolkit domains | plugins                        what is installed
+    toolkit config --domain D [key=value ...]        the resolved config of a run (YAML)
+    toolkit prepare --domain D                       build the domain's offline data cache
+    toolkit train --domain D [key=value ...] [--config f.yaml] [--resume [RUN]]
+    toolkit sample --run RUN [--sampler S] [--steps N] [-n K]
+    toolkit evaluate --run RUN                       the domain's metrics -> metrics.json
+    toolkit benchmark --domain D [--quick]           the domain's benchmark
+
+Plugins add commands through the `register_commands(cli)` hook. Bad input (an unknown domain,
+sampler or config key, a missing or corrupt run folder or checkpoint, an unreadable file, a NaN
+loss) ends with one `error: ...` line on stderr and a non-zero exit status, never a traceback:
+`main` turns the toolkit's own errors (`diffusekit.core.errors`, registry look-ups) into that
+line. This is the only core module that imports `diffusekit.plugins`, and only inside commands.
+Lightning is imported only by the commands that train or sample.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from diffusekit.core import config as configuration
+from diffusekit.core.errors import ConfigError, DiffusekitError, RunDirError
+from diffusekit.core.registry import UnknownNameError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+# ----------------------------------------------------------------------------- helpers
+def get_domain(name: str) -> Any:
+    """The installed domain called `name` (plugins are discovered on first use)."""
+    from diffusekit import plugins
+
+    domain = plugins.get_domain(name)
+    return domain() if isinstance(domain, type) else domain
+
+
+def _domain_names() -> list[str]:
+    from diffusekit import plugins
+
+    return plugins.domain_names()
+
+
+def _compose(domain: Any, files: tuple[str, ...], overrides: tuple[str, ...]):
+    return configuration.compose(domain.default_config(), files=files, overrides=overrides,
+                                 domain=domain.name)
+
+
+def _check_sampler(name: str | None) -> None:
+    if name is None:
+        return
+    from diffusekit import plugins  # noqa: F401  (plugins' samplers join the registry)
+    from diffusekit.core import samplers
+
+    samplers.get(name)  # UnknownNameError naming the known samplers
+
+
+def _open_run(path: str) -> Any:
+    from diffusekit.core.training.runs import RunDir
+
+    return RunDir.open(path)
+
+
+def _run_domain(run: Any) -> tuple[Any, Any]:
+    """The domain a run folder was trained with, and the run's config."""
+    cfg = run.load_config()
+    if not cfg.get("domain"):
+        raise RunDirError(f"run {str(run.path)!r}: config.yaml names no domain")
+    return get_domain(cfg.domain), cfg
+
+
+def _echo_paths(paths: list[Path], what: str) -> None:
+    if not paths:
+        click.echo(f"{what}: no files written")
+        return
+    folders = sorted({str(Path(p).parent) for p in paths})
+    click.echo(f"{what}: {len(paths)} file(s) in {', '.join(folders)}")
+
+
+config_option = click.option("--config", "files", multiple=True, type=click.Path(dir_okay=False),
+                             help="A YAML file of config values (repeatable; later wins).")
+domain_option = click.option("--domain", "-d", required=True, help="The domain (toolkit domains).")
+overrides_argument = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+
+
+# ---------------------------------------------------------------------------- commands
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="diffusekit", prog_name="diffusekit")
+def cli() -> None:
+    """diffusekit: train, sample and evaluate diffusion models of any installed domain."""
+
+
+@cli.command()
+def domains() -> None:
+    """List the installed domains."""
+    names = _domain_names()
+    if not names:
+        click.echo("no domains installed")
+    for name in names:
+        click.echo(f"{name:<16} {get_domain(name).description}")
+
+
+@cli.command()
+def plugins() -> None:
+    """List the plugins found (loaded, failed with their error, or skipped)."""
+    from diffusekit import plugins as plugin_api
+
+    records = plugin_api.plugin_report()
+    if not records:
+        click.echo("no plugins found")
+    for r in records:
+        record = r.as_dict() if hasattr(r, "as_dict") else dict(r)
+        provides = "; ".join(f"{k}: {', '.join(v)}" for k, v in record.get("provides", {}).items()
+                             if v)
+        dist = f"{record.get('distribution') or '?'} {record.get('version') or ''}".strip()
+        line = f"{record['name']:<16} {record['status']:<8} {dist}"
+        if provides:
+            line += f"  [{provides}]"
+        if record.get("error"):
+            line += f"  error: {record['error']}"
+        click.echo(line)
+
+
+@cli.command("config", context_settings=CONTEXT)
+@domain_option
+@config_option
+@overrides_argument
+def config_command(domain: str, files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """Print the resolved config of a run of DOMAIN (defaults, files, overrides) as YAML."""
+    click.echo(configuration.to_yaml(_compose(get_domain(domain), files, overrides)), nl=False)
+
+
+@cli.command()
+@domain_option
+@config_option
+@overrides_argument
+def prepare(domain: str, files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """Build DOMAIN's offline data cache."""
+    dom = get_domain(domain)
+    dom.prepare(_compose(dom, files, overrides))
+    click.echo(f"prepared the data of domain {dom.name!r}")
+
+
+@cli.command()
+@click.option("--domain", "-d", help="The domain (toolkit domains); not needed with --resume RUN.")
+@config_option
+@click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[RUN]",
+              help="Continue a run from its last checkpoint: its folder, or alone the latest run "
+                   "of --domain.")
+@overrides_argument
+def train(domain: str | None, files: tuple[str, ...], resume: str | None,
+          overrides: tuple[str, ...]) -> None:
+    """Train a model of DOMAIN; KEY=VALUE overrides any config value (toolkit config lists them).
+
+    The run folder is runs/<domain>/<timestamp>/ (config, checkpoints, model.safetensors,
+    samples, logs, loss curve, metrics.json)."""
+    if resume is not None and "=" in resume and not Path(resume).exists():
+        overrides, resume = (resume, *overrides), "latest"  # `--resume key=value ...`
+    if resume is None:
+        if not domain:
+            raise click.UsageError("Missing option '--domain' (or --resume RUN).")
+        dom = get_domain(domain)
+        cfg = _compose(dom, files, overrides)
+        run = None
+    else:
+        run, dom, cfg = _resume_target(resume, domain)
+        cfg = configuration.override(cfg, files=files, overrides=overrides)
+    _check_sampler(cfg.sample.sampler)
+
+    from diffusekit.core.training.fit import is_launched_worker, train as train_run
+
+    result = train_run(dom, cfg, resume=run)
+    if not is_launched_worker():
+        m = result.read_metrics()
+        loss = m.get("val_loss")
+        loss_text = f", validation loss {loss:.4g}" if isinstance(loss, float) else ""
+        click.echo(f"trained {dom.name} to step {m.get('step')} in {m.get('train_seconds')} s"
+                   f"{loss_text}: {result.path}")
+
+
+def _resume_target(resume: str, domain: str | None) -> tuple[Any, Any, Any]:
+    from diffusekit.core.training.runs import RunDir
+
+    if resume == "latest":
+        if not domain:
+            raise click.UsageError("--resume without a run folder needs --domain.")
+        dom = get_domain(domain)
+        root = _compose(dom, (), ()).run_dir
+        run = RunDir.latest(root, dom.name)
+    else:
+        run = RunDir.open(resume)
+    dom, cfg = _run_domain(run)
+    if domain and domain != dom.name:
+        raise ConfigError(f"run {str(run.path)!r} is of domain {dom.name!r}, not {domain!r}")
+    return run, dom, cfg
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="A run folder.")
+@click.option("--sampler", "-s", default=None, help="A sampler name (default: the run's).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampler steps.")
+@click.option("-n", "n", type=click.IntRange(min=1), default=None, help="Number of samples.")
+@click.option("--seed", type=int, default=None, help="Seed of the sampling noise.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for the files (default: RUN/samples/<sampler>-<steps>/).")
+def sample(run_dir: str, sampler: str | None, steps: int | None, n: int | None,
+           seed: int | None, out: str | None) -> None:
+    """Generate samples with a run's EMA weights and write them as the domain's files."""
+    run = _open_run(run_dir)
+    dom, _ = _run_domain(run)
+    _check_sampler(sampler)
+    from diffusekit.core.training.inference import sample_run
+
+    paths = sample_run(dom, run, sampler=sampler, steps=steps, n=n, seed=seed,
+                       out_dir=Path(out) if out else None)
+    _echo_paths(paths, "samples")
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="A run folder.")
+@click.option("--sampler", "-s", default=None, help="A sampler name (default: the run's).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampler steps.")
+@click.option("-n", "n", type=click.IntRange(min=1), default=None,
+              help="Test examples to generate for (default: sample.eval_n).")
+def evaluate(run_dir: str, sampler: str | None, steps: int | None, n: int | None) -> None:
+    """The domain's metrics of a run's samples on its test split (also into metrics.json)."""
+    run = _open_run(run_dir)
+    dom, _ = _run_domain(run)
+    _check_sampler(sampler)
+    from diffusekit.core.training.inference import evaluate_run
+
+    result = evaluate_run(dom, run, sampler=sampler, steps=steps, n=n)
+    click.echo(f"evaluated {result['n']} examples with {result['sampler']}, "
+               f"{result['steps']} steps:")
+    for key, value in sorted(result["metrics"].items()):
+        click.echo(f"  {key:<24} {value:.6g}")
+    click.echo(f"written to {run.metrics_file}")
+
+
+@cli.command()
+@domain_option
+@click.option("--quick", is_flag=True, help="A short smoke version (sets quick=true).")
+@config_option
+@overrides_argument
+def benchmark(domain: str, quick: bool, files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """Run DOMAIN's benchmark and print its metrics (as JSON)."""
+    dom = get_domain(domain)
+    cfg = _compose(dom, files, (*overrides, *(["quick=true"] if quick else [])))
+    result = dom.benchmark(cfg)
+    click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+
+
+# ------------------------------------------------------------------------- entry point
+def _add_plugin_commands(group: click.Group) -> None:
+    """Let plugins add their commands (the manager isolates a failing plugin)."""
+    try:
+        from diffusekit import plugins as plugin_api
+    except ImportError:  # the plugin package is absent from a stripped install
+        return
+    plugin_api.register_commands(group)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 on success). The toolkit's own errors
+    (`DiffusekitError`, unknown names, usage errors, unreadable files) print one line on stderr:
+    `error: ...`."""
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "toolkit"
+    if prog not in ("toolkit", "diffusekit"):
+        prog = "toolkit"
+    try:
+        _add_plugin_commands(cli)
+        result = cli.main(args=argv, prog_name=prog, standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        return 130
+    except click.ClickException as exc:  # usage errors: bad option, missing argument
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            hint = f" (see '{ctx.command_path} --help')"
+        click.echo(f"error: {_one_line(exc.format_message())}{hint}", err=True)
+        return exc.exit_code
+    except DiffusekitError as exc:
+        click.echo(f"error: {_one_line(exc)}", err=True)
+        return exc.exit_code
+    except UnknownNameError as exc:
+        click.echo(f"error: {_one_line(exc)}", err=True)
+        return 2
+    except OSError as exc:  # a file that cannot be read or written
+        click.echo(f"error: {_one_line(exc)}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
