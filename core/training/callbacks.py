@@ -103,7 +103,7 @@ class FinalCheckpoint(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
         if step > 0 and (self.every <= 0 or step % self.every != 0):
-            trainer.save_checkpoint(self.path)  # collective: every rank calls it
+            trainer.save_checkpoint(self.path, weights_only=False)  # collective: all ranks call it
 
 
 class LossCurve(Callback):

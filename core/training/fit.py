@@ -18,6 +18,7 @@ import logging
 import os
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -58,7 +59,7 @@ def prepare_run(domain_name: str, cfg: DictConfig, resume: RunDir | None = None)
     if resume is not None:
         run = resume
     elif os.environ.get(RUN_DIR_ENV):
-        run = RunDir(os.path.abspath(os.environ[RUN_DIR_ENV]))
+        run = RunDir(Path(os.environ[RUN_DIR_ENV]).absolute())
         run.path.mkdir(parents=True, exist_ok=True)
     else:
         run = RunDir.create(cfg.run_dir, domain_name)
