@@ -146,10 +146,14 @@ class MarkovSource:
         """The exact p(x_l | observed tokens of z_t) at every position (module docstring), as
         float64 logits; ignores t. Position 0 of the input is position 0 of the chain."""
 
+        tables: dict[tuple[int, torch.device], tuple[Tensor, Tensor]] = {}
+
         def logits_fn(z_t: Tensor, t: Tensor) -> Tensor:
             batch, length = z_t.shape
-            powers = self._powers(length).to(z_t.device)
-            marginals = self.marginals(length).to(z_t.device)  # [L, V]
+            key = (length, z_t.device)
+            if key not in tables:  # P^0..P^L and the marginals, once per length
+                tables[key] = (self._powers(length).to(z_t.device), self.marginals(length).to(z_t.device))
+            powers, marginals = tables[key]  # [L + 1, V, V], [L, V]
             pos = torch.arange(length, device=z_t.device).expand(batch, -1)
             observed = z_t != mask_id
             # nearest observed position strictly left / right of each l (-1 / L when none)

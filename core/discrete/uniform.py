@@ -207,11 +207,14 @@ class UniformDiffusion:
             step = low_discrepancy_steps(batch, T, generator=generator, device=tokens.device)
         t = step.to(torch.float64) / T
         s = (step - 1).to(torch.float64) / T
-        x_t = self.q_sample(tokens, t, generator, attention_mask)
-        logits = check_logits(logits_fn(x_t, t.float()), batch, length, self.vocab_size)
-        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
         real = torch.ones_like(tokens, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        # Padding may use ids outside the vocabulary: the kernels below see token 0 there (and
+        # drop it from the sum); the network sees the caller's padding ids unchanged.
         safe_tokens = torch.where(real, tokens, torch.zeros_like(tokens))
+        x_t = self.q_sample(safe_tokens, t, generator, attention_mask)
+        x_in = x_t if attention_mask is None else torch.where(real, x_t, tokens)
+        logits = check_logits(logits_fn(x_in, t.float()), batch, length, self.vocab_size)
+        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
 
         log_p = self.reverse_log_probs(x_t, torch.log_softmax(logits.to(dtype), dim=-1), t, s)
         x0_onehot = torch.nn.functional.one_hot(safe_tokens, self.vocab_size).bool()
