@@ -104,7 +104,7 @@ class DiffusionModule(L.LightningModule):
         """Raise `NonFiniteLossError` when the loss is NaN/Inf on any device (all ranks agree,
         so no rank is left waiting in a collective)."""
         bad = (~torch.isfinite(loss.detach())).float()
-        if self.trainer is not None and self.trainer.world_size > 1:
+        if self._trainer is not None and self.trainer.world_size > 1:
             bad = self.trainer.strategy.reduce(bad, reduce_op="max")
         if bool(bad):  # one host sync per step: the price of stopping at the first bad step
             raise NonFiniteLossError(

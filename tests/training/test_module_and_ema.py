@@ -1,0 +1,91 @@
+"""The generic LightningModule's parts: EMA, warm-up, optimiser, non-finite loss, batch helpers."""
+
+import pytest
+import torch
+from torch import nn
+
+from diffusekit.core.errors import NonFiniteLossError
+from diffusekit.core.process import GaussianDiffusion
+from diffusekit.core.training.ema import EMA
+from diffusekit.core.training.module import (DiffusionModule, OptimSettings, concat_batches,
+                                             slice_batch, warmup_factor)
+
+
+def test_ema_follows_the_update_rule_with_and_without_warmup():
+    net = nn.Linear(3, 2)
+    ema = EMA(net, decay=0.9, warmup=False)
+    start = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update(net)
+    torch.testing.assert_close(ema.network.weight, 0.9 * start + 0.1 * net.weight)
+    assert not any(p.requires_grad for p in ema.network.parameters())
+
+    warm = EMA(net, decay=0.999, warmup=True)
+    assert warm.current_decay() == pytest.approx(1 / 10)     # (1 + 0) / (10 + 0)
+    warm.update(net)
+    assert int(warm.num_updates) == 1 and warm.current_decay() == pytest.approx(2 / 11)
+    with pytest.raises(ValueError):
+        EMA(net, decay=1.0)
+
+
+def test_ema_copies_buffers_and_stays_in_eval_mode():
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = EMA(net, decay=0.5)
+    net.train()
+    net(torch.randn(8, 2) * 5 + 3)
+    ema.update(net)
+    torch.testing.assert_close(ema.network[1].running_mean, net[1].running_mean)
+    ema.train()
+    assert not ema.network.training
+
+
+def test_warmup_is_linear_then_constant():
+    assert [warmup_factor(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_factor(0, 0) == 1.0
+
+
+def _module(**kwargs):
+    net = nn.Sequential(nn.Linear(2, 2))
+    net.forward = lambda x, c_noise: nn.Sequential.forward(net, x)  # net(x_in, c_noise)
+    return DiffusionModule(net, GaussianDiffusion(schedule="vp_cosine", sampler="ddim"),
+                           OptimSettings(lr=0.1, warmup_steps=10, weight_decay=0.01), **kwargs)
+
+
+def test_optimizer_is_adamw_over_the_network_only_with_step_warmup():
+    module = _module()
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]
+    assert isinstance(opt, torch.optim.AdamW) and sched["interval"] == "step"
+    trained = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert trained == {id(p) for p in module.network.parameters()}
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 / 10)   # first step of warm-up
+    assert opt.param_groups[0]["weight_decay"] == 0.01
+
+
+def test_ema_weights_are_in_the_state_dict():
+    keys = _module().state_dict().keys()
+    assert any(k.startswith("ema.network.") for k in keys) and "ema.num_updates" in keys
+
+
+def test_non_finite_loss_raises_the_toolkit_error():
+    module = _module()
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 0"):
+        module._stop_if_not_finite(torch.tensor(float("nan")))
+    module._stop_if_not_finite(torch.tensor(1.0))
+
+
+def test_generate_uses_the_ema_network_and_keeps_the_shape():
+    module = _module()
+    x = {"x0": torch.zeros(5, 2)}
+    out = module.generate(x, steps=3, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (5, 2) and torch.isfinite(out).all()
+
+
+def test_batch_helpers_cut_and_join_nested_batches():
+    batch = {"x0": torch.arange(6).reshape(3, 2), "cond": {"label": torch.arange(3)},
+             "name": "fixed"}
+    head, tail = slice_batch(batch, 2), slice_batch(batch, None, start=2)
+    assert head["x0"].shape == (2, 2) and tail["cond"]["label"].tolist() == [2]
+    joined = concat_batches(head, tail)
+    assert torch.equal(joined["x0"], batch["x0"]) and joined["name"] == "fixed"
