@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from diffusekit.core.errors import DataError
 from diffusekit.core.process import GaussianDiffusion
 from diffusekit.plugins.domain import Domain
 
@@ -28,6 +29,7 @@ data:
   n_train: 512        # training points
   n_val: 64           # validation (and test) points
   batch_size: 64      # points per batch
+  file: null          # a CSV of points to train on instead of the mixture (tests bad data files)
 process:
   sampler: ddim       # default sampler
 trainer:
@@ -68,13 +70,23 @@ class Points(Dataset):
         return {"x0": self.x[i]}
 
 
+def read_points(path: str) -> torch.Tensor:
+    """[n, 2] points from a CSV file; a missing file raises OSError, garbage `DataError`."""
+    rows = Path(path).read_text().split()
+    try:
+        return torch.tensor([[float(v) for v in row.split(",")] for row in rows]).reshape(-1, 2)
+    except (ValueError, RuntimeError) as exc:
+        raise DataError(f"data file {path!r} cannot be read: {exc}") from None
+
+
 class PointData(L.LightningDataModule):
-    def __init__(self, n_train: int, n_val: int, batch_size: int) -> None:
+    def __init__(self, n_train: int, n_val: int, batch_size: int, file: str | None = None) -> None:
         super().__init__()
-        self.n_train, self.n_val, self.batch_size = n_train, n_val, batch_size
+        self.n_train, self.n_val, self.batch_size, self.file = n_train, n_val, batch_size, file
 
     def train_dataloader(self):
-        return DataLoader(Points(mixture(self.n_train, 0)), batch_size=self.batch_size,
+        x = read_points(self.file) if self.file else mixture(self.n_train, 0)
+        return DataLoader(Points(x), batch_size=self.batch_size,
                           shuffle=True, num_workers=0, drop_last=True)
 
     def val_dataloader(self):
@@ -109,7 +121,7 @@ class ToyDomain(Domain):
         return OmegaConf.create(CONFIG)
 
     def build_datamodule(self, cfg):
-        return PointData(cfg.data.n_train, cfg.data.n_val, cfg.data.batch_size)
+        return PointData(cfg.data.n_train, cfg.data.n_val, cfg.data.batch_size, cfg.data.file)
 
     def build_network(self, cfg):
         return PointNet(cfg.model.hidden, cfg.model.nan, cfg.model.delay)
