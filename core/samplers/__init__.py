@@ -24,8 +24,9 @@ the host: grid quantities and per-step coefficients are computed once before the
 (`grid_coefficients`), and the loop only indexes Python lists and does tensor arithmetic.
 
 Built-ins: `ddpm`, `ddim` (ancestral.py), `euler`, `heun` (karras.py), `dpmpp_2m`,
-`dpmpp_2m_sde`, `dpmpp_3m` (dpmsolver.py). Look them up with `get(name)`; `names()` lists all,
-plugins included; `register(name, fn)` (or `@register(name)`) adds one.
+`dpmpp_2m_sde`, `dpmpp_3m`, `dpmpp_3m_sde` (dpmsolver.py), `unipc` (unipc.py). Look them up with
+`get(name)`; `names()` lists all, plugins included; `register(name, fn)` (or `@register(name)`)
+adds one.
 """
 
 from __future__ import annotations
@@ -63,6 +64,6 @@ def register(name: str, fn: SamplerFn | None = None, *, replace: bool = False):
 
 
 # The built-in families register themselves on import (after REGISTRY exists).
-from diffusekit.core.samplers import ancestral, dpmsolver, karras  # noqa: E402
+from diffusekit.core.samplers import ancestral, dpmsolver, karras, unipc  # noqa: E402
 
-__all__ = ["REGISTRY", "SamplerFn", "get", "names", "register", "ancestral", "karras", "dpmsolver"]
+__all__ = ["REGISTRY", "SamplerFn", "get", "names", "register", "ancestral", "karras", "dpmsolver", "unipc"]

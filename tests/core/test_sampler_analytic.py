@@ -22,7 +22,7 @@ import torch
 from diffusekit.core import samplers, schedules
 from diffusekit.core.analytic import GaussianMixture, sliced_wasserstein
 
-DETERMINISTIC = ["ddim", "euler", "heun", "dpmpp_2m", "dpmpp_3m"]
+DETERMINISTIC = ["ddim", "euler", "heun", "dpmpp_2m", "dpmpp_3m", "unipc"]
 NFES = (5, 10, 20, 50)
 SCHEDULE = schedules.get("vp_linear")
 GRID_KINDS = {"heun": "karras"}  # every other sampler: "uniform"

@@ -149,3 +149,14 @@ def test_dpmpp_2m_sde_matches_diffusers_with_shared_noise(problem):
         lower_order_final=True)
     expected = run_reference(ref, net, schedule.sigma(ts[0]) * noise, n, variance_noise=noises)
     assert (x - expected).abs().max() < TOL
+
+
+@pytest.mark.parametrize(("order", "n"), [(1, 10), (2, 10), (2, 25), (3, 10), (3, 20)])
+def test_unipc_matches_diffusers(problem, order, n):
+    _, net, _, _ = problem
+    x, x_start, _ = ours("unipc", problem, n, order=order)
+    ref = diffusers.UniPCMultistepScheduler(
+        **COMMON, solver_order=order, solver_type="bh2", predict_x0=True, final_sigmas_type="zero",
+        lower_order_final=True)
+    expected = run_reference(ref, net, x_start, n)
+    assert (x - expected).abs().max() < TOL
