@@ -18,6 +18,7 @@ With x_t = alpha x0 + sigma eps (see `schedules`), the targets and their inversi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Callable, Protocol
 
 import torch
@@ -47,7 +48,10 @@ def broadcast_to(v: Tensor, x: Tensor) -> Tensor:
 
 
 class Prediction:
-    """How a network's output relates to x0. Subclasses define the three maps below."""
+    """How a network's output relates to x0. Subclasses define the three maps below;
+    `scales_input` is False when `input_scale` is identically 1 (the multiply is skipped)."""
+
+    scales_input = False
 
     def input_scale(self, alpha: Tensor, sigma: Tensor) -> Tensor:
         """Factor applied to x before the network (1 unless preconditioned)."""
@@ -99,6 +103,8 @@ class FlowPrediction(Prediction):
 
 class EDMPreconditioning(Prediction):
     """Karras et al. 2022 preconditioning, valid for any schedule via VE coordinates."""
+
+    scales_input = True
 
     def __init__(self, sigma_data: float = 0.5) -> None:
         self.sigma_data = sigma_data
@@ -157,6 +163,11 @@ class Denoiser(nn.Module):
                 "t1000", "log_snr", "train_step" (k of t = (k+1)/N, discrete), or a callable (t [B], schedule) -> [B].
 
     The network is a submodule, so `Denoiser` can be trained, moved and saved like one.
+
+    Fast path: samplers call `prepare_times(times)` once before their loop with the 0-dim time
+    tensors they will pass; the schedule is then evaluated for the whole grid in one vectorised
+    call, and each step only looks its coefficients up (by tensor identity), so the per-step cost
+    around the network is a few tensor operations and no schedule arithmetic.
     """
 
     def __init__(
@@ -180,6 +191,37 @@ class Denoiser(nn.Module):
         if noise_input is None:
             noise_input = "edm" if isinstance(prediction, EDMPreconditioning) else "t"
         self.noise_input = NOISE_INPUTS.get(noise_input) if isinstance(noise_input, str) else noise_input
+        self._prepared: dict[int, tuple] = {}
+
+    def prepare_times(self, times: Sequence[Tensor]) -> None:
+        """Evaluate alpha, sigma, c_noise (and the input scale) for every 0-dim time tensor in
+        `times` at once; later calls with one of these very tensors skip the schedule.
+        Entries are keyed by identity and hold a reference to their tensor (so an id cannot be
+        reused while cached) and its version counter (an in-place change invalidates it)."""
+        if len(times) == 0:
+            return
+        t = torch.stack([ti.detach() for ti in times])
+        alpha, sigma = self.schedule.alpha_sigma(t)
+        c_noise = self.noise_input(t, self.schedule)
+        scale = self.prediction.input_scale(alpha, sigma) if self.prediction.scales_input else None
+        dtype = t.dtype
+        columns = [alpha.to(dtype), sigma.to(dtype), c_noise.to(dtype)]
+        if scale is not None:
+            columns.append(scale.to(dtype))
+        rows = torch.stack(columns, dim=1).unbind(0)
+        if len(self._prepared) > 4096:  # bounded: entries of grids long gone
+            self._prepared.clear()
+        for ti, row in zip(times, rows):
+            a, s, c, *sc = row.unbind(0)
+            self._prepared[id(ti)] = (ti, ti._version, a, s, c, sc[0] if sc else None)
+
+    def _lookup(self, t: Tensor | float) -> tuple | None:
+        if not isinstance(t, Tensor) or t.dim() != 0:
+            return None
+        entry = self._prepared.get(id(t))
+        if entry is None or entry[0] is not t or entry[1] != t._version:
+            return None
+        return entry
 
     def coefficients(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
         """(t [B], alpha [B, 1, ...], sigma [B, 1, ...]) for a state x at time t."""
@@ -189,9 +231,15 @@ class Denoiser(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor | float, **cond) -> Tensor:
         """x: [B, ...] noisy state at time t ([B] or scalar) -> x0_hat: [B, ...]."""
-        t, alpha, sigma = self.coefficients(x, t)
-        c_noise = self.noise_input(t, self.schedule).to(x.dtype)
-        out = self.net(x * self.prediction.input_scale(alpha, sigma), c_noise, **cond)
+        entry = self._lookup(t)
+        if entry is not None:  # a prepared grid time: 0-dim coefficients broadcast over x
+            _, _, alpha, sigma, c_noise, scale = entry
+            c_noise = c_noise.to(x.dtype).expand(x.shape[0])
+        else:
+            t, alpha, sigma = self.coefficients(x, t)
+            c_noise = self.noise_input(t, self.schedule).to(x.dtype)
+            scale = self.prediction.input_scale(alpha, sigma) if self.prediction.scales_input else None
+        out = self.net(x if scale is None else x * scale, c_noise, **cond)
         return self.prediction.to_x0(out, x, alpha, sigma)
 
     def target(self, x0: Tensor, eps: Tensor, t: Tensor | float) -> Tensor:
