@@ -97,9 +97,23 @@ class Grid:
             raise ValueError("the schedule must have sigma(t) > 0 for t > 0 on the grid")
         return cls(t=t, alpha=alpha, sigma=sigma, lam=lam, zero_snr_start=bool(alpha[0] <= 0))
 
-    def times(self, like: Tensor) -> list[Tensor]:
-        """[n + 1] 0-dim time tensors in the compute dtype on like's device (passed to D)."""
-        return list(self.t.to(device=like.device, dtype=compute_dtype(like.dtype)).unbind(0))
+    def times(self, like: Tensor, denoiser: Callable[..., Tensor] | None = None) -> list[Tensor]:
+        """[n + 1] 0-dim time tensors in the compute dtype on like's device (passed to D).
+
+        A denoiser that has `prepare_times` (e.g. `Denoiser`) is handed these very tensors once,
+        here, so it can evaluate its schedule for the whole grid in one call instead of per step.
+        """
+        times = list(self.t.to(device=like.device, dtype=compute_dtype(like.dtype)).unbind(0))
+        prepare_denoiser(denoiser, times)
+        return times
+
+
+def prepare_denoiser(denoiser: Callable[..., Tensor] | None, times: Sequence[Tensor]) -> None:
+    """Hand the 0-dim times a loop will pass to a denoiser that can precompute for them
+    (`prepare_times`, see `Denoiser`); any other denoiser is left alone."""
+    prepare = getattr(denoiser, "prepare_times", None)
+    if callable(prepare):
+        prepare(times)
 
 
 def step_rows(columns: Sequence[Tensor], like: Tensor) -> list[StepRow]:
@@ -140,7 +154,7 @@ def run_first_order(
     z ~ space.randn_like: coefficients [n] float64 (finite), x: [B, ...] the start state.
     Noise is drawn only on the steps where c_z != 0 (decided here, before the loop)."""
     cond = dict(cond or {})
-    times = grid.times(x)
+    times = grid.times(x, denoiser)
     rows = step_rows([c_x, c_d, c_z], x)
     noisy = host_flags(c_z != 0)
     for i, (cx, cd, cz) in enumerate(rows):
@@ -161,6 +175,7 @@ __all__ = [
     "compute_dtype",
     "finite_or_zero",
     "step_rows",
+    "prepare_denoiser",
     "host_flags",
     "start_state",
     "run_first_order",

@@ -32,6 +32,7 @@ from diffusekit.core.samplers.grid_coefficients import (
     compute_dtype,
     finite_or_zero,
     host_flags,
+    prepare_denoiser,
     start_state,
     step_rows,
 )
@@ -135,7 +136,8 @@ def _karras_loop(
                       hat.c_keep, hat.c_noise], noise)
     do_correct = host_flags(correct)
     t_hat = list(hat.t_hat.to(device=noise.device, dtype=compute_dtype(noise.dtype)).unbind(0))
-    times = grid.times(noise)
+    prepare_denoiser(denoiser, t_hat)
+    times = grid.times(noise, denoiser)
 
     x = start_state(noise, grid, space)
     for i, (cx, cd, ex, ed, ep, ckeep, cnoise) in enumerate(rows):

@@ -135,3 +135,35 @@ def test_v_prediction_matches_salimans_ho():
     v = a[:, None] * eps - s[:, None] * x0
     assert torch.allclose(D.target(x0, eps, t), v)
     assert math.isclose(float((a**2 + s**2).max()), 1.0, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "edm"])
+def test_prepared_times_give_the_same_output_as_the_slow_path(prediction):
+    """Samplers hand Denoiser their grid once (prepare_times); the result must not change."""
+    from diffusekit.core import samplers
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 3)
+    net = lambda x, c: lin(torch.cat([x, c[:, None]], 1))  # noqa: E731
+    sched = schedules.get("vp_cosine")
+    D = Denoiser(net, sched, prediction)
+    plain = lambda x, t, **c: D(x, t, **c)  # noqa: E731  (no prepare_times: the slow path)
+    noise = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
+    ts = schedules.time_grid(sched, 12, "log_snr")
+    with torch.no_grad():
+        for name in ("dpmpp_2m", "heun", "ddim"):
+            fast = samplers.get(name)(D, noise, ts, sched)
+            slow = samplers.get(name)(plain, noise, ts, sched)
+            assert torch.allclose(fast, slow, atol=1e-6, rtol=1e-6), name
+    assert D._prepared, "samplers must hand their grid to the denoiser"
+
+
+def test_prepared_entry_is_invalidated_by_an_in_place_change():
+    seen = []
+    D = Denoiser(lambda x, c: seen.append(c.clone()) or torch.zeros_like(x), schedules.get("edm"), "x0")
+    t = torch.tensor(0.5)
+    D.prepare_times([t])
+    D(torch.zeros(2, 1), t)
+    t.fill_(0.25)
+    D(torch.zeros(2, 1), t)
+    assert torch.allclose(seen[0], torch.full((2,), 0.5)) and torch.allclose(seen[1], torch.full((2,), 0.25))
