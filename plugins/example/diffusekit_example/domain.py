@@ -1,0 +1,200 @@
+"""The example domain: everything the toolkit needs to train, sample, evaluate and benchmark it.
+
+`ShapesDomain` implements the `diffusekit.plugins.Domain` methods and nothing else; training
+(`toolkit train --domain example`), sampling, checkpoints and the command line come from the
+toolkit. Each method builds one part from the resolved config (see config.yaml):
+
+    build_datamodule(cfg)  -> data.ShapesDataModule        batches {"x0": [B, 2], "cond": {"label"}}
+    build_network(cfg)     -> network.PointDenoiser        net(x_in, c_noise, label=...) -> [B, 2]
+    process(cfg)           -> core.process.GaussianDiffusion   schedule, prediction, loss, sampler
+    evaluate(batch, samples, cfg)      sliced W2 (pooled, per shape, data floor), k-NN precision/recall
+    write_samples(samples, out, cfg)   samples.png (data vs samples), samples.npy, samples.csv
+    benchmark(cfg)                     train briefly with plain torch, compare samplers x steps
+
+`fit_plain` is the few-line torch training loop the benchmark and the tests use; real runs go
+through the toolkit's Lightning trainer instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from diffusekit.core import schedules
+from diffusekit.core.process import GaussianDiffusion
+from diffusekit.plugins import Domain
+from diffusekit_example.metrics import precision_recall, sliced_wasserstein_by_label
+from diffusekit_example.network import PointDenoiser
+from diffusekit_example.shapes import ShapeLayout
+
+
+def _options(node: Any) -> dict:
+    """An optional mapping of the config as a plain dict ({} when absent or null)."""
+    return dict(OmegaConf.to_container(node, resolve=True)) if node else {}
+
+
+def _labels(batch: dict) -> Tensor | None:
+    cond = batch.get("cond") or {}
+    label = cond.get("label")
+    return None if label is None else label.detach().cpu()
+
+
+def fit_plain(network: torch.nn.Module, process: GaussianDiffusion, batches: Iterable[dict],
+              steps: int, lr: float = 2e-3, grad_clip: float = 1.0) -> Tensor:
+    """Train `network` for `steps` AdamW steps on `batches` (cycled) with `process.training_loss`;
+    return the [steps] mean losses. Plain torch: no Lightning, no EMA, no warm-up."""
+    optimiser = torch.optim.AdamW(network.parameters(), lr=lr)
+    network.train()
+    losses = []
+    iterator = iter(batches)
+    for _ in range(steps):
+        try:
+            batch = next(iterator)
+        except StopIteration:  # a new epoch
+            iterator = iter(batches)
+            batch = next(iterator)
+        loss = process.training_loss(network, batch).mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
+        optimiser.step()
+        losses.append(loss.detach())
+    network.eval()
+    return torch.stack(losses)
+
+
+class ShapesDomain(Domain):
+    """2-D points of toy shapes, conditioned on the shape's label (see `shapes.SHAPES`)."""
+
+    name = "example"
+    description = "2-D points of toy shapes (moons, spiral, rings, gaussians); an example plugin"
+
+    def build_datamodule(self, cfg: DictConfig) -> Any:
+        from diffusekit_example.data import ShapesDataModule  # Lightning: imported when needed
+
+        return ShapesDataModule.from_config(cfg)
+
+    def build_network(self, cfg: DictConfig) -> PointDenoiser:
+        n = cfg.network
+        return PointDenoiser(
+            n_labels=len(cfg.data.shapes) if cfg.data.conditional else 0, hidden=int(n.hidden),
+            depth=int(n.depth), n_frequencies=int(n.n_frequencies),
+            max_frequency=float(n.max_frequency), x_frequencies=int(n.x_frequencies),
+            x_max_frequency=float(n.x_max_frequency), label_dropout=float(n.label_dropout))
+
+    def process(self, cfg: DictConfig) -> GaussianDiffusion:
+        p = cfg.process
+        return GaussianDiffusion(
+            schedule=schedules.get(p.schedule, **_options(p.schedule_options)),
+            prediction=p.prediction, noise_input=p.noise_input, weighting=p.weighting,
+            t_sampler=p.t_sampler,
+            space="euclidean", sampler=p.sampler, steps=int(p.steps), grid=p.grid,
+            weighting_options=_options(p.weighting_options),
+            t_sampler_options=_options(p.t_sampler_options),
+            sampler_options=_options(p.sampler_options))
+
+    def evaluate(self, batch: dict, samples: Tensor, cfg: DictConfig) -> dict[str, float]:
+        """Metrics of `samples` [B, 2] generated for `batch` (its "x0" are held-out points, its
+        labels the classes the samples were asked for):
+
+        sw:          sliced W2 between samples and batch["x0"] (data units; lower is better);
+        sw_<shape>:  the same per shape (only when every shape has >= 2 points in the batch);
+        sw_floor:    sliced W2 between batch["x0"] and a fresh draw of the true distribution
+                     with the same labels: what a perfect model scores at this batch size;
+        precision, recall: k-NN precision / recall (Kynkäänniemi et al. 2019), in [0, 1];
+        label_accuracy: fraction of samples in the cell of the shape they were asked for
+                     (conditional batches only).
+        """
+        e, layout = cfg.evaluate, ShapeLayout.from_config(cfg.data)
+        shapes = list(layout.shapes)
+        reference = batch["x0"].detach().cpu().double()
+        samples = samples.detach().cpu().double().reshape(reference.shape)
+        labels = _labels(batch)
+        counts = torch.bincount(labels, minlength=len(shapes)) if labels is not None else None
+        per_shape = counts is not None and bool((counts >= 2).all())
+        out = sliced_wasserstein_by_label(samples, reference, labels if per_shape else None,
+                                          shapes, int(e.n_projections), int(e.seed))
+        redraw_labels = labels if labels is not None else torch.randint(
+            len(shapes), (reference.shape[0],), generator=torch.Generator().manual_seed(int(e.seed)))
+        fresh, _ = layout.sample(0, int(e.seed) + 1000, redraw_labels)
+        out["sw_floor"] = sliced_wasserstein_by_label(fresh.double(), reference, None, shapes,
+                                                      int(e.n_projections), int(e.seed))["sw"]
+        k = min(int(e.k), reference.shape[0] - 1)
+        if k >= 1:
+            out.update(precision_recall(samples, reference, k))
+        if labels is not None:
+            out["label_accuracy"] = float((layout.nearest_label(samples) == labels).double().mean())
+        return out
+
+    def write_samples(self, samples: Tensor, out_dir: Path, cfg: DictConfig) -> list[Path]:
+        """samples.png (held-out data beside the samples), samples.npy and samples.csv ([N, 2])."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot, no global backend
+        from matplotlib.figure import Figure
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        points = samples.detach().cpu().double().reshape(-1, 2).numpy()
+        npy, csv, png = out_dir / "samples.npy", out_dir / "samples.csv", out_dir / "samples.png"
+        np.save(npy, points)
+        np.savetxt(csv, points, delimiter=",", header="x,y", comments="", fmt="%.6f")
+
+        layout = ShapeLayout.from_config(cfg.data)
+        reference, _ = layout.sample(500, int(cfg.data.seed) + 2)
+        lim = layout.extent
+        fig = Figure(figsize=(8, 4), dpi=100)
+        FigureCanvasAgg(fig)
+        for i, (title, pts, colour) in enumerate([("held-out data", reference.numpy(), "0.4"),
+                                                  (f"samples (n={len(points)})", points, "C0")]):
+            ax = fig.add_subplot(1, 2, i + 1)
+            ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, color=colour, linewidths=0)
+            ax.set(title=title, xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
+            ax.tick_params(labelsize=7)
+        fig.tight_layout()
+        fig.savefig(png)
+        return [png, npy, csv]
+
+    def benchmark(self, cfg: DictConfig) -> dict[str, Any]:
+        """Train for `benchmark.train_steps` plain-torch steps, then score every sampler of
+        `benchmark.samplers` at every step count of `benchmark.steps` on fresh held-out points:
+        sw_<sampler>_<steps> (and nfe_, precision_, recall_), sw_floor, train_seconds."""
+        b, d = cfg.benchmark, cfg.data
+        torch.manual_seed(int(b.seed))
+        network, process = self.build_network(cfg), self.process(cfg)
+        datamodule = self.build_datamodule(cfg)
+        started = time.perf_counter()
+        losses = fit_plain(network, process, datamodule.train_dataloader(), int(b.train_steps),
+                           lr=float(cfg.optim.lr))
+        metrics: dict[str, Any] = {"train_seconds": round(time.perf_counter() - started, 2),
+                                   "train_loss": float(losses[-100:].mean())}
+
+        x0, label = ShapeLayout.from_config(d).sample(int(b.n_per_shape), int(d.seed) + 3)
+        batch = {"x0": x0, "cond": {"label": label}} if d.conditional else {"x0": x0}
+        calls = []
+        hook = network.register_forward_hook(lambda *_: calls.append(1))  # counts network calls
+        try:
+            for sampler in b.samplers:
+                for steps in b.steps:
+                    calls.clear()
+                    generator = torch.Generator().manual_seed(int(b.seed))
+                    with torch.no_grad():
+                        samples = process.generate(network, batch, sampler=sampler,
+                                                   steps=int(steps), generator=generator)
+                    scores = self.evaluate(batch, samples, cfg)
+                    key = f"{sampler}_{steps}"
+                    metrics[f"sw_{key}"] = scores["sw"]
+                    metrics[f"nfe_{key}"] = len(calls)
+                    metrics[f"precision_{key}"] = scores.get("precision")
+                    metrics[f"recall_{key}"] = scores.get("recall")
+                    if "label_accuracy" in scores:
+                        metrics[f"label_accuracy_{key}"] = scores["label_accuracy"]
+                    metrics["sw_floor"] = scores["sw_floor"]
+        finally:
+            hook.remove()
+        return metrics
