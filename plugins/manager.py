@@ -148,6 +148,7 @@ class _Plugins:
         self.domains: Registry[Domain] = Registry("domain")
         self.owners: dict[tuple[str, str], str] = {}  # (kind, name) -> plugin that registered it
         self.records: list[PluginRecord] = []
+        self.command_owners: list[tuple[Any, str]] = []  # (click command, plugin that added it)
 
     def ensure_loaded(self) -> None:
         with self.lock:
@@ -258,17 +259,24 @@ class _Plugins:
                 if impl.hookwrapper or impl.wrapper:
                     raise TypeError("register_commands cannot be a hook wrapper")
                 impl.function(**{arg: cli for arg in impl.argnames})
-                taken = [n for n, cmd in before.items() if cli.commands.get(n) is not cmd]
+                taken = [n for n, cmd in before.items() if cli.commands.get(n) is not cmd
+                         and not self.added_by(cmd, impl.plugin_name)]  # a re-run may replace its own
                 if taken:
                     error = f"register_commands: command {taken[0]!r} already exists"
             except (Exception, SystemExit) as exc:
                 error = one_line(exc, "register_commands")
-            added = tuple(sorted(set(cli.commands) - set(before)))
+            added = tuple(sorted(n for n in cli.commands if before.get(n) is not cli.commands[n]))
             if error:
                 cli.commands.clear()
                 cli.commands.update(before)
                 self.pm.unregister(impl.plugin)
+            else:
+                self.command_owners.extend((cli.commands[n], impl.plugin_name) for n in added)
             self.update_record(impl.plugin_name, error, added)
+
+    def added_by(self, command: Any, plugin_name: str) -> bool:
+        """Whether `plugin_name` added this very command object in an earlier call."""
+        return any(cmd is command and owner == plugin_name for cmd, owner in self.command_owners)
 
     def update_record(self, name: str, error: str | None, commands: tuple[str, ...]) -> None:
         for i, record in enumerate(self.records):

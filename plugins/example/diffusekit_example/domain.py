@@ -59,7 +59,10 @@ def fit_plain(network: torch.nn.Module, process: GaussianDiffusion, batches: Ite
             batch = next(iterator)
         except StopIteration:  # a new epoch
             iterator = iter(batches)
-            batch = next(iterator)
+            batch = next(iterator, None)
+            if batch is None:
+                raise ValueError("the training data yield no batch (fewer points than "
+                                 "data.batch_size?)") from None
         loss = process.training_loss(network, batch).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -163,13 +166,18 @@ class ShapesDomain(Domain):
     def benchmark(self, cfg: DictConfig) -> dict[str, Any]:
         """Train for `benchmark.train_steps` plain-torch steps, then score every sampler of
         `benchmark.samplers` at every step count of `benchmark.steps` on fresh held-out points:
-        sw_<sampler>_<steps> (and nfe_, precision_, recall_), sw_floor, train_seconds."""
+        sw_<sampler>_<steps> (and nfe_, precision_, recall_, label_accuracy_), sw_floor,
+        train_seconds, train_loss. With `quick` (`toolkit benchmark --quick`), the `quick_*`
+        settings instead."""
         b, d = cfg.benchmark, cfg.data
+        quick = bool(cfg.get("quick", False))  # `toolkit benchmark --quick`
+        train_steps = int(b.quick_train_steps if quick else b.train_steps)
+        step_counts = list(b.quick_steps if quick else b.steps)
         torch.manual_seed(int(b.seed))
         network, process = self.build_network(cfg), self.process(cfg)
         datamodule = self.build_datamodule(cfg)
         started = time.perf_counter()
-        losses = fit_plain(network, process, datamodule.train_dataloader(), int(b.train_steps),
+        losses = fit_plain(network, process, datamodule.train_dataloader(), train_steps,
                            lr=float(cfg.optim.lr))
         metrics: dict[str, Any] = {"train_seconds": round(time.perf_counter() - started, 2),
                                    "train_loss": float(losses[-100:].mean())}
@@ -180,7 +188,7 @@ class ShapesDomain(Domain):
         hook = network.register_forward_hook(lambda *_: calls.append(1))  # counts network calls
         try:
             for sampler in b.samplers:
-                for steps in b.steps:
+                for steps in step_counts:
                     calls.clear()
                     generator = torch.Generator().manual_seed(int(b.seed))
                     with torch.no_grad():

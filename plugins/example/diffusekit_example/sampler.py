@@ -36,6 +36,7 @@ from diffusekit.core.samplers.grid_coefficients import (
     compute_dtype,
     finite_or_zero,
     host_flags,
+    prepare_denoiser,
     start_state,
     step_rows,
 )
@@ -88,8 +89,9 @@ def sample_midpoint(
     grid = Grid.build(schedule, ts)
     coef = midpoint_coefficients(grid, schedule)
     x = start_state(noise, grid, space)
-    times = grid.times(x)
     t_mid = list(coef["t_mid"].to(device=x.device, dtype=compute_dtype(x.dtype)).unbind(0))
+    prepare_denoiser(denoiser, t_mid)  # a `Denoiser` evaluates its schedule once for these
+    times = grid.times(x, denoiser)  # ... and for the grid
     rows = step_rows([coef["c_x"], coef["c_d"], coef["m_x"], coef["m_d"]], x)
     has_mid = host_flags(coef["has_mid"])
     for i, (c_x, c_d, m_x, m_d) in enumerate(rows):

@@ -86,7 +86,7 @@ class ShapeLayout:
     shapes: tuple[str, ...]
     noise: float = 0.04
     scale: float = 0.5
-    spacing: float = 2.5
+    spacing: float = 2.8
 
     def __post_init__(self) -> None:
         for name in self.shapes:
