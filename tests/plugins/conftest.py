@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,11 +24,13 @@ def example_site(tmp_path_factory) -> Path:
     config.yaml as package data, and the dist-info with the "diffusekit" entry point. Put it on
     PYTHONPATH (or sys.path) to install the plugin; nothing in the shared venv changes."""
     site = tmp_path_factory.mktemp("example-site")
-    build = tmp_path_factory.mktemp("example-build")
+    source = tmp_path_factory.mktemp("example-src") / "example"  # build outside the tree:
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns(  # no stale build/ reused
+        "build", "*.egg-info", "__pycache__"))
     out = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--no-compile", "--target", str(site), str(EXAMPLE)],
-        capture_output=True, text=True, timeout=300, cwd=build,
+         "--no-compile", "--target", str(site), str(source)],
+        capture_output=True, text=True, timeout=300, cwd=source.parent,
         env={**os.environ, "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
     if out.returncode != 0:
