@@ -1,6 +1,7 @@
 """The distribution: every package folder ships, a plain (non-editable) wheel builds, and the
 engine imports with torch alone."""
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -36,10 +37,18 @@ def test_every_package_folder_is_declared():
 
 
 def test_plain_wheel_contains_every_package(tmp_path):
-    """`pip install .` (not editable) must ship the same modules the editable install sees."""
+    """`pip install .` (not editable) must ship the same modules the editable install sees.
+    Built from a copy, so setuptools' egg-info never lands in the checkout (where it would
+    shadow the installed metadata for anything run from the repo root)."""
+    src = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "example")
+    for folder in TOP:
+        shutil.copytree(ROOT / folder, src / folder, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     out = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)],
+         "-w", str(tmp_path), str(src)],
         capture_output=True, text=True, timeout=300,
     )
     if out.returncode != 0:
