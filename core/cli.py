@@ -252,7 +252,10 @@ def benchmark(domain: str, quick: bool, files: tuple[str, ...], overrides: tuple
     """Run DOMAIN's benchmark and print its metrics (as JSON)."""
     dom = get_domain(domain)
     cfg = _compose(dom, files, (*overrides, *(["quick=true"] if quick else [])))
-    result = dom.benchmark(cfg)
+    try:
+        result = dom.benchmark(cfg)
+    except NotImplementedError as exc:
+        raise DiffusekitError(_one_line(exc) or f"domain {dom.name!r} has no benchmark") from None
     click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
 
 

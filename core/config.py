@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -46,10 +47,10 @@ def load_file(path: str | Path) -> DictConfig:
         cfg = OmegaConf.load(path)
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except (OSError, OmegaConfBaseException, ValueError) as exc:
-        raise ConfigError(f"config file {str(path)!r} cannot be read: {_one_line(exc)}") from None
-    except Exception as exc:  # yaml.YAMLError and friends
+    except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_one_line(exc)}") from None
+    except (OSError, OmegaConfBaseException, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {_one_line(exc)}") from None
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping, not a list")
     return cfg

@@ -1,7 +1,7 @@
 """Training with PyTorch Lightning: one generic module, EMA, callbacks, run folders.
 
-    module.py      DiffusionModule (built network + process + OptimSettings), AdamW + warm-up
-    ema.py         EMA of the weights (sampling and export use it)
+    module.py      DiffusionModule (built network + process + OptimSettings), AdamW + warm-up,
+                   EMA of the weights (sampling and export use it)
     callbacks.py   validation samples, model.safetensors export, final checkpoint, loss curve
     runs.py        the run folder layout (RunDir), checkpoint checks, safetensors export / load
     fit.py         train(domain, cfg, resume=None): Trainer, checkpoints, DDP via Lightning
@@ -11,10 +11,9 @@
 Importing this package imports Lightning; `diffusekit.core` itself does not.
 """
 
-from diffusekit.core.training.ema import EMA
 from diffusekit.core.training.fit import train
 from diffusekit.core.training.inference import evaluate_run, load_run, sample_run
-from diffusekit.core.training.module import DiffusionModule, OptimSettings
+from diffusekit.core.training.module import EMA, DiffusionModule, OptimSettings
 from diffusekit.core.training.runs import RunDir
 
 __all__ = ["EMA", "DiffusionModule", "OptimSettings", "RunDir", "train", "sample_run",

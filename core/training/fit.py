@@ -100,7 +100,9 @@ def build_trainer(cfg: DictConfig, run: RunDir, callbacks: list[Any]) -> L.Train
             enable_progress_bar=bool(t.progress_bar), enable_model_summary=False,
             deterministic=bool(t.deterministic),
             default_root_dir=str(run.path),
-            logger=CSVLogger(save_dir=str(run.path), name="logs"),
+            # CSV rows reach the disk as often as checkpoints do
+            logger=CSVLogger(save_dir=str(run.path), name="logs",
+                             flush_logs_every_n_steps=max(1, every or 100)),
             callbacks=[periodic, best, *callbacks],
         )
     except (ValueError, TypeError, RuntimeError) as exc:  # MisconfigurationException included

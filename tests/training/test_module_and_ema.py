@@ -6,8 +6,7 @@ from torch import nn
 
 from diffusekit.core.errors import NonFiniteLossError
 from diffusekit.core.process import GaussianDiffusion
-from diffusekit.core.training.ema import EMA
-from diffusekit.core.training.module import (DiffusionModule, OptimSettings, concat_batches,
+from diffusekit.core.training.module import (EMA, DiffusionModule, OptimSettings, concat_batches,
                                              slice_batch, warmup_factor)
 
 

@@ -137,3 +137,6 @@ class ToyDomain(Domain):
         path = Path(out_dir) / "points.csv"
         path.write_text("\n".join(f"{a:.4f},{b:.4f}" for a, b in samples.tolist()) + "\n")
         return [path]
+
+    def benchmark(self, cfg):
+        return {"quick": bool(cfg.quick), "hidden": int(cfg.model.hidden)}
