@@ -2,10 +2,11 @@
 train, sample and evaluate end to end on the CPU, each command a fresh process."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -14,28 +15,44 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def _example_installed() -> bool:
-    return any(ep.name == "example" for ep in metadata.entry_points(group="diffusekit"))
+@pytest.fixture(scope="module")
+def example_site(tmp_path_factory) -> Path:
+    """A folder holding a regular install of plugins/example (built from a copy outside the
+    tree); the commands below get it on PYTHONPATH, so the shared environment never changes."""
+    example = ROOT / "plugins" / "example"
+    if not (example / "pyproject.toml").is_file():
+        pytest.skip("plugins/example is not in this checkout")
+    site = tmp_path_factory.mktemp("example-site")
+    source = tmp_path_factory.mktemp("example-src") / "example"
+    shutil.copytree(example, source,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--no-compile", "--target", str(site), str(source)],
+        capture_output=True, text=True, timeout=300, cwd=source.parent,
+        env={**os.environ, "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    if out.returncode != 0:
+        pytest.fail(f"installing plugins/example failed:\n{out.stderr[-3000:]}")
+    return site
 
 
 @pytest.fixture(scope="module")
-def example_plugin():
-    """The example plugin, installed into this environment as the plugin tests do."""
-    if not _example_installed():
-        if not (ROOT / "plugins" / "example" / "pyproject.toml").is_file():
-            pytest.skip("plugins/example is not in this checkout")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                        "--no-build-isolation", "-e", str(ROOT / "plugins" / "example")],
-                       check=True, capture_output=True, timeout=300)
-    return "example"
+def toolkit(example_site):
+    """toolkit(*args, script="toolkit", cwd=...) -> CompletedProcess of the installed script,
+    with the example plugin importable."""
+    paths = [str(example_site), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    env.pop("DIFFUSEKIT_PLUGINS", None)
+
+    def run(*args: str, script: str = "toolkit", cwd: Path | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / script), *args], capture_output=True, text=True,
+                              timeout=timeout, cwd=cwd, env=env)
+
+    return run
 
 
-def toolkit(*args: str, script: str = "toolkit", cwd: Path | None = None, timeout: float = 300):
-    return subprocess.run([str(BIN / script), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
-
-
-def test_scripts_list_domains_plugins_and_plugin_commands(example_plugin, tmp_path):
+def test_scripts_list_domains_plugins_and_plugin_commands(toolkit, tmp_path):
     out = toolkit("domains", cwd=tmp_path)
     assert out.returncode == 0 and "example" in [x.split()[0] for x in out.stdout.splitlines()]
     out = toolkit("plugins", script="diffusekit", cwd=tmp_path)
@@ -46,7 +63,7 @@ def test_scripts_list_domains_plugins_and_plugin_commands(example_plugin, tmp_pa
     assert out.returncode == 0 and "example-shapes" in out.stdout and "train" in out.stdout
 
 
-def test_scripts_config_and_bad_input(example_plugin, tmp_path):
+def test_scripts_config_and_bad_input(toolkit, tmp_path):
     out = toolkit("config", "--domain", "example", "trainer.max_steps=7", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "max_steps: 7" in out.stdout and "domain: example" in out.stdout
@@ -56,7 +73,7 @@ def test_scripts_config_and_bad_input(example_plugin, tmp_path):
     assert "did you mean 'example'" in out.stderr and "known: " in out.stderr
 
 
-def test_train_sample_evaluate_example_end_to_end(example_plugin, tmp_path):
+def test_train_sample_evaluate_example_end_to_end(toolkit, tmp_path):
     started = time.time()
     out = toolkit("train", "--domain", "example", f"run_dir={tmp_path / 'runs'}",
                   "trainer.max_steps=40", "checkpoint_every=20", "val_every=20",
