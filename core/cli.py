@@ -176,12 +176,14 @@ def train(domain: str | None, files: tuple[str, ...], resume: str | None,
     from diffusekit.core.training.fit import is_launched_worker, train as train_run
 
     result = train_run(dom, cfg, resume=run)
-    if not is_launched_worker():
-        m = result.read_metrics()
-        loss = m.get("val_loss")
-        loss_text = f", validation loss {loss:.4g}" if isinstance(loss, float) else ""
-        click.echo(f"trained {dom.name} to step {m.get('step')} in {m.get('train_seconds')} s"
-                   f"{loss_text}: {result.path}")
+    if is_launched_worker():
+        return None
+    m = result.read_metrics()
+    loss = m.get("val_loss")
+    loss_text = f", validation loss {loss:.4g}" if isinstance(loss, float) else ""
+    click.echo(f"trained {dom.name} to step {m.get('step')} in {m.get('train_seconds')} s"
+               f"{loss_text}: {result.path}")
+    return None
 
 
 def _resume_target(resume: str, domain: str | None) -> tuple[Any, Any, Any]:
