@@ -3,7 +3,6 @@ train, sample and evaluate end to end on the CPU, each command a fresh process."
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -11,29 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def example_site(tmp_path_factory) -> Path:
-    """A folder holding a regular install of plugins/example (built from a copy outside the
-    tree); the commands below get it on PYTHONPATH, so the shared environment never changes."""
-    example = ROOT / "plugins" / "example"
-    if not (example / "pyproject.toml").is_file():
-        pytest.skip("plugins/example is not in this checkout")
-    site = tmp_path_factory.mktemp("example-site")
-    source = tmp_path_factory.mktemp("example-src") / "example"
-    shutil.copytree(example, source,
-                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    out = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--no-compile", "--target", str(site), str(source)],
-        capture_output=True, text=True, timeout=300, cwd=source.parent,
-        env={**os.environ, "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
-    if out.returncode != 0:
-        pytest.fail(f"installing plugins/example failed:\n{out.stderr[-3000:]}")
-    return site
 
 
 @pytest.fixture(scope="module")

@@ -134,26 +134,41 @@ def test_saved_config_round_trips(tmp_path):
         config.override(again, overrides=["trainer.max_stepz=99"])
 
 
-def _installed_domains():
-    try:
-        from diffusekit import plugins
-    except ImportError:
-        return []
-    try:
-        return plugins.domain_names()
-    except Exception:  # discovery problems belong to the plugin tests
-        return []
-
-
-@pytest.mark.parametrize("name", _installed_domains())
-def test_every_installed_domain_default_config_instantiates(name):
-    """Each domain's defaults compose with the toolkit's, and its network and process build."""
-    from diffusekit import plugins
-
+INSTANTIATE = """
+import json, sys
+from diffusekit import plugins
+from diffusekit.core import config
+built = {}
+for name in plugins.domain_names():
     domain = plugins.get_domain(name)
     cfg = config.compose(domain.default_config(), domain=name)
-    assert cfg.domain == name and cfg.trainer.max_steps > 0
     network = domain.build_network(cfg)
-    assert sum(p.numel() for p in network.parameters()) > 0
     process = domain.process(cfg)
-    assert hasattr(process, "training_loss") and hasattr(process, "generate")
+    built[name] = {
+        "max_steps": int(cfg.trainer.max_steps),
+        "parameters": sum(p.numel() for p in network.parameters()),
+        "process": all(hasattr(process, m) for m in ("training_loss", "generate")),
+        "datamodule": type(domain.build_datamodule(cfg)).__name__,
+    }
+print(json.dumps(built))
+"""
+
+
+def test_every_installed_domain_default_config_instantiates(example_site, tmp_path):
+    """Each installed domain (built-ins and the example plugin) composes its defaults with the
+    toolkit's, and its network, process and data module build. In a fresh interpreter, so the
+    plugin installed into `example_site` is discovered through its entry point."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DIFFUSEKIT_PLUGINS"}
+    env["PYTHONPATH"] = str(example_site)
+    out = subprocess.run([sys.executable, "-c", INSTANTIATE], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    built = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "example" in built
+    for name, parts in built.items():
+        assert parts["max_steps"] > 0 and parts["parameters"] > 0 and parts["process"], (name, parts)

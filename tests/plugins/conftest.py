@@ -1,12 +1,11 @@
-"""Fixtures of the plugin tests: the example plugin installed from its own pyproject, fake
-distributions (a plugin that cannot be imported, one whose hook raises), and a runner that
+"""Fixtures of the plugin tests (the example plugin's install, `example_site`, is in
+tests/conftest.py): fake distributions (a plugin that cannot be imported, one whose hook raises), and a runner that
 discovers plugins in a fresh interpreter (so new dist-info directories are seen)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,29 +13,6 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "plugins" / "example"
-
-
-@pytest.fixture(scope="session")
-def example_site(tmp_path_factory) -> Path:
-    """A directory holding a regular (non-editable) install of plugins/example: its package,
-    config.yaml as package data, and the dist-info with the "diffusekit" entry point. Put it on
-    PYTHONPATH (or sys.path) to install the plugin; nothing in the shared venv changes."""
-    site = tmp_path_factory.mktemp("example-site")
-    source = tmp_path_factory.mktemp("example-src") / "example"  # build outside the tree:
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns(  # no stale build/ reused
-        "build", "*.egg-info", "__pycache__"))
-    out = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--no-compile", "--target", str(site), str(source)],
-        capture_output=True, text=True, timeout=300, cwd=source.parent,
-        env={**os.environ, "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )
-    if out.returncode != 0:
-        pytest.fail(f"installing plugins/example failed:\n{out.stderr[-3000:]}")
-    assert (site / "diffusekit_example" / "config.yaml").is_file(), "config.yaml not shipped"
-    return site
 
 
 def write_fake_dist(site: Path, dist: str, entry_points: dict[str, str],

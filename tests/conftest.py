@@ -1,0 +1,35 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "plugins" / "example"
+
+
+@pytest.fixture(scope="session")
+def example_site(tmp_path_factory) -> Path:
+    """A directory holding a regular (non-editable) install of plugins/example: its package,
+    config.yaml as package data, and the dist-info with the "diffusekit" entry point. Put it on
+    PYTHONPATH (or sys.path) to install the plugin; nothing in the shared venv changes. Built
+    from a copy outside the tree, so no stale build/ or egg-info is reused or left behind."""
+    site = tmp_path_factory.mktemp("example-site")
+    source = tmp_path_factory.mktemp("example-src") / "example"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--no-compile", "--target", str(site), str(source)],
+        capture_output=True, text=True, timeout=300, cwd=source.parent,
+        env={**os.environ, "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    if out.returncode != 0:
+        pytest.fail(f"installing plugins/example failed:\n{out.stderr[-3000:]}")
+    assert (site / "diffusekit_example" / "config.yaml").is_file(), "config.yaml not shipped"
+    return site
