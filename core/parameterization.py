@@ -196,24 +196,25 @@ class Denoiser(nn.Module):
     def prepare_times(self, times: Sequence[Tensor]) -> None:
         """Evaluate alpha, sigma, c_noise (and the input scale) for every 0-dim time tensor in
         `times` at once; later calls with one of these very tensors skip the schedule.
+
+        Each call replaces the previous table (a sampling run prepares its whole grid once).
         Entries are keyed by identity and hold a reference to their tensor (so an id cannot be
-        reused while cached) and its version counter (an in-place change invalidates it)."""
+        reused while cached) and its version counter (an in-place change invalidates it); any
+        other time simply takes the ordinary path.
+        """
         if len(times) == 0:
+            self._prepared = {}
             return
-        t = torch.stack([ti.detach() for ti in times])
+        t = torch.stack(list(times))
         alpha, sigma = self.schedule.alpha_sigma(t)
-        c_noise = self.noise_input(t, self.schedule)
-        scale = self.prediction.input_scale(alpha, sigma) if self.prediction.scales_input else None
-        dtype = t.dtype
-        columns = [alpha.to(dtype), sigma.to(dtype), c_noise.to(dtype)]
-        if scale is not None:
-            columns.append(scale.to(dtype))
-        rows = torch.stack(columns, dim=1).unbind(0)
-        if len(self._prepared) > 4096:  # bounded: entries of grids long gone
-            self._prepared.clear()
-        for ti, row in zip(times, rows):
-            a, s, c, *sc = row.unbind(0)
-            self._prepared[id(ti)] = (ti, ti._version, a, s, c, sc[0] if sc else None)
+        columns = [alpha.to(t.dtype).unbind(0), sigma.to(t.dtype).unbind(0),
+                   self.noise_input(t, self.schedule).to(t.dtype).unbind(0)]
+        if self.prediction.scales_input:
+            columns.append(self.prediction.input_scale(alpha, sigma).to(t.dtype).unbind(0))
+        else:
+            columns.append([None] * len(times))
+        self._prepared = {id(ti): (ti, ti._version, a, s, c, sc)
+                          for ti, a, s, c, sc in zip(times, *columns)}
 
     def _lookup(self, t: Tensor | float) -> tuple | None:
         if not isinstance(t, Tensor) or t.dim() != 0:

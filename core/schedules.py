@@ -70,7 +70,10 @@ class Schedule:
         return torch.exp(-0.5 * self.log_snr(t))
 
     def alpha_sigma(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
-        """(alpha(t), sigma(t)) in one call."""
+        """(alpha(t), sigma(t)) in one call (VP: one log-SNR evaluation for both)."""
+        if self.variance_preserving and type(self).alpha is Schedule.alpha:
+            lam = self.log_snr(_as_tensor(t))
+            return torch.sigmoid(lam).sqrt(), torch.sigmoid(-lam).sqrt()
         return self.alpha(t), self.sigma(t)
 
 
@@ -103,6 +106,10 @@ class VPLinear(Schedule):
 
     def sigma(self, t: Tensor | float) -> Tensor:
         return torch.sqrt(-torch.expm1(-self._g(_as_tensor(t))))
+
+    def alpha_sigma(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        g = self._g(_as_tensor(t))
+        return torch.exp(-0.5 * g), torch.sqrt(-torch.expm1(-g))
 
 
 @REGISTRY.register("vp_cosine")
@@ -204,6 +211,11 @@ class VPDiscrete(Schedule):
     def sigma(self, t: Tensor | float) -> Tensor:
         t = _as_tensor(t)
         return torch.sqrt(-torch.expm1(-self._g(t))).to(t.dtype)
+
+    def alpha_sigma(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        t = _as_tensor(t)
+        g = self._g(t)
+        return torch.exp(-0.5 * g).to(t.dtype), torch.sqrt(-torch.expm1(-g)).to(t.dtype)
 
 
 def rescale_zero_terminal_snr(schedule: Schedule, n_train_steps: int = 1000) -> VPDiscrete:

@@ -101,10 +101,12 @@ class Grid:
         """[n + 1] 0-dim time tensors in the compute dtype on like's device (passed to D).
 
         A denoiser that has `prepare_times` (e.g. `Denoiser`) is handed these very tensors once,
-        here, so it can evaluate its schedule for the whole grid in one call instead of per step.
+        here, so it can evaluate its schedule for the whole grid in one call instead of per step
+        (a sampler that passes other times too prepares them itself, all in one call).
         """
         times = list(self.t.to(device=like.device, dtype=compute_dtype(like.dtype)).unbind(0))
-        prepare_denoiser(denoiser, times)
+        if denoiser is not None:
+            prepare_denoiser(denoiser, times)
         return times
 
 

@@ -33,6 +33,7 @@ from diffusekit.core.samplers.grid_coefficients import (
     finite_or_zero,
     host_flags,
     prepare_denoiser,
+    run_first_order,
     start_state,
     step_rows,
 )
@@ -113,6 +114,12 @@ def _karras_loop(
     cond = dict(cond or {})
     grid = Grid.build(schedule, ts)
     hat = churn_grid(grid, schedule, **churn)
+    if not second_order and not any(hat.active):
+        # Euler without churn is the first-order step x' = c_x x + c_d D (= DDIM, eta = 0)
+        return run_first_order(denoiser, start_state(noise, grid, space), grid, grid.sigma_ratio,
+                               grid.alpha[1:] - grid.alpha[:-1] * grid.sigma_ratio,
+                               torch.zeros(grid.n, dtype=torch.float64), space=space,
+                               generator=generator, callback=callback, cond=cond)
     a0, s0 = hat.alpha_hat, hat.sigma_hat  # each step starts at (t^_i, a^_i, s^_i)
     a1, s1 = grid.alpha[1:], grid.sigma[1:]  # ... and ends at t_{i+1}
     # Euler, Alg. 2 line 8 (x~' = x~^ + (s_{i+1} - s^) d), in state coordinates:
@@ -136,8 +143,8 @@ def _karras_loop(
                       hat.c_keep, hat.c_noise], noise)
     do_correct = host_flags(correct)
     t_hat = list(hat.t_hat.to(device=noise.device, dtype=compute_dtype(noise.dtype)).unbind(0))
-    prepare_denoiser(denoiser, t_hat)
-    times = grid.times(noise, denoiser)
+    times = grid.times(noise)
+    prepare_denoiser(denoiser, t_hat + times)  # every time this run passes to D, in one call
 
     x = start_state(noise, grid, space)
     for i, (cx, cd, ex, ed, ep, ckeep, cnoise) in enumerate(rows):
