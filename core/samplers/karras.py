@@ -78,9 +78,11 @@ def churn_grid(
     s^ of the clipped time, so the state stays consistent with the schedule.
     """
     t, alpha, sigma = grid.t[:-1], grid.alpha[:-1], grid.sigma[:-1]
+    gamma_max = min(S_churn / grid.n, math.sqrt(2.0) - 1.0)
+    if gamma_max <= 0:  # no churn (Algorithm 1): every step starts at its grid point
+        return ChurnedGrid(t, alpha, sigma, torch.ones_like(t), torch.zeros_like(t), [False] * grid.n)
     s = sigma / alpha  # +inf where alpha = 0
     in_range = torch.isfinite(s) & (s >= S_tmin) & (s <= S_tmax)
-    gamma_max = min(S_churn / grid.n, math.sqrt(2.0) - 1.0)
     gamma = torch.where(in_range, torch.full_like(s, gamma_max), torch.zeros_like(s))
     active = gamma > 0
     s_raised = torch.where(active, s * (1.0 + gamma), torch.ones_like(s))  # 1: placeholder
