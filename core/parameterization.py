@@ -48,8 +48,9 @@ def broadcast_to(v: Tensor, x: Tensor) -> Tensor:
 
 
 class Prediction:
-    """How a network's output relates to x0. Subclasses define the three maps below;
-    `scales_input` is False when `input_scale` is identically 1 (the multiply is skipped)."""
+    """How a network's output relates to x0. Every parameterisation here is linear in the state
+    and the output, x0_hat = a(t) x + b(t) out, so a subclass defines `x0_coefficients` (a, b)
+    and `target`; `input_scale` is 1 unless `scales_input` (preconditioning)."""
 
     scales_input = False
 
@@ -57,9 +58,14 @@ class Prediction:
         """Factor applied to x before the network (1 unless preconditioned)."""
         return torch.ones_like(alpha)
 
-    def to_x0(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-        """The x0 estimate from the network output `out` at state x."""
+    def x0_coefficients(self, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """(a, b) with x0_hat = a x + b out, for alpha, sigma of any (broadcastable) shape."""
         raise NotImplementedError
+
+    def to_x0(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """The x0 estimate from the network output `out` at state x: a x + b out."""
+        a, b = self.x0_coefficients(alpha, sigma)
+        return torch.addcmul(a * x, b, out)
 
     def target(self, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         """What an ideal network outputs for data x0 and noise eps."""
@@ -70,32 +76,33 @@ PREDICTIONS: Registry[Prediction] = Registry("prediction")
 
 
 class EpsPrediction(Prediction):
-    def to_x0(self, out, x, alpha, sigma):
-        return (x - sigma * out) / alpha
+    def x0_coefficients(self, alpha, sigma):
+        return 1.0 / alpha, -sigma / alpha  # x0 = (x - sigma eps) / alpha
 
     def target(self, x0, eps, alpha, sigma):
         return eps
 
 
 class X0Prediction(Prediction):
-    def to_x0(self, out, x, alpha, sigma):
-        return out
+    def x0_coefficients(self, alpha, sigma):
+        return torch.zeros_like(alpha), torch.ones_like(alpha)
 
     def target(self, x0, eps, alpha, sigma):
         return x0
 
 
 class VPrediction(Prediction):
-    def to_x0(self, out, x, alpha, sigma):
-        return (alpha * x - sigma * out) / (alpha * alpha + sigma * sigma)
+    def x0_coefficients(self, alpha, sigma):
+        norm = alpha * alpha + sigma * sigma  # x0 = (alpha x - sigma v) / (alpha^2 + sigma^2)
+        return alpha / norm, -sigma / norm
 
     def target(self, x0, eps, alpha, sigma):
         return alpha * eps - sigma * x0
 
 
 class FlowPrediction(Prediction):
-    def to_x0(self, out, x, alpha, sigma):
-        return (x - sigma * out) / (alpha + sigma)
+    def x0_coefficients(self, alpha, sigma):
+        return 1.0 / (alpha + sigma), -sigma / (alpha + sigma)  # x0 = (x - sigma u) / (alpha + sigma)
 
     def target(self, x0, eps, alpha, sigma):
         return eps - x0
@@ -117,9 +124,9 @@ class EDMPreconditioning(Prediction):
     def input_scale(self, alpha, sigma):
         return self._coefficients(alpha, sigma)[2] / alpha  # c_in applied to x~ = x / alpha
 
-    def to_x0(self, out, x, alpha, sigma):
+    def x0_coefficients(self, alpha, sigma):
         c_skip, c_out, _ = self._coefficients(alpha, sigma)
-        return c_skip * (x / alpha) + c_out * out
+        return c_skip / alpha, c_out  # D = c_skip x~ + c_out F, x~ = x / alpha
 
     def target(self, x0, eps, alpha, sigma):
         c_skip, c_out, _ = self._coefficients(alpha, sigma)
@@ -193,9 +200,10 @@ class Denoiser(nn.Module):
         self.noise_input = NOISE_INPUTS.get(noise_input) if isinstance(noise_input, str) else noise_input
         self._prepared: dict[int, tuple] = {}
 
-    def prepare_times(self, times: Sequence[Tensor]) -> None:
-        """Evaluate alpha, sigma, c_noise (and the input scale) for every 0-dim time tensor in
-        `times` at once; later calls with one of these very tensors skip the schedule.
+    def prepare_times(self, times: Sequence[Tensor], stacked: Tensor | None = None) -> None:
+        """Evaluate the x0 coefficients (a, b), c_noise and the input scale for every 0-dim time
+        tensor in `times` at once (`stacked`: the same times as one [n] tensor, if the caller
+        has it); later calls with one of these very tensors skip the schedule.
 
         Each call replaces the previous table (a sampling run prepares its whole grid once).
         Entries are keyed by identity and hold a reference to their tensor (so an id cannot be
@@ -205,16 +213,17 @@ class Denoiser(nn.Module):
         if len(times) == 0:
             self._prepared = {}
             return
-        t = torch.stack(list(times))
+        t = torch.stack(list(times)) if stacked is None else stacked
         alpha, sigma = self.schedule.alpha_sigma(t)
-        columns = [alpha.to(t.dtype).unbind(0), sigma.to(t.dtype).unbind(0),
+        a, b = self.prediction.x0_coefficients(alpha, sigma)
+        columns = [a.to(t.dtype).unbind(0), b.to(t.dtype).unbind(0),
                    self.noise_input(t, self.schedule).to(t.dtype).unbind(0)]
         if self.prediction.scales_input:
             columns.append(self.prediction.input_scale(alpha, sigma).to(t.dtype).unbind(0))
         else:
             columns.append([None] * len(times))
-        self._prepared = {id(ti): (ti, ti._version, a, s, c, sc)
-                          for ti, a, s, c, sc in zip(times, *columns)}
+        self._prepared = {id(ti): (ti, ti._version, a_i, b_i, c_i, s_i)
+                          for ti, a_i, b_i, c_i, s_i in zip(times, *columns)}
 
     def _lookup(self, t: Tensor | float) -> tuple | None:
         if not isinstance(t, Tensor) or t.dim() != 0:
@@ -234,14 +243,15 @@ class Denoiser(nn.Module):
         """x: [B, ...] noisy state at time t ([B] or scalar) -> x0_hat: [B, ...]."""
         entry = self._lookup(t)
         if entry is not None:  # a prepared grid time: 0-dim coefficients broadcast over x
-            _, _, alpha, sigma, c_noise, scale = entry
+            _, _, a, b, c_noise, scale = entry
             c_noise = c_noise.to(x.dtype).expand(x.shape[0])
         else:
             t, alpha, sigma = self.coefficients(x, t)
             c_noise = self.noise_input(t, self.schedule).to(x.dtype)
             scale = self.prediction.input_scale(alpha, sigma) if self.prediction.scales_input else None
+            a, b = self.prediction.x0_coefficients(alpha, sigma)
         out = self.net(x if scale is None else x * scale, c_noise, **cond)
-        return self.prediction.to_x0(out, x, alpha, sigma)
+        return torch.addcmul(a * x, b, out)  # x0_hat = a x + b out
 
     def target(self, x0: Tensor, eps: Tensor, t: Tensor | float) -> Tensor:
         """The raw network's regression target for data x0 and noise eps at time t."""

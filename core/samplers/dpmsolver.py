@@ -141,7 +141,7 @@ def _multistep_loop(
     for i, (cx, w0, w1, w2, cz) in enumerate(rows):
         denoised = denoiser(x, times[i], **cond)
         order = co.orders[i]
-        x = cx * x + w0 * denoised  # x_s = (sigma_s/sigma_t) e^{-eta h} x_t + alpha_s phi_1 m_0 ...
+        x = torch.addcmul(cx * x, w0, denoised)  # x_s = (sigma_s/sigma_t) e^{-eta h} x_t + alpha_s phi_1 m_0 ...
         if order >= 2:
             x = x + w1 * m_1  # ... + the first divided difference (2M / 3M)
         if order >= 3:

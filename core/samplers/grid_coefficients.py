@@ -104,18 +104,21 @@ class Grid:
         here, so it can evaluate its schedule for the whole grid in one call instead of per step
         (a sampler that passes other times too prepares them itself, all in one call).
         """
-        times = list(self.t.to(device=like.device, dtype=compute_dtype(like.dtype)).unbind(0))
+        stacked = self.t.to(device=like.device, dtype=compute_dtype(like.dtype))
+        times = list(stacked.unbind(0))
         if denoiser is not None:
-            prepare_denoiser(denoiser, times)
+            prepare_denoiser(denoiser, times, stacked)
         return times
 
 
-def prepare_denoiser(denoiser: Callable[..., Tensor] | None, times: Sequence[Tensor]) -> None:
+def prepare_denoiser(denoiser: Callable[..., Tensor] | None, times: Sequence[Tensor],
+                     stacked: Tensor | None = None) -> None:
     """Hand the 0-dim times a loop will pass to a denoiser that can precompute for them
-    (`prepare_times`, see `Denoiser`); any other denoiser is left alone."""
+    (`prepare_times`, see `Denoiser`; `stacked`: the same times as one tensor, if at hand);
+    any other denoiser is left alone."""
     prepare = getattr(denoiser, "prepare_times", None)
     if callable(prepare):
-        prepare(times)
+        prepare(times, stacked)
 
 
 def step_rows(columns: Sequence[Tensor], like: Tensor) -> list[StepRow]:
@@ -161,7 +164,7 @@ def run_first_order(
     noisy = host_flags(c_z != 0)
     for i, (cx, cd, cz) in enumerate(rows):
         denoised = denoiser(x, times[i], **cond)
-        x = cx * x + cd * denoised  # the step's deterministic part (see each sampler)
+        x = torch.addcmul(cx * x, cd, denoised)  # the step's deterministic part: cx x + cd D
         if noisy[i]:
             x = x + cz * space.randn_like(x, generator)  # its fresh noise
         x = space.project(x)
