@@ -211,7 +211,7 @@ class Denoiser(nn.Module):
         other time simply takes the ordinary path.
         """
         if len(times) == 0:
-            self._prepared = {}
+            self.__dict__["_prepared"] = {}
             return
         t = torch.stack(list(times)) if stacked is None else stacked
         alpha, sigma = self.schedule.alpha_sigma(t)
@@ -222,8 +222,9 @@ class Denoiser(nn.Module):
             columns.append(self.prediction.input_scale(alpha, sigma).to(t.dtype).unbind(0))
         else:
             columns.append([None] * len(times))
-        self._prepared = {id(ti): (ti, ti._version, a_i, b_i, c_i, s_i)
-                          for ti, a_i, b_i, c_i, s_i in zip(times, *columns)}
+        # a plain attribute: nn.Module.__setattr__ would cost more than the whole lookup saves
+        self.__dict__["_prepared"] = {id(ti): (ti, ti._version, a_i, b_i, c_i, s_i)
+                                      for ti, a_i, b_i, c_i, s_i in zip(times, *columns)}
 
     def _lookup(self, t: Tensor | float) -> tuple | None:
         if not isinstance(t, Tensor) or t.dim() != 0:
@@ -244,7 +245,9 @@ class Denoiser(nn.Module):
         entry = self._lookup(t)
         if entry is not None:  # a prepared grid time: 0-dim coefficients broadcast over x
             _, _, a, b, c_noise, scale = entry
-            c_noise = c_noise.to(x.dtype).expand(x.shape[0])
+            if c_noise.dtype != x.dtype:
+                c_noise = c_noise.to(x.dtype)
+            c_noise = c_noise.expand(x.shape[0])
         else:
             t, alpha, sigma = self.coefficients(x, t)
             c_noise = self.noise_input(t, self.schedule).to(x.dtype)

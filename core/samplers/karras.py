@@ -153,10 +153,11 @@ def _karras_loop(
         if hat.active[i]:
             x = space.project(ckeep * x + cnoise * space.randn_like(x, generator))  # line 6
         denoised = denoiser(x, t_hat[i], **cond)
-        x_next = space.project(cx * x + cd * denoised)  # Euler step, line 8
+        x_next = space.project(torch.addcmul(cx * x, cd, denoised))  # Euler step, line 8
         if do_correct[i]:
             denoised_next = denoiser(x_next, times[i + 1], **cond)
-            x_next = space.project(ex * x + ed * denoised + ep * denoised_next)  # trapezoid, line 11
+            x_next = torch.addcmul(torch.addcmul(ex * x, ed, denoised), ep, denoised_next)
+            x_next = space.project(x_next)  # trapezoid, line 11: e_x x + e_d D + e_p D'
         x = x_next
         if callback is not None:
             callback({"i": i, "t": times[i], "t_next": times[i + 1], "x": x, "denoised": denoised})
