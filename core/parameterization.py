@@ -226,14 +226,6 @@ class Denoiser(nn.Module):
         self.__dict__["_prepared"] = {id(ti): (ti, ti._version, a_i, b_i, c_i, s_i)
                                       for ti, a_i, b_i, c_i, s_i in zip(times, *columns)}
 
-    def _lookup(self, t: Tensor | float) -> tuple | None:
-        if not isinstance(t, Tensor) or t.dim() != 0:
-            return None
-        entry = self._prepared.get(id(t))
-        if entry is None or entry[0] is not t or entry[1] != t._version:
-            return None
-        return entry
-
     def coefficients(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
         """(t [B], alpha [B, 1, ...], sigma [B, 1, ...]) for a state x at time t."""
         t = expand_time(t, x)
@@ -242,8 +234,9 @@ class Denoiser(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor | float, **cond) -> Tensor:
         """x: [B, ...] noisy state at time t ([B] or scalar) -> x0_hat: [B, ...]."""
-        entry = self._lookup(t)
-        if entry is not None:  # a prepared grid time: 0-dim coefficients broadcast over x
+        entry = self._prepared.get(id(t))
+        if entry is not None and entry[0] is t and entry[1] == t._version:
+            # a prepared grid time (this very tensor, unchanged): 0-dim coefficients
             _, _, a, b, c_noise, scale = entry
             if c_noise.dtype != x.dtype:
                 c_noise = c_noise.to(x.dtype)

@@ -125,9 +125,10 @@ def step_rows(columns: Sequence[Tensor], like: Tensor) -> list[StepRow]:
     """Pack per-step coefficient columns (each [n], float64) into n rows of 0-dim tensors on
     like's device, in the compute dtype: row i is (columns[0][i], columns[1][i], ...).
     Non-finite entries must have been replaced (`finite_or_zero`) by the caller."""
-    table = torch.stack([c.to(torch.float64) for c in columns], dim=1)
+    table = torch.stack([c.to(torch.float64) for c in columns], dim=0)
     table = table.to(device=like.device, dtype=compute_dtype(like.dtype))
-    return [tuple(row.unbind(0)) for row in table.unbind(0)]
+    # one unbind per column (an unbind per row costs a call per step)
+    return list(zip(*(column.unbind(0) for column in table.unbind(0))))
 
 
 def host_flags(v: Tensor) -> list[bool]:

@@ -144,9 +144,13 @@ def _karras_loop(
     rows = step_rows([c_x, c_d, where_correct(e_x), where_correct(e_d), where_correct(e_p),
                       hat.c_keep, hat.c_noise], noise)
     do_correct = host_flags(correct)
-    t_hat = list(hat.t_hat.to(device=noise.device, dtype=compute_dtype(noise.dtype)).unbind(0))
-    times = grid.times(noise)
-    prepare_denoiser(denoiser, t_hat + times)  # every time this run passes to D, in one call
+    if any(hat.active):
+        t_hat = list(hat.t_hat.to(device=noise.device, dtype=compute_dtype(noise.dtype)).unbind(0))
+        times = grid.times(noise)
+        prepare_denoiser(denoiser, t_hat + times)  # every time this run passes to D, in one call
+    else:  # no churn: each step starts at its grid time
+        times = grid.times(noise, denoiser)
+        t_hat = times[:-1]
 
     x = start_state(noise, grid, space)
     for i, (cx, cd, ex, ed, ep, ckeep, cnoise) in enumerate(rows):
