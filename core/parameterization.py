@@ -200,7 +200,8 @@ class Denoiser(nn.Module):
         self.noise_input = NOISE_INPUTS.get(noise_input) if isinstance(noise_input, str) else noise_input
         self._prepared: dict[int, tuple] = {}
 
-    def prepare_times(self, times: Sequence[Tensor], stacked: Tensor | None = None) -> None:
+    def prepare_times(self, times: Sequence[Tensor], stacked: Tensor | None = None
+                      ) -> Callable[..., Tensor]:
         """Evaluate the x0 coefficients (a, b), c_noise and the input scale for every 0-dim time
         tensor in `times` at once (`stacked`: the same times as one [n] tensor, if the caller
         has it); later calls with one of these very tensors skip the schedule.
@@ -209,10 +210,15 @@ class Denoiser(nn.Module):
         Entries are keyed by identity and hold a reference to their tensor (so an id cannot be
         reused while cached) and its version counter (an in-place change invalidates it); any
         other time simply takes the ordinary path.
+
+        Returns the callable a sampling loop should use: `self.forward` when no module hooks
+        are registered on this denoiser (skipping nn.Module's call machinery, a few
+        microseconds per step), else `self`.
         """
+        entry_point = self if (self._forward_hooks or self._forward_pre_hooks) else self.forward
         if len(times) == 0:
             self.__dict__["_prepared"] = {}
-            return
+            return entry_point
         t = torch.stack(list(times)) if stacked is None else stacked
         alpha, sigma = self.schedule.alpha_sigma(t)
         a, b = self.prediction.x0_coefficients(alpha, sigma)
@@ -225,6 +231,7 @@ class Denoiser(nn.Module):
         # a plain attribute: nn.Module.__setattr__ would cost more than the whole lookup saves
         self.__dict__["_prepared"] = {id(ti): (ti, ti._version, a_i, b_i, c_i, s_i)
                                       for ti, a_i, b_i, c_i, s_i in zip(times, *columns)}
+        return entry_point
 
     def coefficients(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
         """(t [B], alpha [B, 1, ...], sigma [B, 1, ...]) for a state x at time t."""

@@ -135,7 +135,7 @@ def _multistep_loop(
     co = multistep_coefficients(grid, max_order, eta)
     rows = step_rows([co.c_x, co.w_0, co.w_1, co.w_2, co.c_z], noise)
     noisy = host_flags(co.c_z != 0)
-    times = grid.times(noise, denoiser)
+    times, denoiser = grid.times_for(noise, denoiser)
     x = start_state(noise, grid, space)
     m_1 = m_2 = x  # history D_{i-1}, D_{i-2}; unused (weight 0, skipped) until it exists
     for i, (cx, w0, w1, w2, cz) in enumerate(rows):

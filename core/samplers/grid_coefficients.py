@@ -97,28 +97,33 @@ class Grid:
             raise ValueError("the schedule must have sigma(t) > 0 for t > 0 on the grid")
         return cls(t=t, alpha=alpha, sigma=sigma, lam=lam, zero_snr_start=bool(alpha[0] <= 0))
 
-    def times(self, like: Tensor, denoiser: Callable[..., Tensor] | None = None) -> list[Tensor]:
-        """[n + 1] 0-dim time tensors in the compute dtype on like's device (passed to D).
+    def stacked_times(self, like: Tensor) -> Tensor:
+        """[n + 1] times in the compute dtype on like's device."""
+        return self.t.to(device=like.device, dtype=compute_dtype(like.dtype))
 
-        A denoiser that has `prepare_times` (e.g. `Denoiser`) is handed these very tensors once,
-        here, so it can evaluate its schedule for the whole grid in one call instead of per step
-        (a sampler that passes other times too prepares them itself, all in one call).
-        """
-        stacked = self.t.to(device=like.device, dtype=compute_dtype(like.dtype))
+    def times(self, like: Tensor) -> list[Tensor]:
+        """[n + 1] 0-dim time tensors in the compute dtype on like's device (passed to D)."""
+        return list(self.stacked_times(like).unbind(0))
+
+    def times_for(self, like: Tensor, denoiser: Callable[..., Tensor]
+                  ) -> tuple[list[Tensor], Callable[..., Tensor]]:
+        """`times(like)`, handed to the denoiser once (`prepare_denoiser`), and the callable
+        the loop should call (see there). For samplers that pass D only grid times."""
+        stacked = self.stacked_times(like)
         times = list(stacked.unbind(0))
-        if denoiser is not None:
-            prepare_denoiser(denoiser, times, stacked)
-        return times
+        return times, prepare_denoiser(denoiser, times, stacked)
 
 
-def prepare_denoiser(denoiser: Callable[..., Tensor] | None, times: Sequence[Tensor],
-                     stacked: Tensor | None = None) -> None:
+def prepare_denoiser(denoiser: Callable[..., Tensor], times: Sequence[Tensor],
+                     stacked: Tensor | None = None) -> Callable[..., Tensor]:
     """Hand the 0-dim times a loop will pass to a denoiser that can precompute for them
-    (`prepare_times`, see `Denoiser`; `stacked`: the same times as one tensor, if at hand);
-    any other denoiser is left alone."""
+    (`prepare_times`, see `Denoiser`; `stacked`: the same times as one tensor, if at hand),
+    and return the callable the loop should use: what `prepare_times` returns (the denoiser
+    itself or an equivalent cheaper entry point), or the denoiser unchanged."""
     prepare = getattr(denoiser, "prepare_times", None)
     if callable(prepare):
-        prepare(times, stacked)
+        return prepare(times, stacked) or denoiser
+    return denoiser
 
 
 def step_rows(columns: Sequence[Tensor], like: Tensor) -> list[StepRow]:
@@ -160,7 +165,7 @@ def run_first_order(
     z ~ space.randn_like: coefficients [n] float64 (finite), x: [B, ...] the start state.
     Noise is drawn only on the steps where c_z != 0 (decided here, before the loop)."""
     cond = dict(cond or {})
-    times = grid.times(x, denoiser)
+    times, denoiser = grid.times_for(x, denoiser)
     rows = step_rows([c_x, c_d, c_z], x)
     noisy = host_flags(c_z != 0)
     for i, (cx, cd, cz) in enumerate(rows):

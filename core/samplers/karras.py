@@ -141,20 +141,22 @@ def _karras_loop(
     def where_correct(c: Tensor) -> Tensor:
         return finite_or_zero(torch.where(correct, c, torch.zeros_like(c)))
 
-    rows = step_rows([c_x, c_d, where_correct(e_x), where_correct(e_d), where_correct(e_p),
-                      hat.c_keep, hat.c_noise], noise)
+    rows = step_rows([c_x, c_d, where_correct(e_x), where_correct(e_d), where_correct(e_p)], noise)
     do_correct = host_flags(correct)
+    churn_rows: list = [None] * grid.n
     if any(hat.active):
+        churn_rows = step_rows([hat.c_keep, hat.c_noise], noise)
         t_hat = list(hat.t_hat.to(device=noise.device, dtype=compute_dtype(noise.dtype)).unbind(0))
         times = grid.times(noise)
-        prepare_denoiser(denoiser, t_hat + times)  # every time this run passes to D, in one call
+        denoiser = prepare_denoiser(denoiser, t_hat + times)  # every time D will see, at once
     else:  # no churn: each step starts at its grid time
-        times = grid.times(noise, denoiser)
+        times, denoiser = grid.times_for(noise, denoiser)
         t_hat = times[:-1]
 
     x = start_state(noise, grid, space)
-    for i, (cx, cd, ex, ed, ep, ckeep, cnoise) in enumerate(rows):
+    for i, (cx, cd, ex, ed, ep) in enumerate(rows):
         if hat.active[i]:
+            ckeep, cnoise = churn_rows[i]
             x = space.project(ckeep * x + cnoise * space.randn_like(x, generator))  # line 6
         denoised = denoiser(x, t_hat[i], **cond)
         x_next = space.project(torch.addcmul(cx * x, cd, denoised))  # Euler step, line 8

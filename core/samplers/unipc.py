@@ -135,7 +135,7 @@ def sample_unipc(
     columns = [co["pred"][k] for k in ("x", "0", "1", "2")] + [co["corr"][k] for k in ("x", "new", "0", "1", "2")]
     rows = step_rows([finite_or_zero(torch.tensor(c, dtype=torch.float64)) for c in columns], noise)
     orders, use_corrector = co["orders"], co["use_corrector"]
-    times = grid.times(noise, denoiser)
+    times, denoiser = grid.times_for(noise, denoiser)
     x = start_state(noise, grid, space)
     x_last = x
     h1 = h2 = h3 = x  # D_{i-1}, D_{i-2}, D_{i-3}: read only once they exist (weights 0 before)

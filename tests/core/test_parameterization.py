@@ -167,3 +167,17 @@ def test_prepared_entry_is_invalidated_by_an_in_place_change():
     t.fill_(0.25)
     D(torch.zeros(2, 1), t)
     assert torch.allclose(seen[0], torch.full((2,), 0.5)) and torch.allclose(seen[1], torch.full((2,), 0.25))
+
+
+def test_module_hooks_still_fire_during_sampling():
+    """Samplers call Denoiser.forward directly only when no module hook would be skipped."""
+    from diffusekit.core import samplers
+
+    sched = schedules.get("vp_cosine")
+    D = Denoiser(lambda x, c: torch.zeros_like(x), sched, "eps")
+    calls = []
+    D.register_forward_hook(lambda module, args, out: calls.append(1))
+    samplers.get("dpmpp_2m")(D, torch.randn(4, 2), schedules.time_grid(sched, 6), sched)
+    assert len(calls) == 6
+    assert D.prepare_times([torch.tensor(0.5)]) is D
+    assert Denoiser(lambda x, c: x, sched).prepare_times([torch.tensor(0.5)]) is not None
