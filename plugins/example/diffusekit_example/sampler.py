@@ -90,8 +90,10 @@ def sample_midpoint(
     coef = midpoint_coefficients(grid, schedule)
     x = start_state(noise, grid, space)
     t_mid = list(coef["t_mid"].to(device=x.device, dtype=compute_dtype(x.dtype)).unbind(0))
-    prepare_denoiser(denoiser, t_mid)  # a `Denoiser` evaluates its schedule once for these
-    times = grid.times(x, denoiser)  # ... and for the grid
+    times = grid.times(x)
+    # a `Denoiser` evaluates its schedule once for every time this run passes it, and returns
+    # the callable to loop with
+    denoiser = prepare_denoiser(denoiser, t_mid + times)
     rows = step_rows([coef["c_x"], coef["c_d"], coef["m_x"], coef["m_d"]], x)
     has_mid = host_flags(coef["has_mid"])
     for i, (c_x, c_d, m_x, m_d) in enumerate(rows):
