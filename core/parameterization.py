@@ -50,7 +50,8 @@ def broadcast_to(v: Tensor, x: Tensor) -> Tensor:
 class Prediction:
     """How a network's output relates to x0. Every parameterisation here is linear in the state
     and the output, x0_hat = a(t) x + b(t) out, so a subclass defines `x0_coefficients` (a, b)
-    and `target`; `input_scale` is 1 unless `scales_input` (preconditioning)."""
+    and `target`; `input_scale` is 1 unless `scales_input` (preconditioning). `Denoiser`
+    applies them."""
 
     scales_input = False
 
@@ -61,11 +62,6 @@ class Prediction:
     def x0_coefficients(self, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
         """(a, b) with x0_hat = a x + b out, for alpha, sigma of any (broadcastable) shape."""
         raise NotImplementedError
-
-    def to_x0(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-        """The x0 estimate from the network output `out` at state x: a x + b out."""
-        a, b = self.x0_coefficients(alpha, sigma)
-        return torch.addcmul(a * x, b, out)
 
     def target(self, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         """What an ideal network outputs for data x0 and noise eps."""
@@ -220,18 +216,19 @@ class Denoiser(nn.Module):
             self.__dict__["_prepared"] = {}
             return entry_point
         t = torch.stack(list(times)) if stacked is None else stacked
-        alpha, sigma = self.schedule.alpha_sigma(t)
-        a, b = self.prediction.x0_coefficients(alpha, sigma)
-        columns = [a.to(t.dtype).unbind(0), b.to(t.dtype).unbind(0),
-                   self.noise_input(t, self.schedule).to(t.dtype).unbind(0)]
-        if self.prediction.scales_input:
-            columns.append(self.prediction.input_scale(alpha, sigma).to(t.dtype).unbind(0))
-        else:
-            columns.append([None] * len(times))
+        columns = [[None] * len(times) if c is None else c.to(t.dtype).unbind(0)
+                   for c in self._coefficients_at(t)]
         # a plain attribute: nn.Module.__setattr__ would cost more than the whole lookup saves
         self.__dict__["_prepared"] = {id(ti): (ti, ti._version, a_i, b_i, c_i, s_i)
                                       for ti, a_i, b_i, c_i, s_i in zip(times, *columns)}
         return entry_point
+
+    def _coefficients_at(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """(a, b, c_noise, input scale or None) at times t (any shape): x0_hat = a x + b out."""
+        alpha, sigma = self.schedule.alpha_sigma(t)
+        a, b = self.prediction.x0_coefficients(alpha, sigma)
+        scale = self.prediction.input_scale(alpha, sigma) if self.prediction.scales_input else None
+        return a, b, self.noise_input(t, self.schedule), scale
 
     def coefficients(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
         """(t [B], alpha [B, 1, ...], sigma [B, 1, ...]) for a state x at time t."""
@@ -249,10 +246,9 @@ class Denoiser(nn.Module):
                 c_noise = c_noise.to(x.dtype)
             c_noise = c_noise.expand(x.shape[0])
         else:
-            t, alpha, sigma = self.coefficients(x, t)
-            c_noise = self.noise_input(t, self.schedule).to(x.dtype)
-            scale = self.prediction.input_scale(alpha, sigma) if self.prediction.scales_input else None
-            a, b = self.prediction.x0_coefficients(alpha, sigma)
+            a, b, c_noise, scale = self._coefficients_at(expand_time(t, x))  # [B] each
+            a, b, c_noise = broadcast_to(a, x), broadcast_to(b, x), c_noise.to(x.dtype)
+            scale = None if scale is None else broadcast_to(scale, x)
         out = self.net(x if scale is None else x * scale, c_noise, **cond)
         return torch.addcmul(a * x, b, out)  # x0_hat = a x + b out
 

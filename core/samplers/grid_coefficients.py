@@ -101,12 +101,9 @@ class Grid:
         """[n + 1] times in the compute dtype on like's device."""
         return self.t.to(device=like.device, dtype=compute_dtype(like.dtype))
 
-    def times(self, like: Tensor, denoiser: Callable[..., Tensor] | None = None) -> list[Tensor]:
+    def times(self, like: Tensor) -> list[Tensor]:
         """[n + 1] 0-dim time tensors in the compute dtype on like's device (passed to D).
-        With `denoiser`, they are also handed to it (`prepare_denoiser`); `times_for` returns
-        the cheaper callable to loop with as well."""
-        if denoiser is not None:
-            return self.times_for(like, denoiser)[0]
+        Samplers that pass D only these use `times_for`, which also prepares the denoiser."""
         return list(self.stacked_times(like).unbind(0))
 
     def times_for(self, like: Tensor, denoiser: Callable[..., Tensor]
