@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-EXTRAS ?= dev,bench
+EXTRAS ?= dev,bench,audio,image,text,molecules
+# Debian packages the domains need: flite and espeak-ng synthesise the audio domain's speech.
+SYSTEM_PACKAGES := flite espeak-ng
 STAMP  := $(VENV)/.installed-$(shell echo $(EXTRAS) | tr ',' '-')
 
 .PHONY: venv test test-all demo benchmark clean
@@ -12,6 +14,12 @@ STAMP  := $(VENV)/.installed-$(shell echo $(EXTRAS) | tr ',' '-')
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt Makefile
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing Debian packages:$$missing"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt "torch==2.13.0"

@@ -11,8 +11,9 @@ k-diffusion's samplers, in one run, on the same denoisers.
     show each sampler in its configuration of least error at 10 NFE (all of them are in the JSON).
     NFE are counted by wrapping the denoiser, not assumed: Heun with n steps costs 2n - 1.
 (b) Overhead. A tiny eps-network (16 -> 64 -> 64 -> 16 MLP, batch 64) on one CPU thread; the whole
-    sampling loop at 50 steps, median of repetitions, minus the network's own time on the same
-    inputs, per step. Ratio ours / diffusers for each comparable pair.
+    sampling loop at 50 steps minus the time spent inside the network in that same run, per
+    step; the libraries timed in the same repetitions. Ratio ours / diffusers for each comparable pair:
+    the median of the per-repetition ratios.
 
     python benchmarks/samplers.py [--quick] [--out DIR] [--skip-kdiffusion]
 
@@ -362,21 +363,47 @@ def network_sigma_model(net: nn.Module, schedule) -> base.SigmaModel:
     return model
 
 
-def _paired_seconds(loop: Callable[[], object], network: Callable[[], object], reps: int,
-                    warmup: int = 2) -> tuple[float, float, float]:
-    """(median loop, median network, median of the paired differences) in seconds; the two are
-    timed alternately so that drifting machine load hits both alike."""
-    for _ in range(warmup):
-        loop(), network()
-    lt, nt = [], []
-    for _ in range(reps):
+class TimedNetwork(nn.Module):
+    """Wraps the network and adds the wall time spent inside its calls to `seconds`, so that a
+    sampling loop's overhead is measured within the same run: loop time - time inside the network.
+    (Timing the network separately and subtracting adds the noise of two runs, and a network
+    timed on one reused input runs faster than inside a loop.) The wrapper's own cost, about a
+    microsecond per call, counts as overhead for every library alike."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.seconds = 0.0
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
         start = time.perf_counter()
-        loop()
-        mid = time.perf_counter()
-        network()
-        lt.append(mid - start)
-        nt.append(time.perf_counter() - mid)
-    return statistics.median(lt), statistics.median(nt), statistics.median(a - b for a, b in zip(lt, nt))
+        out = self.net(x, c)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def _interleaved_overheads(loops: dict[str, Callable[[], object]], network: TimedNetwork,
+                           reps: int, warmup: int = 2, runs: int = 3) -> dict[str, list[float]]:
+    """{library: [loop seconds - seconds inside `network`, per repetition]}.
+
+    In every repetition each library samples `runs` times back to back, as when sampling batch
+    after batch; the first of these re-warms the caches the other libraries have just used and is
+    not counted, the rest are averaged. The libraries take turns in a rotating order, so that
+    drifting machine load hits all of them alike."""
+    names = list(loops)
+    for _ in range(warmup):
+        for loop in loops.values():
+            loop()
+    diffs: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(reps):
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
+            loops[name]()  # re-warm
+            network.seconds = 0.0
+            start = time.perf_counter()
+            for _ in range(runs - 1):
+                loops[name]()
+            diffs[name].append((time.perf_counter() - start - network.seconds) / (runs - 1))
+    return diffs
 
 
 def overhead_pairs(best: dict, mixture: str = "random_16d") -> dict[str, dict[str, str]]:
@@ -392,74 +419,81 @@ def overhead_pairs(best: dict, mixture: str = "random_16d") -> dict[str, dict[st
 def run_overhead(settings: Settings, pairs: dict[str, dict[str, str]], kd=None, progress: bool = True) -> dict:
     """Per-step overhead of each library's loop around `TinyEpsNet` on one CPU thread.
 
-    For each (algorithm, library) the sampling loop and the same number of bare network calls on
-    that library's inputs are timed alternately; overhead per step = median(loop - network) /
-    steps. Returns {"pairs": {algorithm: {library: {"config", "steps", "nfe", "loop_ms",
-    "network_ms", "overhead_us_per_step"}}}, "denoiser_adapter_us_per_call": ..., ...}.
+    For each algorithm, every library's sampling loop is timed in the same repetitions, and the
+    time spent inside the network during that very run is taken off (`TimedNetwork`,
+    `_interleaved_overheads`); overhead per step = median(loop - network) / steps, and the ratio
+    ours / other is the median over repetitions of the paired ratio. Returns {"pairs": {algorithm: {library: {"config",
+    "steps", "nfe", "overhead_us_per_step", "ratio_to_ours"}}}, "denoiser_adapter_us_per_call", ...}.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     schedule = schedules.get("vp_discrete")
     torch.manual_seed(settings.seed)
-    net = TinyEpsNet().eval()
+    net = TimedNetwork(TinyEpsNet().eval())
     steps, reps, batch = settings.overhead_steps, settings.overhead_reps, settings.overhead_batch
     noise = torch.randn(batch, 16, generator=torch.Generator().manual_seed(settings.seed))
     ours_denoiser = Denoiser(net, schedule, prediction="eps", noise_input="t1000")
     diffusers_by_label = {c.label: c for c in base.DIFFUSERS_CONFIGS}
     kd_by_label = {f"{fn}, sigmas={kind}": (fn, kind) for fn in base.KDIFFUSION_SAMPLERS for kind in base.KDIFFUSION_GRIDS}
-    # each library's network inputs: [B] noise inputs (ours, k-diffusion), one integer timestep
-    # for the batch (diffusers)
-    c_batch, c_scalar = torch.full((batch,), 500.0), torch.tensor(500)
     out: dict = {}
-    jobs = [(a, lib, cfg) for a, p in pairs.items() for lib, cfg in p.items()]
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         t_mid = torch.tensor(0.5, dtype=torch.float64)
-        _, _, adapter = _paired_seconds(lambda: [ours_denoiser(noise, t_mid) for _ in range(50)],
-                                        lambda: [net(noise, c_batch) for _ in range(50)], reps)
-        for algorithm, library, config in tqdm(jobs, desc="overhead", disable=not progress):
-            if library == OURS:
-                kind = config.split("=", 1)[1]
-                sampler = samplers.get(algorithm)
-
-                def run(sampler=sampler, kind=kind, model=ours_denoiser):
-                    ts = schedules.time_grid(schedule, steps, kind=kind)
-                    return sampler(model, noise, ts, schedule, generator=torch.Generator().manual_seed(0))
-
-                c_net = c_batch
-            elif library == DIFFUSERS:
-                cfg = diffusers_by_label[config]
-
-                def run(cfg=cfg):
-                    scheduler = base.make_scheduler(cfg)  # made once per sampling run, as idiomatic
-                    return base.diffusers_sample(scheduler, net, noise, steps, torch.Generator().manual_seed(0))
-
-                c_net = c_scalar
-            else:
-                if kd is None:
+        adapter = _interleaved_overheads({OURS: lambda: [ours_denoiser(noise, t_mid) for _ in range(50)]}, net, reps)[OURS]
+        for algorithm, libraries in tqdm(list(pairs.items()), desc="overhead", disable=not progress):
+            loops, meta = {}, {}
+            for library, config in libraries.items():
+                loop = _overhead_loop(library, config, algorithm, ours_denoiser, net, noise, steps, schedule, kd,
+                                      diffusers_by_label, kd_by_label)
+                if loop is None:
                     continue
-                fn, kind = kd_by_label[config]
-                model = network_sigma_model(net, schedule)
-
-                def run(fn=fn, kind=kind, model=model):
-                    sigmas = base.kdiffusion_sigmas(kd, schedule, steps, kind)
-                    return base.kdiffusion_sample(kd, fn, model, noise, sigmas)
-
-                c_net = c_batch
-            counter = [0]
-            counted = _count_net_calls(net, counter)
-            run()
-            counted.remove()
-            nfe = counter[0]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                loop, network, diff = _paired_seconds(
-                    run, lambda nfe=nfe, c=c_net: [net(noise, c) for _ in range(nfe)], reps)
-            out.setdefault(algorithm, {})[library] = dict(
-                config=config, steps=steps, nfe=nfe, loop_ms=1e3 * loop, network_ms=1e3 * network,
-                overhead_us_per_step=1e6 * diff / steps)
+                counter = [0]
+                counted = _count_net_calls(net, counter)
+                loop()
+                counted.remove()
+                loops[library] = loop
+                meta[library] = dict(config=config, steps=steps, nfe=counter[0])
+            diffs = _interleaved_overheads(loops, net, reps)
+            for library, d in diffs.items():
+                entry = dict(meta[library], overhead_us_per_step=1e6 * statistics.median(d) / steps)
+                if library != OURS and OURS in diffs:
+                    paired = [a / b for a, b in zip(diffs[OURS], d) if b > 0]
+                    entry["ratio_to_ours"] = statistics.median(paired) if paired else None
+                out.setdefault(algorithm, {})[library] = entry
     torch.set_num_threads(threads)
-    return {"pairs": out, "denoiser_adapter_us_per_call": 1e6 * adapter / 50,
+    return {"pairs": out, "denoiser_adapter_us_per_call": 1e6 * statistics.median(adapter) / 50,
             "steps": steps, "repetitions": reps, "batch": batch, "threads": 1}
+
+
+def _overhead_loop(library, config, algorithm, ours_denoiser, net, noise, steps, schedule, kd,
+                   diffusers_by_label, kd_by_label) -> Callable[[], Tensor] | None:
+    """One sampling run of `library` as a callable (None where that library is not loaded)."""
+    if library == OURS:
+        kind, sampler = config.split("=", 1)[1], samplers.get(algorithm)
+
+        def run():
+            ts = schedules.time_grid(schedule, steps, kind=kind)
+            return sampler(ours_denoiser, noise, ts, schedule, generator=torch.Generator().manual_seed(0))
+
+        return run
+    if library == DIFFUSERS:
+        cfg = diffusers_by_label[config]
+
+        def run():
+            scheduler = base.make_scheduler(cfg)  # made once per sampling run, as idiomatic
+            return base.diffusers_sample(scheduler, net, noise, steps, torch.Generator().manual_seed(0))
+
+        return run
+    if kd is None:
+        return None
+    fn, kind = kd_by_label[config]
+    model = network_sigma_model(net, schedule)
+
+    def run():
+        sigmas = base.kdiffusion_sigmas(kd, schedule, steps, kind)
+        return base.kdiffusion_sample(kd, fn, model, noise, sigmas)
+
+    return run
 
 
 def _count_net_calls(net: nn.Module, counter: list[int]):
@@ -467,14 +501,14 @@ def _count_net_calls(net: nn.Module, counter: list[int]):
 
 
 def overhead_ratios(overhead: dict) -> dict:
-    """{algorithm: {"vs_diffusers": ours / diffusers, "vs_k-diffusion": ours / k-diffusion}}."""
+    """{algorithm: {"vs_diffusers": ours / diffusers, "vs_k-diffusion": ours / k-diffusion}}: the
+    median of the per-repetition paired ratios (see `run_overhead`)."""
     ratios = {}
     for algorithm, libs in overhead["pairs"].items():
         if OURS not in libs:
             continue
-        ours = libs[OURS]["overhead_us_per_step"]
-        ratios[algorithm] = {f"vs_{lib}": ours / v["overhead_us_per_step"]
-                             for lib, v in libs.items() if lib != OURS and v["overhead_us_per_step"] > 0}
+        ratios[algorithm] = {f"vs_{lib}": v["ratio_to_ours"] for lib, v in libs.items()
+                             if lib != OURS and v.get("ratio_to_ours") is not None}
     return ratios
 
 
@@ -589,12 +623,14 @@ def markdown_report(result: dict) -> str:
     lines.append(markdown_table(["sampler", "ours config", "ours µs/step", "diffusers config",
                                  "diffusers µs/step", "ours/diffusers", "k-diffusion µs/step",
                                  "ours/k-diffusion"], rows))
-    lines += ["", "Overhead per step = median over repetitions of (loop time − the same number of bare "
-              "network calls on that library's inputs, timed alternately) / steps. The loop includes "
+    lines += ["", "Overhead per step = median over repetitions of (loop time − the time spent inside "
+              "the network during that same run) / steps. In each repetition every library of a row is timed back to back, in a "
+              "rotating order; ours/other is the median of the per-repetition ratios. The loop includes "
               "building the time grid / `set_timesteps` (and, for diffusers, creating the scheduler) "
               "once per sampling run. Ours includes the `Denoiser` adapter (eps -> x0 with alpha(t), "
-              f"sigma(t) of the schedule), which alone costs {fmt(o['denoiser_adapter_us_per_call'])} µs "
-              "per call beyond the network; diffusers' eps -> x0 conversion happens inside `step`. "
+              "sigma(t) of the schedule); on its general path (a time no sampler prepared) it costs "
+              f"{fmt(o['denoiser_adapter_us_per_call'])} µs per call beyond the network; diffusers' "
+              "eps -> x0 conversion happens inside `step`. "
               "k-diffusion's model wrapper here is ours too (c_in scaling, sigma -> timestep "
               "interpolation, x0 = x − sigma eps, as its DiscreteEpsDDPMDenoiser does); its SDE "
               "samplers pay for torchsde's Brownian tree.", ""]
