@@ -5,7 +5,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 EXTRAS ?= dev,bench,audio,image,text,molecules
-# Debian packages the domains need: flite and espeak-ng synthesise the audio domain's speech.
+# Debian packages the domains need (checked with dpkg, installed with apt-get when missing):
+# flite and espeak-ng synthesise the audio domain's speech.
 SYSTEM_PACKAGES := flite espeak-ng
 STAMP  := $(VENV)/.installed-$(shell echo $(EXTRAS) | tr ',' '-')
 
@@ -14,7 +15,7 @@ STAMP  := $(VENV)/.installed-$(shell echo $(EXTRAS) | tr ',' '-')
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt Makefile
-	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  echo "installing Debian packages:$$missing"; \
