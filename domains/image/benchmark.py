@@ -1,0 +1,199 @@
+"""`toolkit benchmark --domain image [--quick]`: residual diffusion against bicubic and regression.
+
+1. Train the SR3 UNet as a residual diffusion model (`benchmark.train_steps` AdamW steps, plain
+   torch on the same data module and process the toolkit trains with), and the same network as a
+   one-step regression model (`benchmark.regression_steps`).
+2. Super-resolve the held-out test images (whole, or centre crops of `benchmark.test_crop`) with
+   every sampler of `benchmark.samplers` at every step count of `benchmark.steps` (same noise).
+3. Score PSNR-Y, SSIM-Y (border = scale) and consistency (`metrics.py`) of each, of bicubic and of
+   regression, each also after back-projection onto the input (suffix `_bp`).
+
+Results go to benchmarks/results/image[_quick].{json,md,png} through the checkout's
+benchmarks/results_io.py (the record names command, commit, machine and date); the PNG plots
+quality against steps, and image[_quick]_grid.png shows bicubic | diffusion | ground truth.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from diffusekit.domains.image.figures import comparison_grid, quality_plot
+from diffusekit.domains.image.metrics import image_metrics
+from diffusekit.domains.image.processes import SRSamples, back_project
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BACK_PROJECTION_ITERATIONS = 10
+
+
+def fit_plain(network: torch.nn.Module, process: Any, loader: Any, steps: int, lr: float,
+              warmup: int = 100, grad_clip: float = 1.0, desc: str = "training") -> list[float]:
+    """`steps` AdamW steps of `process.training_loss` on `loader` (cycled), linear warm-up then
+    cosine decay to 0; returns the per-step losses. Plain torch: no Lightning, no EMA."""
+    optimiser = torch.optim.AdamW(network.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(  # warm-up, then cosine decay
+        optimiser, lambda k: min(1.0, (k + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * k / steps)))
+    network.train()
+    losses: list[float] = []
+    iterator = iter(loader)
+    with tqdm(total=steps, desc=desc, unit="step") as bar:
+        for _ in range(steps):
+            batch = next(iterator, None)
+            if batch is None:  # a new epoch
+                iterator = iter(loader)
+                batch = next(iterator)
+            loss = process.training_loss(network, batch).mean()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
+            optimiser.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            if len(losses) % 50 == 0:
+                bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
+    network.eval()
+    return losses
+
+
+def _results_io() -> Any | None:
+    """The checkout's benchmarks/results_io.py (None in an installed copy without it)."""
+    path = REPO_ROOT / "benchmarks" / "results_io.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("diffusekit_results_io", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _score(samples: SRSamples, batch: dict, degradation: Any, prefix: str = "") -> dict[str, float]:
+    reference, low_res = batch["x0"], batch["cond"]["low_res"]
+    out = {k: float(v.mean()) for k, v in
+           image_metrics(samples.image, reference, low_res, degradation, prefix).items()}
+    projected = back_project(samples.image, low_res, degradation,
+                             BACK_PROJECTION_ITERATIONS).clamp(-1, 1)
+    out.update({f"{k}_bp": float(v.mean()) for k, v in
+                image_metrics(projected, reference, low_res, degradation, prefix).items()})
+    return out
+
+
+def _mean(dicts: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(d[k] for d in dicts) / len(dicts) for k in dicts[0]}
+
+
+def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
+    """The benchmark (see the module docstring); returns the metrics dict it records."""
+    b = cfg.benchmark
+    quick = bool(cfg.get("quick", False))
+    train_steps = int(b.quick_train_steps if quick else b.train_steps)
+    regression_steps = int(b.quick_regression_steps if quick else b.regression_steps)
+    crop = b.quick_test_crop if quick else b.test_crop
+    cfg = OmegaConf.merge(cfg, {"data": {"test_crop": crop}})
+    if b.get("threads"):
+        torch.set_num_threads(int(b.threads))
+    torch.manual_seed(int(b.seed))
+    datamodule = domain.build_datamodule(cfg)
+    datamodule.setup()
+    process = domain.process(cfg)
+    regression_cfg = OmegaConf.merge(cfg, {"process": {"kind": "regression"}})
+    regression = domain.process(regression_cfg)
+    degradation = process.degradation
+
+    started = time.perf_counter()
+    network = domain.build_network(cfg)
+    losses = fit_plain(network, process, datamodule.train_dataloader(), train_steps,
+                       float(cfg.optim.lr), int(cfg.optim.warmup_steps), desc="diffusion")
+    diffusion_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    regression_net = domain.build_network(cfg)
+    regression_losses = fit_plain(regression_net, regression, datamodule.train_dataloader(),
+                                  regression_steps, float(cfg.optim.lr),
+                                  int(cfg.optim.warmup_steps), desc="regression")
+    regression_seconds = time.perf_counter() - started
+
+    test = [batch for batch in datamodule.test_dataloader()]
+    names = list(datamodule.datasets["test"].names)
+    metrics: dict[str, Any] = {
+        "train_steps": train_steps, "regression_steps": regression_steps,
+        "train_seconds": round(diffusion_seconds, 1),
+        "regression_train_seconds": round(regression_seconds, 1),
+        "train_loss": sum(losses[-100:]) / len(losses[-100:]),
+        "regression_train_loss": sum(regression_losses[-100:]) / len(regression_losses[-100:]),
+        "torch_threads": torch.get_num_threads(),
+        "test_images": names, "test_crop": crop,
+        "test_pixels": [list(batch["x0"].shape[-2:]) for batch in test],
+    }
+    with torch.no_grad():
+        bicubic = _mean([_score(SRSamples(up.clamp(-1, 1), up, low_res, batch["x0"]), batch,
+                                degradation)
+                         for batch in test for low_res, up in [regression.conditioning(batch)]])
+        regression_out = [regression.generate(regression_net, batch) for batch in test]
+        regression_scores = _mean([_score(s, batch, degradation)
+                                   for s, batch in zip(regression_out, test)])
+        rows, grid_samples = [], None
+        settings = [(s, int(n)) for s in b.samplers for n in b.steps]
+        for sampler, steps in tqdm(settings, desc="sampling", unit="setting"):
+            generator = torch.Generator().manual_seed(int(b.seed))
+            t0 = time.perf_counter()
+            outs = [process.generate(network, batch, sampler=sampler, steps=steps,
+                                     generator=generator) for batch in test]
+            seconds = time.perf_counter() - t0
+            scores = _mean([_score(s, batch, degradation) for s, batch in zip(outs, test)])
+            rows.append({"sampler": sampler, "steps": steps, "seconds": round(seconds, 2), **scores})
+            if sampler == b.samplers[0] and steps == 8:
+                grid_samples = outs
+    metrics["rows"] = rows
+    best = max((r for r in rows if r["steps"] <= 20), key=lambda r: r["psnr_y"])
+    metrics["best_at_most_20_steps"] = {k: best[k] for k in ("sampler", "steps", "psnr_y",
+                                                              "ssim_y", "consistency")}
+    metrics["psnr_gain_over_bicubic"] = best["psnr_y"] - bicubic["psnr_y"]
+    metrics["target_psnr_gain_1db"] = metrics["psnr_gain_over_bicubic"] >= 1.0
+    metrics["target_consistency_40db"] = best["consistency"] > 40.0
+    baselines = {"bicubic": bicubic, "regression": regression_scores}
+    _write(cfg, quick, metrics, baselines, rows, grid_samples or outs)
+    return {"metrics": metrics, "baselines": baselines}
+
+
+def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict, rows: list[dict],
+           samples: list[SRSamples]) -> None:
+    io = _results_io()
+    name = "image_quick" if quick else "image"
+    out_dir = Path(cfg.benchmark.results_dir) if cfg.benchmark.get("results_dir") else (
+        io.RESULTS_DIR if io is not None else Path("benchmark-results"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = ["psnr_y", "ssim_y", "consistency", "psnr_y_bp", "consistency_bp"]
+    table_rows = [[r["sampler"], r["steps"], *(round(r[k], 3) for k in keys), r["seconds"]]
+                  for r in rows]
+    table_rows += [[name, "-", *(round(v[k], 3) for k in keys), "-"] for name, v in baselines.items()]
+    headers = ["sampler", "steps", "PSNR-Y", "SSIM-Y", "consistency", "PSNR-Y (bp)",
+               "consistency (bp)", "seconds"]
+    title = (f"x{cfg.degradation.scale} SR on {len(metrics['test_images'])} held-out images "
+             f"({', '.join(metrics['test_images'])}), {metrics['train_steps']} training steps")
+    quality_plot(rows, baselines, out_dir / f"{name}.png", title)
+    same_size = len({tuple(s.image.shape[-2:]) for s in samples}) == 1
+    first = SRSamples(*(torch.cat([getattr(s, k) for s in samples]) for k in
+                        ("image", "bicubic", "low_res", "reference"))) if same_size else samples[0]
+    comparison_grid(first, out_dir / f"{name}_grid.png", int(cfg.output.zoom))
+    if io is None:
+        return
+    body = [title, "", io.markdown_table(headers, table_rows, digits=4), "",
+            f"Best at <= 20 steps: {metrics['best_at_most_20_steps']}; PSNR-Y gain over bicubic "
+            f"{metrics['psnr_gain_over_bicubic']:.2f} dB (target >= 1.0: "
+            f"{'met' if metrics['target_psnr_gain_1db'] else 'not met'}); consistency target > 40 dB: "
+            f"{'met' if metrics['target_consistency_40db'] else 'not met'}.",
+            f"Training: diffusion {metrics['train_steps']} steps in {metrics['train_seconds']} s, "
+            f"regression {metrics['regression_steps']} steps in {metrics['regression_train_seconds']} s. "
+            "(bp): after 10 iterations of back-projection onto the input.",
+            f"![quality vs steps]({name}.png)", f"![bicubic | diffusion | ground truth]({name}_grid.png)"]
+    record = io.make_record(name, metrics, baselines)
+    io.write_results(record, "\n".join(body), out_dir, title=f"Image domain benchmark ({name})")

@@ -1,0 +1,133 @@
+"""The image domain: x4 super-resolution of photographs with a residual SR3 diffusion.
+
+`ImageDomain` implements the `diffusekit.plugins.Domain` methods; training (`toolkit train
+--domain image`), sampling, checkpoints and the command line come from the toolkit:
+
+    build_datamodule(cfg)  -> data.SRDataModule     {"x0": HR, "cond": {"low_res": LR}}
+    build_network(cfg)     -> network.SRUNet        net(x_in, c_noise, upsampled=up_s(LR))
+    process(cfg)           -> processes.ResidualDiffusion (or Regression, `process.kind`)
+    evaluate(batch, samples, cfg)      PSNR-Y, SSIM-Y, consistency of the samples, of bicubic,
+                                       and of a regression run when `evaluate.regression_run` is set
+    write_samples(samples, out, cfg)   sr/bicubic/low-res/reference PNGs and grid.png
+    benchmark(cfg)                     see `benchmark.py`
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from diffusekit.core import schedules
+from diffusekit.core.errors import RunDirError
+from diffusekit.core.process import GaussianDiffusion
+from diffusekit.domains.image.degradation import Degradation
+from diffusekit.domains.image.figures import comparison_grid, save_png
+from diffusekit.domains.image.metrics import image_metrics
+from diffusekit.domains.image.network import SRUNet
+from diffusekit.domains.image.processes import PROCESSES, SRSamples
+from diffusekit.plugins import Domain
+
+
+def _options(node: Any) -> dict:
+    """An optional mapping of the config as a plain dict ({} when absent or null)."""
+    return dict(OmegaConf.to_container(node, resolve=True)) if node else {}
+
+
+def degradation_of(cfg: DictConfig) -> Degradation:
+    """The `Degradation` of the config's `degradation` section."""
+    g = cfg.degradation
+    return Degradation(int(g.scale), float(g.blur_sigma), float(g.noise_std))
+
+
+class ImageDomain(Domain):
+    """x4 super-resolution of natural photographs (SR3-style residual diffusion)."""
+
+    name = "image"
+    description = "x4 super-resolution of photographs: SR3-style residual diffusion (UNet)"
+
+    def __init__(self) -> None:
+        self._regression: tuple[str, Any, Any] | None = None  # (run path, network, process)
+
+    def build_datamodule(self, cfg: DictConfig) -> Any:
+        from diffusekit.domains.image.data import SRDataModule  # Lightning: imported when needed
+
+        return SRDataModule.from_config(cfg, degradation_of(cfg))
+
+    def build_network(self, cfg: DictConfig) -> SRUNet:
+        n = cfg.network
+        return SRUNet(channels=int(n.channels), mults=tuple(int(m) for m in n.mults),
+                      blocks=int(n.blocks), dropout=float(n.dropout))
+
+    def process(self, cfg: DictConfig) -> Any:
+        p = cfg.process
+        common = dict(degradation=degradation_of(cfg), residual=bool(p.residual),
+                      residual_scale=float(p.residual_scale),
+                      tile=int(p.tile) if p.tile else None, tile_overlap=int(p.tile_overlap),
+                      batch_tiles=int(p.batch_tiles), back_projection=int(p.back_projection))
+        kind = PROCESSES.get(p.kind)
+        if p.kind == "regression":
+            return kind(**common)
+        diffusion = GaussianDiffusion(
+            schedule=schedules.get(p.schedule, **_options(p.schedule_options)),
+            prediction=p.prediction, noise_input=p.noise_input, weighting=p.weighting,
+            t_sampler=p.t_sampler, space="euclidean", sampler=p.sampler, steps=int(p.steps),
+            grid=p.grid, weighting_options=_options(p.weighting_options),
+            t_sampler_options=_options(p.t_sampler_options),
+            sampler_options=_options(p.sampler_options))
+        return kind(**common, diffusion=diffusion)
+
+    def _regression_model(self, cfg: DictConfig) -> tuple[Any, Any] | None:
+        path = cfg.evaluate.get("regression_run")
+        if not path:
+            return None
+        if self._regression is None or self._regression[0] != str(path):
+            from diffusekit.core.training.inference import load_run
+            from diffusekit.core.training.runs import RunDir
+
+            network, process, run_cfg = load_run(self, RunDir.open(str(path)))
+            if run_cfg.process.kind != "regression":
+                raise RunDirError(f"evaluate.regression_run {str(path)!r} was trained with "
+                                  f"process.kind={run_cfg.process.kind}, not regression")
+            self._regression = (str(path), network, process)
+        return self._regression[1], self._regression[2]
+
+    def evaluate(self, batch: dict, samples: SRSamples, cfg: DictConfig) -> dict[str, float]:
+        """Mean over the batch of psnr_y, ssim_y, consistency (dB) of the samples, and the same
+        with the prefixes bicubic_ and (with `evaluate.regression_run`) regression_."""
+        degradation = degradation_of(cfg)
+        reference = batch["x0"].to(samples.image.device)
+        low_res = samples.low_res
+        scores = image_metrics(samples.image, reference, low_res, degradation)
+        scores.update(image_metrics(samples.bicubic, reference, low_res, degradation, "bicubic_"))
+        regression = self._regression_model(cfg)
+        if regression is not None:
+            network, process = regression
+            with torch.no_grad():
+                out = process.generate(network, batch)
+            scores.update(image_metrics(out.image, reference, low_res, degradation, "regression_"))
+        return {k: float(v.detach().mean()) for k, v in scores.items()}
+
+    def write_samples(self, samples: SRSamples, out_dir: Path, cfg: DictConfig) -> list[Path]:
+        """sr-<i>.png, bicubic-<i>.png, low_res-<i>.png, reference-<i>.png (when known) and
+        grid.png (bicubic | diffusion | ground truth with zoomed crops)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i in range(len(samples)):
+            paths.append(save_png(samples.image[i], out_dir / f"sr-{i:03d}.png"))
+            paths.append(save_png(samples.bicubic[i], out_dir / f"bicubic-{i:03d}.png"))
+            paths.append(save_png(samples.low_res[i], out_dir / f"low_res-{i:03d}.png"))
+            if samples.reference is not None:
+                paths.append(save_png(samples.reference[i], out_dir / f"reference-{i:03d}.png"))
+        o = cfg.output
+        paths.append(comparison_grid(samples, out_dir / "grid.png", int(o.zoom), int(o.max_images)))
+        return paths
+
+    def benchmark(self, cfg: DictConfig) -> dict[str, Any]:
+        """Diffusion against bicubic and regression at 1..32 steps (see `benchmark.py`)."""
+        from diffusekit.domains.image.benchmark import run_benchmark
+
+        return run_benchmark(self, cfg)

@@ -1,0 +1,130 @@
+"""The image domain's denoiser: an SR3-style conditional UNet (Saharia et al. 2021).
+
+SR3 conditions a DDPM UNet (Ho et al. 2020) on the low-resolution image by upsampling it to the
+output size (bicubic) and concatenating it to the noisy input along the channels:
+
+    out = UNet(concat[x_t, up_s(y)], c_noise)
+
+Blocks are residual (GroupNorm, SiLU, 3x3 conv) with the noise level added as a FiLM scale and
+shift, (1 + scale) h + shift, after the second normalisation ("adaptive group norm", Dhariwal &
+Nichol 2021). The noise level c_noise (the process's time t in [0, 1] by default) enters through
+sinusoidal features (Vaswani et al. 2017) and an MLP. No attention: the network is meant to be
+fully convolutional, so tiles of any size see the same operator (see `tiling.py`). The same
+network, fed zeros for x_t and a fixed c_noise, is the domain's one-step regression baseline.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def sinusoidal_features(c: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """[B] -> [B, dim]: (cos(w_k c'), sin(w_k c')), w_k = max_period^(-k / (dim/2)), c' = 1000 c
+    (Vaswani et al. 2017; DDPM's timestep embedding with t in [0, 1] mapped to [0, 1000])."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=c.device) / half)
+    args = 1000.0 * c.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def _groups(channels: int) -> int:
+    return math.gcd(channels, 8)
+
+
+class ResBlock(nn.Module):
+    """h = x + conv(SiLU(FiLM(GN(conv(SiLU(GN(x)))), emb))): [B, C_in, H, W] -> [B, C_out, H, W]."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(_groups(c_in), c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.film = nn.Linear(emb_dim, 2 * c_out)
+        self.norm2, self.conv2 = nn.GroupNorm(_groups(c_out), c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1.0 + scale) + shift  # adaptive group norm
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class SRUNet(nn.Module):
+    """SR3 conditional UNet: net(x_in [B, C, H, W], c_noise [B], upsampled [B, C, H, W]) -> [B, C, H, W].
+
+    channels:   width of the first level; level i has channels * mults[i].
+    mults:      width multipliers per level; the image is halved between levels, so H and W are
+                padded (reflect) to a multiple of 2^(len(mults) - 1) and cropped back.
+    blocks:     residual blocks per level (the decoder has blocks + 1, as in DDPM).
+    image_channels: C (3 for RGB).
+    """
+
+    def __init__(self, channels: int = 32, mults: tuple[int, ...] = (1, 2, 2), blocks: int = 1,
+                 image_channels: int = 3, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.channels, self.levels = channels, len(mults)
+        emb_dim = 4 * channels
+        self.emb = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.stem = nn.Conv2d(2 * image_channels, channels, 3, padding=1)
+        widths = [channels * m for m in mults]
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        skips, c = [channels], channels
+        for i, w in enumerate(widths):
+            for _ in range(blocks):
+                self.down.append(ResBlock(c, w, emb_dim, dropout))
+                c = w
+                skips.append(c)
+            if i < len(widths) - 1:
+                self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+                skips.append(c)
+        self.middle = nn.ModuleList([ResBlock(c, c, emb_dim, dropout), ResBlock(c, c, emb_dim, dropout)])
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        for i, w in reversed(list(enumerate(widths))):
+            for _ in range(blocks + 1):
+                self.up.append(ResBlock(c + skips.pop(), w, emb_dim, dropout))
+                c = w
+            if i > 0:
+                self.upsample.append(nn.Conv2d(c, c, 3, padding=1))
+        self.head = nn.Sequential(nn.GroupNorm(_groups(c), c), nn.SiLU(),
+                                  nn.Conv2d(c, image_channels, 3, padding=1))
+        nn.init.zeros_(self.head[-1].weight)  # predicts zero (the bicubic image) at the start
+        nn.init.zeros_(self.head[-1].bias)
+        self.blocks = blocks
+
+    def forward(self, x_in: Tensor, c_noise: Tensor, upsampled: Tensor) -> Tensor:
+        """Predict (eps, v, x0 or the residual, as the process says) for x_in given `upsampled`."""
+        h0, w0 = x_in.shape[-2:]
+        m = 2 ** (self.levels - 1)
+        pad = (0, (-w0) % m, 0, (-h0) % m)
+        x = torch.cat([x_in, upsampled.to(x_in.dtype)], dim=1)
+        if any(pad):
+            x = F.pad(x, pad, mode="reflect" if min(h0, w0) > max(pad) else "replicate")
+        c_noise = c_noise.reshape(-1).expand(x.shape[0]) if c_noise.numel() == 1 else c_noise
+        emb = self.emb(sinusoidal_features(c_noise, self.channels).to(x.dtype))
+        h = self.stem(x)
+        hs = [h]
+        blocks = iter(self.down)
+        for i in range(self.levels):
+            for _ in range(self.blocks):
+                h = next(blocks)(h, emb)
+                hs.append(h)
+            if i < self.levels - 1:
+                h = self.downsample[i](h)
+                hs.append(h)
+        for block in self.middle:
+            h = block(h, emb)
+        blocks = iter(self.up)
+        for i in range(self.levels):
+            for _ in range(self.blocks + 1):
+                h = next(blocks)(torch.cat([h, hs.pop()], dim=1), emb)
+            if i < self.levels - 1:
+                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+                h = self.upsample[i](h)
+        return self.head(h)[..., :h0, :w0]
