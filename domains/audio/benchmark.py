@@ -1,0 +1,232 @@
+"""`toolkit benchmark --domain audio [--quick]`: quality against sampling steps, beside baselines.
+
+One run: train the diffusion model and the one-step regression model (the same network) with a
+plain torch loop, then enhance the held-out test clips (held-out sentences and voices, at
+`data.test_snr` dB) with every sampler of `benchmark.samplers` at every step count of
+`benchmark.steps`, and score SI-SDR, PESQ-WB, ESTOI and log-mel L1 beside the noisy input,
+spectral subtraction and the regression model. The real CMU ARCTIC clips, mixed with babble and
+pink noise at the same SNR, are scored too when the corpus has them. Results:
+benchmarks/results/audio[_quick].{json,md,png} (see benchmarks/results_io.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from diffusekit.domains.audio.data import make_item
+from diffusekit.domains.audio.features import MelFeatures
+from diffusekit.domains.audio.noise import NOISES, NoisePool, mix
+
+METRICS = ("si_sdr", "pesq", "estoi", "logmel_l1")
+
+
+def _results_io():
+    """benchmarks/results_io.py of the repository checkout (not part of the installed package)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results_io.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("diffusekit_results_io", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def fit(network: torch.nn.Module, process: Any, loader, steps: int, lr: float, desc: str,
+        warmup: int = 50) -> float:
+    """`steps` AdamW steps of `process.training_loss` (linear warm-up, grad-norm clip 1);
+    returns the mean loss of the last 100 steps."""
+    opt = torch.optim.AdamW(network.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    network.train()
+    losses: list[float] = []
+    it = iter(loader)
+    for _ in tqdm(range(steps), desc=desc, unit="step"):
+        try:
+            batch = next(it)
+        except StopIteration:
+            it = iter(loader)
+            batch = next(it)
+        loss = process.training_loss(network, batch).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    network.eval()
+    return float(np.mean(losses[-100:]))
+
+
+def real_batch(waves: list[np.ndarray], features: MelFeatures, frames: int, snr: float,
+               seed: int) -> dict | None:
+    """The real clips, each mixed with pink noise and with hum at `snr` dB, as one batch."""
+    if not waves:
+        return None
+    items = []
+    n = features.samples_for(frames)
+    for i, wave in enumerate(waves):
+        for j, kind in enumerate(("pink", "hum")):
+            rng = np.random.default_rng([seed, i, j])
+            clean = np.pad(wave[:n], (0, max(0, n - len(wave))))
+            valid = min(len(wave), n)
+            noisy = np.pad(mix(clean[:valid], NOISES.get(kind)(valid, features.sample_rate, rng,
+                                                               NoisePool()), snr), (0, n - valid))
+            peak = max(1.0, float(np.abs(noisy).max()) / 0.99)
+            items.append(make_item(clean / peak, noisy / peak, valid, features))
+    return torch.utils.data.default_collate(items)
+
+
+def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
+    """See the module docstring; returns the metrics dict (also written to results/)."""
+    from diffusekit.domains.audio.domain import Enhanced, score_systems, summarise
+
+    b = cfg.benchmark
+    quick = bool(cfg.get("quick", False))
+    train_steps = int(b.quick_train_steps if quick else b.train_steps)
+    reg_steps = int(b.quick_regression_steps if quick else b.regression_steps)
+    torch.manual_seed(int(b.seed))
+    dm = domain.build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    lr = float(cfg.optim.lr)
+
+    started = time.perf_counter()
+    network = domain.build_network(cfg)
+    process = domain.process(cfg)
+    metrics: dict[str, Any] = {"train_steps": train_steps, "regression_steps": reg_steps,
+                               "test_snr_db": cfg.data.test_snr}
+    metrics["train_loss"] = fit(network, process, loader, train_steps, lr, "diffusion")
+    metrics["train_seconds"] = round(time.perf_counter() - started, 1)
+
+    from omegaconf import OmegaConf
+
+    reg_cfg = OmegaConf.merge(cfg, {"model": {"objective": "regression"}})
+    torch.manual_seed(int(b.seed))
+    reg_network, reg_process = domain.build_network(reg_cfg), domain.process(reg_cfg)
+    metrics["regression_train_loss"] = fit(reg_network, reg_process, loader, reg_steps, lr,
+                                           "regression")
+
+    test = dm.full_batch("test", int(b.n_test))
+    metrics["n_test"] = int(test["x0"].shape[0])
+    calls: list[int] = []
+    hook = network.register_forward_hook(lambda *_: calls.append(1))
+    curves: dict[str, dict[int, dict[str, float]]] = {}
+    reference: dict[str, float] = {}
+    try:
+        for sampler in b.samplers:
+            for steps in b.steps:
+                calls.clear()
+                g = torch.Generator().manual_seed(int(b.seed))
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    out = process.generate(network, test, sampler=sampler, steps=int(steps),
+                                           generator=g)
+                seconds = time.perf_counter() - t0
+                scores = summarise(score_systems(test, out.mel, cfg))
+                curves.setdefault(sampler, {})[int(steps)] = scores
+                key = f"{sampler}_{steps}"
+                for m in METRICS:
+                    metrics[f"{m}_{key}"] = scores[m]
+                metrics[f"nfe_{key}"] = len(calls)
+                metrics[f"seconds_{key}"] = round(seconds, 2)
+                reference = scores
+                print(f"{key}: SI-SDR {scores['si_sdr']:.2f} PESQ {scores['pesq']:.2f} "
+                      f"ESTOI {scores['estoi']:.3f}", file=sys.stderr)
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        reg = reg_process.generate(reg_network, test)
+    reg_scores = summarise(score_systems(test, reg.mel, cfg))
+    baselines = {}
+    for m in METRICS:
+        baselines[f"noisy_{m}"] = reference[f"noisy_{m}"]
+        baselines[f"spectral_subtraction_{m}"] = reference[f"baseline_{m}"]
+        baselines[f"regression_{m}"] = reg_scores[m]
+
+    best_sampler, best_steps = str(b.samplers[0]), 8 if 8 in list(b.steps) else int(b.steps[-1])
+    real = real_batch(dm.real, dm.features, int(cfg.data.eval_frames),
+                      float(cfg.data.test_snr or 5.0), int(b.seed))
+    if real is not None:
+        with torch.no_grad():
+            out = process.generate(network, real, sampler=best_sampler, steps=best_steps,
+                                   generator=torch.Generator().manual_seed(int(b.seed)))
+        real_scores = summarise(score_systems(real, out.mel, cfg))
+        for m in ("si_sdr", "pesq", "estoi"):
+            metrics[f"real_{m}_{best_sampler}_{best_steps}"] = real_scores[m]
+            baselines[f"real_noisy_{m}"] = real_scores[f"noisy_{m}"]
+            baselines[f"real_spectral_subtraction_{m}"] = real_scores[f"baseline_{m}"]
+        metrics["real_n"] = int(real["x0"].shape[0])
+    _write(curves, metrics, baselines, quick, best_sampler, best_steps)
+    return {"metrics": metrics, "baselines": baselines}
+
+
+def _write(curves: dict, metrics: dict, baselines: dict, quick: bool, best_sampler: str,
+           best_steps: int) -> None:
+    io = _results_io()
+    if io is None:
+        return
+    name = "audio_quick" if quick else "audio"
+    record = io.make_record(name, metrics, baselines)
+    rows = []
+    for sampler, by_steps in curves.items():
+        for steps, s in sorted(by_steps.items()):
+            rows.append([sampler, steps, metrics[f"nfe_{sampler}_{steps}"], s["si_sdr"],
+                         s["si_sdr_gain"], s["pesq"], s["estoi"], s["logmel_l1"]])
+    for label, key in (("noisy input", "noisy"), ("spectral subtraction", "spectral_subtraction"),
+                       ("regression (1 step)", "regression")):
+        rows.append([label, "", "", baselines[f"{key}_si_sdr"],
+                     baselines[f"{key}_si_sdr"] - baselines["noisy_si_sdr"],
+                     baselines[f"{key}_pesq"], baselines[f"{key}_estoi"],
+                     baselines[f"{key}_logmel_l1"]])
+    body = io.markdown_table(["system", "steps", "NFE", "SI-SDR (dB)", "gain (dB)", "PESQ-WB",
+                              "ESTOI", "log-mel L1"], rows)
+    if "real_n" in metrics:
+        body += (f"\n\nReal CMU ARCTIC clips ({metrics['real_n']} mixtures, pink / hum noise), "
+                 f"{best_sampler} {best_steps} steps:\n\n" + io.markdown_table(
+                     ["system", "SI-SDR (dB)", "PESQ-WB", "ESTOI"],
+                     [["noisy", *[baselines[f"real_noisy_{m}"] for m in ("si_sdr", "pesq", "estoi")]],
+                      ["spectral subtraction", *[baselines[f"real_spectral_subtraction_{m}"]
+                                                 for m in ("si_sdr", "pesq", "estoi")]],
+                      ["diffusion", *[metrics[f"real_{m}_{best_sampler}_{best_steps}"]
+                                      for m in ("si_sdr", "pesq", "estoi")]]]))
+    body += (f"\n\nTraining: {metrics['train_steps']} diffusion steps in "
+             f"{metrics['train_seconds']} s, {metrics['regression_steps']} regression steps; "
+             f"{metrics['n_test']} held-out clips (held-out sentences and voices) at "
+             f"{metrics['test_snr_db']} dB input SNR.\n")
+    io.write_results(record, body, title="Audio denoising" + (" (quick)" if quick else ""))
+    _plot(curves, baselines, io.RESULTS_DIR / f"{name}.png")
+
+
+def _plot(curves: dict, baselines: dict, png: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 3.8), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, (m, label) in enumerate((("si_sdr", "SI-SDR (dB)"), ("pesq", "PESQ-WB"),
+                                    ("estoi", "ESTOI"))):
+        ax = fig.add_subplot(1, 3, i + 1)
+        for sampler, by_steps in curves.items():
+            steps = sorted(by_steps)
+            ax.plot(steps, [by_steps[s][m] for s in steps], marker="o", label=sampler)
+        for key, style, name in (("noisy", ":", "noisy"), ("spectral_subtraction", "--",
+                                 "spectral subtraction"), ("regression", "-.", "regression")):
+            ax.axhline(baselines[f"{key}_{m}"], color="0.4", linestyle=style, label=name)
+        ax.set(xscale="log", xlabel="sampling steps", ylabel=label)
+        ax.set_xticks([1, 2, 4, 8, 16, 32], labels=["1", "2", "4", "8", "16", "32"])
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png)

@@ -1,0 +1,216 @@
+"""The audio domain: speech denoising in the log-mel domain with a conditional diffusion model.
+
+`AudioDomain` builds each part from the resolved config (config.yaml beside this file):
+
+    build_datamodule(cfg) -> data.AudioDataModule   batches {"x0", "cond": {"noisy"}, waves, length}
+    build_network(cfg)    -> network.MelUNet        net(x_in, c_noise, noisy=...) -> [B, 1, M, T]
+    process(cfg)          -> Enhancer(process)      GaussianDiffusion (objective "diffusion") or
+                                                    the one-step RegressionProcess ("regression")
+    evaluate(batch, samples, cfg)     SI-SDR, PESQ-WB, ESTOI, log-mel L1 of the enhanced speech, of
+                                      the noisy input and of spectral subtraction, side by side
+    write_samples(samples, out, cfg)  noisy / enhanced / clean WAVs, spectrograms.png, metrics.json
+    benchmark(cfg)                    see benchmark.py
+
+The process is wrapped by `Enhancer`, whose `generate` returns an `Enhanced` record (the clean
+log-mel estimate together with the batch it was made for), so that the writers have the noisy
+and clean references at hand.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import soundfile as sf
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from diffusekit.core import schedules
+from diffusekit.core.process import GaussianDiffusion
+from diffusekit.core.registry import Registry
+from diffusekit.domains.audio.baselines import RegressionProcess, spectral_subtraction
+from diffusekit.domains.audio.features import MelFeatures
+from diffusekit.domains.audio.metrics import nanmean, score_all
+from diffusekit.domains.audio.network import MelUNet
+from diffusekit.plugins import Domain
+
+
+def _options(node: Any) -> dict:
+    return dict(OmegaConf.to_container(node, resolve=True)) if node else {}
+
+
+def diffusion_process(cfg: DictConfig) -> GaussianDiffusion:
+    """The engine's Gaussian process from the `process` section."""
+    p = cfg.process
+    return GaussianDiffusion(
+        schedule=schedules.get(p.schedule, **_options(p.schedule_options)),
+        prediction=p.prediction, noise_input=p.noise_input, weighting=p.weighting,
+        t_sampler=p.t_sampler, space="euclidean", sampler=p.sampler, steps=int(p.steps),
+        grid=p.grid, weighting_options=_options(p.weighting_options),
+        t_sampler_options=_options(p.t_sampler_options),
+        sampler_options=_options(p.sampler_options))
+
+
+# model.objective -> factory(cfg) -> process with training_loss / generate
+OBJECTIVES: Registry[Callable[[DictConfig], Any]] = Registry("audio objective")
+OBJECTIVES.register("diffusion", diffusion_process)
+OBJECTIVES.register("regression", lambda cfg: RegressionProcess())
+
+# reconstruct.method -> fn(features, x_hat [B,1,M,T], noisy_wave [B,L], cfg) -> [B, L]
+RECONSTRUCTIONS: Registry[Callable[..., Tensor]] = Registry("waveform reconstruction")
+RECONSTRUCTIONS.register(
+    "mask", lambda f, x_hat, noisy, cfg: f.mask_reconstruct(x_hat[:, 0], noisy))
+RECONSTRUCTIONS.register(
+    "griffin_lim", lambda f, x_hat, noisy, cfg: f.griffin_lim(
+        x_hat[:, 0], noisy.shape[-1], int(cfg.reconstruct.griffin_lim_iters)))
+
+
+@dataclass
+class Enhanced:
+    """A clean log-mel estimate `mel` [B, 1, M, T] and the batch it was generated for."""
+
+    mel: Tensor
+    batch: dict
+
+
+@dataclass(frozen=True, eq=False)
+class Enhancer:
+    """A process whose `generate` returns `Enhanced` (training is the inner process's)."""
+
+    inner: Any
+
+    @property
+    def sampler(self) -> str | None:
+        return getattr(self.inner, "sampler", None)
+
+    def training_loss(self, network, batch: dict, generator: torch.Generator | None = None,
+                      ) -> Tensor:
+        return self.inner.training_loss(network, batch, generator=generator)
+
+    def generate(self, network, batch: dict, **options: Any) -> Enhanced:
+        return Enhanced(self.inner.generate(network, batch, **options), batch)
+
+
+def reconstruct(cfg: DictConfig, x_hat: Tensor, noisy_wave: Tensor) -> Tensor:
+    """Waveforms [B, L] from log-mel estimates [B, 1, M, T] (method `reconstruct.method`)."""
+    f = MelFeatures.from_config(cfg.features)
+    with torch.no_grad():
+        return RECONSTRUCTIONS.get(cfg.reconstruct.method)(f, x_hat.float().cpu(),
+                                                           noisy_wave.float().cpu(), cfg)
+
+
+def score_systems(batch: dict, mel: Tensor, cfg: DictConfig) -> dict[str, dict[str, list[float]]]:
+    """Per-clip scores {system: {metric: [B]}} of the model ("model"), the noisy input ("noisy")
+    and spectral subtraction ("baseline") against the clean waves of `batch`."""
+    f = MelFeatures.from_config(cfg.features)
+    sr = f.sample_rate
+    clean, noisy = batch["clean_wave"].cpu(), batch["noisy_wave"].cpu()
+    lengths, x0 = batch.get("length"), batch["x0"].cpu()
+    enhanced = reconstruct(cfg, mel, noisy)
+    base = spectral_subtraction(noisy, f)
+    return {
+        "model": score_all(enhanced, clean, sr, mel.cpu(), x0, lengths),
+        "noisy": score_all(noisy, clean, sr, batch["cond"]["noisy"].cpu(), x0, lengths),
+        "baseline": score_all(base, clean, sr, f.encode(base)[:, None], x0, lengths),
+    }
+
+
+def summarise(scores: dict[str, dict[str, list[float]]]) -> dict[str, float]:
+    """Means: the model's metrics under their names, the others as noisy_* and baseline_*, and
+    si_sdr_gain = model SI-SDR - noisy SI-SDR."""
+    out: dict[str, float] = {}
+    for system, metrics in scores.items():
+        prefix = "" if system == "model" else f"{system}_"
+        for name, values in metrics.items():
+            out[prefix + name] = nanmean(values)
+    out["si_sdr_gain"] = out["si_sdr"] - out["noisy_si_sdr"]
+    return out
+
+
+class AudioDomain(Domain):
+    """Speech denoising on log-mel spectrograms, conditioned on the noisy log-mel."""
+
+    name = "audio"
+    description = "speech denoising: conditional diffusion over log-mel spectrograms"
+
+    def build_datamodule(self, cfg: DictConfig) -> Any:
+        from diffusekit.domains.audio.data import AudioDataModule  # Lightning: when needed
+
+        return AudioDataModule.from_config(cfg)
+
+    def build_network(self, cfg: DictConfig) -> MelUNet:
+        n = cfg.network
+        return MelUNet(channels=tuple(int(c) for c in n.channels), blocks=int(n.blocks),
+                       emb_dim=int(n.emb_dim))
+
+    def process(self, cfg: DictConfig) -> Enhancer:
+        return Enhancer(OBJECTIVES.get(cfg.model.objective)(cfg))
+
+    def evaluate(self, batch: dict, samples: Enhanced, cfg: DictConfig) -> dict[str, float]:
+        """Mean metrics over the batch (see `summarise`)."""
+        return summarise(score_systems(batch, _mel(samples), cfg))
+
+    def write_samples(self, samples: Enhanced, out_dir: Path, cfg: DictConfig) -> list[Path]:
+        """For the first `outputs.write_n` clips: NN-noisy.wav, NN-enhanced.wav, NN-clean.wav;
+        spectrograms.png (rows: clips; columns: noisy | enhanced | clean); metrics.json (the
+        batch's metrics, see `evaluate`)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        batch, mel = samples.batch, _mel(samples)
+        sr = int(cfg.features.sample_rate)
+        enhanced = reconstruct(cfg, mel, batch["noisy_wave"])
+        n = min(int(cfg.outputs.write_n), mel.shape[0])
+        paths: list[Path] = []
+        for i in range(n):
+            length = int(batch["length"][i]) if "length" in batch else enhanced.shape[-1]
+            for tag, wave in (("noisy", batch["noisy_wave"]), ("enhanced", enhanced),
+                              ("clean", batch["clean_wave"])):
+                path = out_dir / f"{i:02d}-{tag}.wav"
+                sf.write(str(path), wave[i, :length].detach().cpu().numpy(), sr, subtype="FLOAT")
+                paths.append(path)
+        paths.append(spectrogram_figure(batch["cond"]["noisy"][:4], mel[:4], batch["x0"][:4],
+                                        out_dir / "spectrograms.png", cfg))
+        metrics = summarise(score_systems(batch, mel, cfg))
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        paths.append(out_dir / "metrics.json")
+        return paths
+
+    def benchmark(self, cfg: DictConfig) -> dict[str, Any]:
+        from diffusekit.domains.audio.benchmark import run_benchmark
+
+        return run_benchmark(self, cfg)
+
+
+def _mel(samples: Any) -> Tensor:
+    return samples.mel if isinstance(samples, Enhanced) else samples
+
+
+def spectrogram_figure(noisy: Tensor, enhanced: Tensor, clean: Tensor, png: Path,
+                       cfg: DictConfig) -> Path:
+    """A grid of log-mel images: one row per clip, columns noisy | enhanced | clean."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = noisy.shape[0]
+    fig = Figure(figsize=(11, 2.2 * rows), dpi=100)
+    FigureCanvasAgg(fig)
+    hop_s = int(cfg.features.hop) / int(cfg.features.sample_rate)
+    for r in range(rows):
+        for c, (title, x) in enumerate((("noisy", noisy), ("enhanced", enhanced),
+                                        ("clean", clean))):
+            ax = fig.add_subplot(rows, 3, 3 * r + c + 1)
+            img = x[r, 0].detach().cpu().float().numpy()
+            ax.imshow(img, origin="lower", aspect="auto", vmin=-2.0, vmax=3.0, cmap="magma",
+                      extent=(0, img.shape[1] * hop_s, 0, img.shape[0]))
+            if r == 0:
+                ax.set_title(title)
+            ax.set_xlabel("s" if r == rows - 1 else "")
+            ax.set_ylabel("mel bin" if c == 0 else "")
+            ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(png)
+    return png
+

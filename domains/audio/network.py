@@ -1,0 +1,107 @@
+"""The audio domain's denoiser: a small 2-D UNet over (mel bins x frames).
+
+    net = MelUNet(channels=(32, 64, 96))
+    out = net(x_in, c_noise, noisy=x_noisy)     # [B, 1, M, T], [B], [B, 1, M, T] -> [B, 1, M, T]
+
+The noisy log-mel conditions the network by channel concatenation with the noised clean mel
+(as SR3 does with the low-resolution image, Saharia et al. 2021). The noise level enters every
+residual block as a FiLM scale/shift from sinusoidal features of c_noise (Vaswani et al. 2017
+embedding, Dhariwal & Nichol 2021 AdaGN). M and T must be divisible by 2^(levels - 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def noise_features(c_noise: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """Sinusoidal features [B, dim] of c_noise [B] (or scalar): cos / sin(c * 1000 * w_k),
+    w_k = max_period^(-k / (dim/2)); the factor 1000 spreads c_noise = t in [0, 1]."""
+    c = c_noise.reshape(-1).float() * 1000.0
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=c.device) / half)
+    args = c[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-Conv twice, with FiLM of the noise embedding after the first norm."""
+
+    def __init__(self, c_in: int, c_out: int, emb: int, groups: int = 8) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(min(groups, c_in), c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.film = nn.Linear(emb, 2 * c_out)
+        self.norm2 = nn.GroupNorm(min(groups, c_out), c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(nn.functional.silu(self.norm1(x)))
+        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
+        h = nn.functional.silu(self.norm2(h) * (1 + scale) + shift)
+        return self.skip(x) + self.conv2(h)
+
+
+class MelUNet(nn.Module):
+    """UNet on [B, 1, M, T] log-mels conditioned on the noisy log-mel `noisy` [B, 1, M, T].
+
+    channels: width per level (each level after the first halves M and T); blocks: residual
+    blocks per level; emb_dim: width of the noise embedding.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = (32, 64, 96), blocks: int = 1,
+                 emb_dim: int = 128) -> None:
+        super().__init__()
+        self.levels = len(channels)
+        self.emb_dim = emb_dim
+        self.emb = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.stem = nn.Conv2d(2, channels[0], 3, padding=1)
+        self.down = nn.ModuleList()
+        self.pool = nn.ModuleList()
+        c_prev = channels[0]
+        for i, c in enumerate(channels):
+            self.down.append(nn.ModuleList(
+                [ResBlock(c_prev if j == 0 else c, c, emb_dim) for j in range(blocks)]))
+            c_prev = c
+            if i < self.levels - 1:
+                self.pool.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+        self.mid = ResBlock(c_prev, c_prev, emb_dim)
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for i in reversed(range(self.levels)):
+            c = channels[i]
+            self.up.append(nn.ModuleList(
+                [ResBlock((c_prev if j == 0 else c) + c, c, emb_dim) for j in range(blocks)]))
+            c_prev = c
+            if i > 0:
+                self.upsample.append(nn.ConvTranspose2d(c, channels[i - 1], 4, stride=2,
+                                                        padding=1))
+                c_prev = channels[i - 1]
+        self.out = nn.Sequential(nn.GroupNorm(min(8, channels[0]), channels[0]), nn.SiLU(),
+                                 nn.Conv2d(channels[0], 1, 3, padding=1))
+
+    def forward(self, x: Tensor, c_noise: Tensor, noisy: Tensor) -> Tensor:
+        """x [B, 1, M, T] (the scaled noised input), c_noise [B] or scalar, noisy [B, 1, M, T]."""
+        c_noise = c_noise.expand(x.shape[0]) if c_noise.dim() == 0 else c_noise
+        emb = self.emb(noise_features(c_noise, self.emb_dim))
+        h = self.stem(torch.cat([x, noisy], dim=1))
+        skips = []
+        for i, blocks in enumerate(self.down):
+            for block in blocks:
+                h = block(h, emb)
+                skips.append(h)
+            if i < self.levels - 1:
+                h = self.pool[i](h)
+        h = self.mid(h, emb)
+        for i, blocks in enumerate(self.up):
+            for block in blocks:
+                h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            if i < self.levels - 1:
+                h = self.upsample[i](h)
+        return self.out(h)

@@ -1,0 +1,125 @@
+"""Noise for the audio domain and mixing at a chosen SNR.
+
+Kinds (registry `NOISES`, each `make(n_samples, sample_rate, rng, pool) -> [n] float32`):
+
+    white   flat spectrum
+    pink    power ~ 1/f   (spectral shaping of white noise in the FFT domain)
+    brown   power ~ 1/f^2
+    hum     mains hum: 50 or 60 Hz and its harmonics with decaying random amplitudes, plus a
+            little broadband hiss (electrical interference)
+    babble  3-6 other speakers from `pool` (clean training utterances) summed at random offsets
+    recorded  a random stretch of a recorded noise clip of `pool` (when the pool holds any)
+
+`mix(clean, noise, snr_db)` scales the noise so that 10 log10(P_clean / P_noise) = snr_db.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from diffusekit.core.registry import Registry
+
+
+@dataclass
+class NoisePool:
+    """Waveforms noise kinds draw from: `speech` (babble) and `recorded` noise clips."""
+
+    speech: list[np.ndarray] = field(default_factory=list)
+    recorded: list[np.ndarray] = field(default_factory=list)
+
+
+NoiseFn = Callable[[int, int, np.random.Generator, NoisePool], np.ndarray]
+NOISES: Registry[NoiseFn] = Registry("noise kind")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / max(1e-8, float(np.sqrt(np.mean(x ** 2))))).astype(np.float32)
+
+
+def coloured(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
+    """Noise with power spectral density ~ 1/f^exponent (0 white, 1 pink, 2 brown), unit RMS:
+    white Gaussian noise whose rfft is scaled by f^(-exponent/2)."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n)
+    f[0] = f[1] if n > 1 else 1.0
+    return _unit(np.fft.irfft(spectrum * f ** (-exponent / 2.0), n))
+
+
+@NOISES.register("white")
+def white(n: int, sr: int, rng: np.random.Generator, pool: NoisePool) -> np.ndarray:
+    """Flat-spectrum Gaussian noise."""
+    return _unit(rng.standard_normal(n))
+
+
+@NOISES.register("pink")
+def pink(n: int, sr: int, rng: np.random.Generator, pool: NoisePool) -> np.ndarray:
+    """1/f noise."""
+    return coloured(n, 1.0, rng)
+
+
+@NOISES.register("brown")
+def brown(n: int, sr: int, rng: np.random.Generator, pool: NoisePool) -> np.ndarray:
+    """1/f^2 (Brownian) noise."""
+    return coloured(n, 2.0, rng)
+
+
+@NOISES.register("hum")
+def hum(n: int, sr: int, rng: np.random.Generator, pool: NoisePool) -> np.ndarray:
+    """Mains hum: sum_k a_k sin(2 pi k f0 t + phi_k), f0 in {50, 60} Hz, k < 8000 / f0 up to 12,
+    a_k ~ U(0.2, 1) / k^0.7, plus hiss 20 dB below."""
+    f0 = float(rng.choice([50.0, 60.0])) * float(rng.uniform(0.99, 1.01))
+    t = np.arange(n) / sr
+    x = np.zeros(n)
+    for k in range(1, min(12, int(sr / 2 / f0)) + 1):
+        x += rng.uniform(0.2, 1.0) / k ** 0.7 * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6.3))
+    return _unit(_unit(x) + 0.1 * rng.standard_normal(n))
+
+
+def _stretch(source: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` samples of `source` from a random start, looped when it is shorter."""
+    reps = -(-n // len(source)) + 1
+    long = np.tile(source, reps)
+    start = int(rng.integers(0, len(source)))
+    return long[start:start + n]
+
+
+@NOISES.register("babble")
+def babble(n: int, sr: int, rng: np.random.Generator, pool: NoisePool) -> np.ndarray:
+    """3-6 other speakers of `pool.speech`, each at a random offset and gain (white noise when
+    the pool is empty)."""
+    if not pool.speech:
+        return white(n, sr, rng, pool)
+    x = np.zeros(n, dtype=np.float32)
+    for _ in range(int(rng.integers(3, 7))):
+        clip = pool.speech[int(rng.integers(len(pool.speech)))]
+        x += rng.uniform(0.5, 1.0) * _unit(_stretch(clip, n, rng))
+    return _unit(x)
+
+
+@NOISES.register("recorded")
+def recorded(n: int, sr: int, rng: np.random.Generator, pool: NoisePool) -> np.ndarray:
+    """A random stretch of a recorded noise clip (pink noise when none is available)."""
+    if not pool.recorded:
+        return pink(n, sr, rng, pool)
+    return _unit(_stretch(pool.recorded[int(rng.integers(len(pool.recorded)))], n, rng))
+
+
+def mix(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """clean + g * noise with g chosen so that 10 log10(sum clean^2 / sum (g noise)^2) = snr_db."""
+    p_clean = float(np.mean(clean.astype(np.float64) ** 2))
+    p_noise = max(1e-12, float(np.mean(noise.astype(np.float64) ** 2)))
+    gain = np.sqrt(p_clean / (p_noise * 10.0 ** (snr_db / 10.0)))
+    return (clean + gain * noise).astype(np.float32)
+
+
+def noisy_version(clean: np.ndarray, sr: int, rng: np.random.Generator, pool: NoisePool,
+                  kinds: list[str], snr_range: tuple[float, float]) -> tuple[np.ndarray, str, float]:
+    """(noisy waveform, noise kind, SNR in dB): a kind drawn from `kinds`, an SNR uniform in
+    `snr_range` (the caller rescales clean and noisy together if the mixture would clip)."""
+    kind = kinds[int(rng.integers(len(kinds)))]
+    snr = float(rng.uniform(*snr_range))
+    noisy = mix(clean, NOISES.get(kind)(len(clean), sr, rng, pool), snr)
+    return noisy, kind, snr

@@ -1,0 +1,56 @@
+"""The audio domain through the command line: a few-step train + sample on CPU, bad input."""
+
+from __future__ import annotations
+
+import json
+
+from diffusekit.core import cli
+from diffusekit.domains.audio.data import corpus_dir
+
+from conftest import tiny_overrides
+
+
+def _run(capsys, *args):
+    capsys.readouterr()
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, [line for line in err.splitlines() if line.strip()]
+
+
+def test_train_then_sample_through_the_cli(tiny_cfg, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cache = corpus_dir(tiny_cfg).parent
+    code, out, err = _run(capsys, "train", "--domain", "audio", *tiny_overrides(cache))
+    assert code == 0, err
+    (run,) = (tmp_path / "runs" / "audio").iterdir()
+    assert (run / "model.safetensors").is_file()
+    step = run / "samples" / "step-000004"
+    for name in ("00-noisy.wav", "00-enhanced.wav", "00-clean.wav", "spectrograms.png",
+                 "metrics.json"):
+        assert (step / name).is_file(), name
+    metrics = json.loads((step / "metrics.json").read_text())
+    for key in ("si_sdr", "pesq", "estoi", "logmel_l1", "noisy_si_sdr", "baseline_si_sdr"):
+        assert key in metrics
+    code, out, err = _run(capsys, "sample", "--run", str(run), "--sampler", "euler", "--steps",
+                          "2", "-n", "2")
+    assert code == 0, err
+    assert (run / "samples" / "euler-2" / "01-enhanced.wav").is_file()
+    code, out, err = _run(capsys, "evaluate", "--run", str(run), "--steps", "1", "-n", "2")
+    assert code == 0, err
+    assert "si_sdr_gain" in out
+
+
+def test_bad_user_folder_is_one_error_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(capsys, "train", "--domain", "audio", f"data.folder={tmp_path}/nope",
+                          "trainer.max_steps=1")
+    assert code != 0
+    assert len(err) == 1 and err[0].startswith("error: audio folder") and "Traceback" not in out
+
+
+def test_unknown_noise_kind_is_one_error_line(tiny_cfg, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cache = corpus_dir(tiny_cfg).parent
+    code, out, err = _run(capsys, "train", "--domain", "audio", *tiny_overrides(cache),
+                          "data.noise_kinds=[thunder]")
+    assert code != 0 and len(err) == 1 and "thunder" in err[0]
