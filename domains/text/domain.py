@@ -1,0 +1,162 @@
+"""The text domain: a masked diffusion language model (MDLM) and its autoregressive baseline.
+
+`TextDomain` implements the `diffusekit.plugins.Domain` methods; training, checkpoints, sampling
+and the command line come from the toolkit. From the resolved config (config.yaml):
+
+    build_datamodule(cfg) -> data.TextDataModule      batches {"x0": [B, L] tokens, "n_chars": [B]}
+    build_network(cfg)    -> network.NETWORKS[model.kind]   net(tokens, t) -> [B, L, V] logits
+    process(cfg)          -> MaskedTextProcess (model.kind=mdlm) | AutoregressiveProcess (ar)
+    evaluate(batch, samples, cfg)    entropy, kept share, generative perplexity under a baseline
+    write_samples(samples, out, cfg) samples.txt and samples.md, decoded with the run's tokenizer
+    benchmark(cfg)                   see `benchmark.run_benchmark`
+
+    toolkit prepare --domain text
+    toolkit train --domain text                    # the diffusion model
+    toolkit train --domain text model.kind=ar      # the baseline, same tokens, same steps
+    toolkit sample --run runs/text/<ts> generate.mode=... (see config) -n 8
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from diffusekit.core.discrete import MaskedDiffusion
+from diffusekit.core.discrete import schedules as masking_schedules
+from diffusekit.core.registry import Registry
+from diffusekit.domains.text import metrics
+from diffusekit.domains.text.network import build_text_network
+from diffusekit.domains.text.process import (SAMPLER_NAME, AutoregressiveProcess, Generation,
+                                             MaskedTextProcess)
+from diffusekit.domains.text.tokenization import (Tokenizer, load_tokenizer,
+                                                  tokenizer_vocab_size)
+from diffusekit.plugins import Domain
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def generation_settings(cfg: DictConfig) -> Generation:
+    """`Generation` from the `generate` config section."""
+    g = cfg.generate
+    return Generation(mode=str(g.mode), prompt_tokens=int(g.prompt_tokens),
+                      infill_start=float(g.infill_start), infill_length=float(g.infill_length))
+
+
+def _mdlm_process(cfg: DictConfig) -> MaskedTextProcess:
+    p, vocab = cfg.process, tokenizer_vocab_size(cfg.tokenizer)
+    diffusion = MaskedDiffusion(vocab, vocab, masking_schedules.get(str(p.schedule)),
+                                t_min=float(p.t_min))
+    return MaskedTextProcess(diffusion, generation_settings(cfg), steps=int(p.steps),
+                             temperature=float(p.temperature), top_p=float(p.top_p),
+                             block_size=None if p.block_size is None else int(p.block_size),
+                             context_size=None if p.context_size is None else int(p.context_size),
+                             cache=bool(p.cache))
+
+
+def _ar_process(cfg: DictConfig) -> AutoregressiveProcess:
+    p = cfg.process
+    return AutoregressiveProcess(tokenizer_vocab_size(cfg.tokenizer), generation_settings(cfg),
+                                 temperature=float(p.temperature), top_p=float(p.top_p))
+
+
+PROCESSES: Registry[Callable[[DictConfig], Any]] = Registry("text model kind")
+PROCESSES.register("mdlm", _mdlm_process)
+PROCESSES.register("ar", _ar_process)
+
+
+def run_folder_of(path: Path) -> Path | None:
+    """The run folder that holds `path` (the nearest parent with config.yaml and a tokenizer)."""
+    for folder in [Path(path), *Path(path).resolve().parents]:
+        if (folder / "config.yaml").is_file() and (folder / TOKENIZER_FILE).is_file():
+            return folder
+    return None
+
+
+def load_baseline(run_path: str | Path) -> tuple[torch.nn.Module, AutoregressiveProcess]:
+    """The EMA network and process of a finished `model.kind=ar` run."""
+    from diffusekit.core.errors import RunDirError
+    from diffusekit.core.training.inference import load_run
+    from diffusekit.core.training.runs import RunDir
+
+    run = RunDir.open(run_path)
+    network, process, cfg = load_run(TextDomain(), run)
+    if str(cfg.model.kind) != "ar":
+        raise RunDirError(f"evaluate.baseline_run {str(run_path)!r} is a {cfg.model.kind!r} run, "
+                          "not an autoregressive (model.kind=ar) one")
+    return network, process
+
+
+class TextDomain(Domain):
+    """Character- (or BPE-) level text: Shakespeare or a user's own text."""
+
+    name = "text"
+    description = "masked discrete diffusion language model (MDLM) on Shakespeare or your text"
+
+    def build_datamodule(self, cfg: DictConfig) -> Any:
+        from diffusekit.domains.text.data import TextDataModule  # Lightning: imported when needed
+
+        return TextDataModule(cfg)
+
+    def build_network(self, cfg: DictConfig) -> torch.nn.Module:
+        return build_text_network(str(cfg.model.kind), tokenizer_vocab_size(cfg.tokenizer),
+                                  int(cfg.data.seq_len), cfg.model)
+
+    def process(self, cfg: DictConfig) -> Any:
+        return PROCESSES.get(str(cfg.model.kind))(cfg)
+
+    def tokenizer(self, cfg: DictConfig, near: Path | None = None) -> Tokenizer:
+        """The run's tokenizer when `near` lies in a run folder, else the prepared data's."""
+        run = run_folder_of(near) if near is not None else None
+        if run is not None:
+            return load_tokenizer(run / TOKENIZER_FILE)
+        return self.build_datamodule(cfg).tokenizer
+
+    def evaluate(self, batch: dict, samples: Tensor, cfg: DictConfig) -> dict[str, float]:
+        """entropy: mean per-sample token-histogram entropy (bits) of the samples; kept: share of
+        the prompt / context tokens the samples kept (1.0); data_entropy: the same entropy of the
+        batch's real text; gen_ppl (+ data_ppl): perplexity of the samples (and of the real
+        text) under the baseline of `evaluate.baseline_run`, when one is given."""
+        x0 = batch["x0"]
+        keep = generation_settings(cfg).keep(x0)
+        out = {"entropy": metrics.sample_entropy(samples),
+               "data_entropy": metrics.sample_entropy(x0),
+               "kept": metrics.kept_fraction(samples, x0, keep)}
+        if cfg.evaluate.baseline_run:
+            network, process = load_baseline(cfg.evaluate.baseline_run)
+            out["gen_ppl"] = metrics.generative_perplexity(network, process, samples.cpu())
+            out["data_ppl"] = metrics.generative_perplexity(network, process, x0.cpu())
+        return out
+
+    def write_samples(self, samples: Tensor, out_dir: Path, cfg: DictConfig) -> list[Path]:
+        """samples.txt (one sample after another, separated by a rule) and samples.md (a page
+        with the settings and every sample in a block)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer = self.tokenizer(cfg, near=out_dir)
+        texts = [tokenizer.decode(row.tolist()) for row in samples.detach().cpu()]
+        txt, md = out_dir / "samples.txt", out_dir / "samples.md"
+        rule = "\n" + "=" * 72 + "\n"
+        txt.write_text(rule.join(texts) + "\n")
+        kind = str(cfg.model.kind)
+        g = cfg.generate
+        lines = [f"# Text samples ({kind}, {SAMPLER_NAME[kind]} sampler)", "",
+                 f"- generation: {g.mode}"
+                 + (f" ({g.prompt_tokens} prompt tokens)" if g.mode == "prefix" else "")
+                 + (f" (span {g.infill_start}+{g.infill_length} of each sequence)"
+                    if g.mode == "infill" else ""),
+                 f"- tokens per sample: {samples.shape[1]} ({tokenizer.kind} tokenizer)",
+                 f"- temperature {cfg.process.temperature}, top-p {cfg.process.top_p}, "
+                 f"semi-AR block {cfg.process.block_size}", ""]
+        for i, text in enumerate(texts):
+            lines += [f"## Sample {i + 1}", "", "```text", text.replace("```", "'''"), "```", ""]
+        md.write_text("\n".join(lines))
+        return [txt, md]
+
+    def benchmark(self, cfg: DictConfig) -> dict[str, Any]:
+        from diffusekit.domains.text.benchmark import run_benchmark
+
+        return run_benchmark(self, cfg)

@@ -1,0 +1,176 @@
+"""The processes the toolkit's trainer runs for text, over the engine's discrete pieces:
+
+    MaskedTextProcess      the engine's `MaskedDiffusion` (MDLM NELBO, SUBS, cached ancestral
+                           sampling, semi-autoregressive blocks) behind the trainer's seam
+                           training_loss(network, batch) / generate(network, batch, ...)
+    AutoregressiveProcess  the left-to-right baseline under the same seam: exact NLL, ancestral
+                           next-token sampling (temperature / top-p from the engine)
+
+Both losses are per sequence, in nats per token. What is kept fixed while generating is chosen
+by name (`MODES`): "unconditional" (nothing), "prefix" (the first `generate.prompt_tokens` tokens
+of the batch's text) or "infill" (everything outside one span). A left-to-right model cannot
+infill; asking it to is a `ConfigError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from diffusekit.core.discrete import MaskedDiffusion, filtered_probs, sample_categorical
+from diffusekit.core.errors import ConfigError
+from diffusekit.core.registry import Registry
+
+SAMPLER_NAME = {"mdlm": "mdlm", "ar": "autoregressive"}
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What `generate` keeps fixed: `mode` (a `MODES` name), the prompt length in tokens, and the
+    infilled span as fractions of the sequence (start, length)."""
+
+    mode: str = "unconditional"
+    prompt_tokens: int = 32
+    infill_start: float = 0.25
+    infill_length: float = 0.5
+
+    def keep(self, x0: Tensor) -> Tensor:
+        """[B, L] bool: the positions of `x0` [B, L] that generation keeps as given."""
+        return MODES.get(self.mode)(self, x0)
+
+
+MODES: Registry[Callable[[Generation, Tensor], Tensor]] = Registry("text generation mode")
+
+
+@MODES.register("unconditional")
+def _keep_nothing(g: Generation, x0: Tensor) -> Tensor:
+    return torch.zeros_like(x0, dtype=torch.bool)
+
+
+@MODES.register("prefix")
+def _keep_prefix(g: Generation, x0: Tensor) -> Tensor:
+    keep = torch.zeros_like(x0, dtype=torch.bool)
+    keep[:, : min(int(g.prompt_tokens), x0.shape[1] - 1)] = True
+    return keep
+
+
+@MODES.register("infill")
+def _keep_outside_span(g: Generation, x0: Tensor) -> Tensor:
+    length = x0.shape[1]
+    start = min(int(g.infill_start * length), length - 1)
+    stop = max(start + 1, min(length, start + int(round(g.infill_length * length))))
+    keep = torch.ones_like(x0, dtype=torch.bool)
+    keep[:, start:stop] = False
+    return keep
+
+
+def _check_sampler(sampler: str | None, own: str) -> None:
+    if sampler not in (None, own):
+        raise ConfigError(f"the text domain samples with its {own!r} sampler; the Gaussian "
+                          f"sampler {sampler!r} does not apply (leave --sampler out)")
+
+
+class MaskedTextProcess:
+    """Masked diffusion language model (MDLM, Sahoo et al. 2024) for the toolkit's trainer.
+
+    diffusion: the engine's `MaskedDiffusion` (mask id = V); steps, temperature, top_p,
+    block_size (semi-AR), context_size and cache are the defaults of `generate`.
+    """
+
+    sampler = "mdlm"
+
+    def __init__(self, diffusion: MaskedDiffusion, generation: Generation = Generation(), *,
+                 steps: int = 128, temperature: float = 1.0, top_p: float = 1.0,
+                 block_size: int | None = None, context_size: int | None = None,
+                 cache: bool = True) -> None:
+        self.diffusion, self.generation = diffusion, generation
+        self.steps, self.temperature, self.top_p = int(steps), float(temperature), float(top_p)
+        self.block_size, self.context_size, self.cache = block_size, context_size, bool(cache)
+
+    @property
+    def mask_id(self) -> int:
+        return self.diffusion.mask_id
+
+    def training_loss(self, network: Callable[..., Tensor], batch: dict,
+                      generator: torch.Generator | None = None) -> Tensor:
+        """[B] one-sample NELBO estimate (MDLM eq. 10-11) in nats per token of batch["x0"]."""
+        return self.diffusion.loss(network, batch["x0"], generator=generator)
+
+    def init_tokens(self, x0: Tensor, keep: Tensor | None = None) -> Tensor:
+        """[B, L]: x0 where kept, the mask token elsewhere (the sampler's `init`)."""
+        keep = self.generation.keep(x0) if keep is None else keep
+        return torch.where(keep, x0, torch.full_like(x0, self.mask_id))
+
+    def generate(self, network: Callable[..., Tensor], batch: dict, *, sampler: str | None = None,
+                 steps: int | None = None, generator: torch.Generator | None = None,
+                 callback: Callable[[dict], None] | None = None, cache: bool | None = None,
+                 keep: Tensor | None = None, **options: Any) -> Tensor:
+        """[B, L] tokens shaped like batch["x0"], keeping what the generation mode (or `keep`,
+        [B, L] bool) fixes; cached ancestral sampling (MDLM section 3.3) with the defaults of
+        this process unless `options` (temperature, top_p, block_size, context_size) say
+        otherwise."""
+        _check_sampler(sampler, self.sampler)
+        x0 = batch["x0"]
+        settings = {"temperature": self.temperature, "top_p": self.top_p,
+                    "block_size": self.block_size, "context_size": self.context_size, **options}
+        return self.diffusion.sample(
+            network, tuple(x0.shape), steps=int(steps or self.steps), generator=generator,
+            init=self.init_tokens(x0, keep), cache=self.cache if cache is None else cache,
+            device=x0.device, callback=callback, **settings)
+
+
+class AutoregressiveProcess:
+    """Left-to-right language model: p(x) = prod_l p(x_l | x_<l) (the baseline).
+
+    bos_id: the input id that starts every sequence (V); temperature, top_p: sampling defaults.
+    """
+
+    sampler = "autoregressive"
+
+    def __init__(self, bos_id: int, generation: Generation = Generation(), *,
+                 temperature: float = 1.0, top_p: float = 1.0) -> None:
+        self.bos_id, self.generation = int(bos_id), generation
+        self.temperature, self.top_p = float(temperature), float(top_p)
+
+    def shifted(self, x0: Tensor) -> Tensor:
+        """[B, L]: BOS followed by x0[:, :-1] (the inputs that predict x0)."""
+        bos = torch.full_like(x0[:, :1], self.bos_id)
+        return torch.cat([bos, x0[:, :-1]], dim=1)
+
+    def token_nll(self, network: Callable[..., Tensor], x0: Tensor) -> Tensor:
+        """[B, L] -log p(x_l | x_<l) in nats (exact, one network call)."""
+        logits = network(self.shifted(x0), None).float()
+        return torch.nn.functional.cross_entropy(logits.transpose(1, 2), x0, reduction="none")
+
+    def training_loss(self, network: Callable[..., Tensor], batch: dict,
+                      generator: torch.Generator | None = None) -> Tensor:
+        """[B] negative log-likelihood in nats per token of batch["x0"] (exact)."""
+        return self.token_nll(network, batch["x0"]).mean(dim=1)
+
+    def generate(self, network: Callable[..., Tensor], batch: dict, *, sampler: str | None = None,
+                 steps: int | None = None, generator: torch.Generator | None = None,
+                 callback: Callable[[dict], None] | None = None, keep: Tensor | None = None,
+                 **options: Any) -> Tensor:
+        """[B, L] tokens, left to right (one network call per generated position; `steps` does
+        not apply); kept positions (a prefix) are copied from batch["x0"]."""
+        _check_sampler(sampler, self.sampler)
+        x0 = batch["x0"]
+        keep = self.generation.keep(x0) if keep is None else keep
+        if self.generation.mode == "infill" and keep is not None and not bool(keep.all()):
+            suffix_kept = keep.flip(1).cummax(1).values.flip(1) & ~keep  # a gap before a kept token
+            if bool(suffix_kept.any()):
+                raise ConfigError("a left-to-right model cannot infill a span "
+                                  "(generate.mode=infill needs model.kind=mdlm)")
+        temperature = float(options.get("temperature", self.temperature))
+        top_p = float(options.get("top_p", self.top_p))
+        z = x0.clone()
+        for i in range(x0.shape[1]):
+            logits = network(self.shifted(z)[:, : i + 1], None)[:, -1]
+            probs = filtered_probs(logits, temperature, top_p)
+            z[:, i] = torch.where(keep[:, i], x0[:, i], sample_categorical(probs, generator))
+            if callback is not None:
+                callback({"step": i, "z": z})
+        return z

@@ -1,0 +1,64 @@
+"""Fixtures of the text domain tests: a small local corpus (never the network), a tiny config,
+and `toolkit` run in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from diffusekit.core import cli
+from diffusekit.core import config as configuration
+
+VERSES = [
+    "Shall I compare thee to a summer's day?\nThou art more lovely and more temperate:\n"
+    "Rough winds do shake the darling buds of May,\nAnd summer's lease hath all too short a date;\n",
+    "When, in disgrace with fortune and men's eyes,\nI all alone beweep my outcast state,\n"
+    "And trouble deaf heaven with my bootless cries,\nAnd look upon myself and curse my fate,\n",
+    "Let me not to the marriage of true minds\nAdmit impediments. Love is not love\n"
+    "Which alters when it alteration finds,\nOr bends with the remover to remove.\n",
+    "Like as the waves make towards the pebbled shore,\nSo do our minutes hasten to their end;\n"
+    "Each changing place with that which goes before,\nIn sequent toil all forwards do contend.\n",
+]
+
+TINY = ["model.hidden=16", "model.layers=1", "model.heads=2", "model.intermediate=32",
+        "data.seq_len=32", "data.batch_size=4", "data.test_works=[work_3]",
+        "data.val_works=[work_2]", "trainer.progress_bar=false", "sample.steps=4",
+        "process.steps=4", "sample.batch_size=4", "optim.warmup_steps=1"]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """A folder of four small 'works' (each verse repeated so every split has chunks)."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for i, verse in enumerate(VERSES):
+        (folder / f"work_{i}.txt").write_text(
+            "*** START OF THIS PROJECT GUTENBERG EBOOK X ***\n" + verse * 12
+            + "*** END OF THIS PROJECT GUTENBERG EBOOK X ***\nlicence text\n")
+    return folder
+
+
+@pytest.fixture
+def tiny_cfg(corpus: Path, tmp_path: Path):
+    """The text domain's config, shrunk, on the fixture corpus with its cache in tmp_path."""
+    from diffusekit.domains.text.domain import TextDomain
+
+    overrides = [*TINY, f"data.source={corpus}", f"data.cache_dir={tmp_path / 'cache'}"]
+    return configuration.compose(TextDomain().default_config(), overrides=overrides, domain="text")
+
+
+@pytest.fixture
+def toolkit(monkeypatch, capsys, tmp_path):
+    """toolkit(*args) -> (exit status, stdout, stderr lines), run in tmp_path with the data cache
+    in tmp_path/cache."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DIFFUSEKIT_DATA", str(tmp_path / "cache"))
+
+    def run(*args: str):
+        capsys.readouterr()
+        code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, [line for line in err.splitlines() if line.strip()]
+
+    return run
