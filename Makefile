@@ -34,7 +34,9 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow"
 
 demo: $(STAMP)
-	$(PY) benchmarks/mixture_demo.py --out demo
+	$(VENV)/bin/toolkit prepare --domain audio
+	$(VENV)/bin/toolkit train --domain audio
+	$(VENV)/bin/toolkit sample --run "$$(ls -d runs/audio/*/ | tail -n 1)" -n 8
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/samplers.py

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import soundfile as sf
+
 from diffusekit.core import cli
+from diffusekit.domains.audio.corpus import load_wav
 from diffusekit.domains.audio.data import corpus_dir
 
 from conftest import tiny_overrides
@@ -38,6 +42,20 @@ def test_train_then_sample_through_the_cli(tiny_cfg, tmp_path, capsys, monkeypat
     code, out, err = _run(capsys, "evaluate", "--run", str(run), "--steps", "1", "-n", "2")
     assert code == 0, err
     assert "si_sdr_gain" in out
+
+    # a recording longer than one chunk, plus an unreadable file: enhanced in chunks, skip counted
+    clean = load_wav(corpus_dir(tiny_cfg) / "test" / "test-00000.wav", 16000)
+    long = np.concatenate([clean, clean, clean])
+    long = long + 0.05 * np.random.default_rng(0).standard_normal(len(long)).astype(np.float32)
+    sf.write(str(tmp_path / "long.wav"), long, 16000)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF nonsense")
+    code, out, err = _run(capsys, "audio-enhance", "--run", str(run), "--steps", "1", "--out",
+                          str(tmp_path / "enhanced"), str(tmp_path / "long.wav"),
+                          str(tmp_path / "broken.wav"))  # ~1000 frames: 5 chunks of 256
+    assert code == 0, err
+    assert "1 unreadable file(s) skipped" in out
+    enhanced, rate = sf.read(str(tmp_path / "enhanced" / "long.wav"))
+    assert rate == 16000 and enhanced.shape == long.shape and np.isfinite(enhanced).all()
 
 
 def test_bad_user_folder_is_one_error_line(tmp_path, capsys, monkeypatch):
