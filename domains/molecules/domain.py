@@ -64,7 +64,7 @@ class MoleculeDomain(Domain):
     def prepare(self, cfg: DictConfig) -> None:
         """The QM9 cache (data.source: qm9), or a check that the folder of files reads."""
         datamodule = self.build_datamodule(cfg)
-        datamodule.prepare_data()
+        datamodule.prepare()
         datamodule.setup()
         sizes = {k: len(v) for k, v in datamodule.splits.items()}
         print(f"molecules: train {sizes['train']}, val {sizes['val']}, test {sizes['test']}"

@@ -91,7 +91,8 @@ def rdkit_molecule(structure: Structure, orders: np.ndarray | None = None):
 
 
 def largest_fragment_smiles(mol) -> str | None:
-    """Canonical SMILES of the largest fragment when RDKit sanitises `mol`, else None."""
+    """Canonical SMILES (hydrogens implicit) of the largest fragment (most atoms, hydrogens
+    included, as in EDM) when RDKit sanitises `mol`, else None."""
     from rdkit import Chem, RDLogger
 
     RDLogger.DisableLog("rdApp.*")  # invalid samples are expected; their messages are noise
@@ -103,7 +104,7 @@ def largest_fragment_smiles(mol) -> str | None:
     fragments = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
     largest = max(fragments, key=lambda m: m.GetNumAtoms())
     try:
-        return Chem.MolToSmiles(largest)
+        return Chem.MolToSmiles(Chem.RemoveHs(largest))  # hydrogens implicit: "CCO"
     except Exception:
         return None
 

@@ -1,0 +1,90 @@
+"""Small local molecule fixtures: hand-built geometries and a few RDKit-embedded ones, written as
+XYZ and SDF files into tmp_path (never the network, never the QM9 cache)."""
+
+from __future__ import annotations
+
+import lightning  # noqa: F401  (imported at collection: its log handler binds the real stderr,
+import numpy as np  # not a test's captured one that a later test finds closed)
+import pytest
+
+from diffusekit.core import cli
+from diffusekit.domains.molecules.structures import Structure, write_xyz
+
+C_H = 1.09  # Angstrom
+
+
+def methane() -> Structure:
+    """CH4: hydrogens on the corners of a tetrahedron at the C-H bond length."""
+    corners = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / np.sqrt(3)
+    return Structure(("C", "H", "H", "H", "H"), np.vstack([[0, 0, 0], C_H * corners]))
+
+
+def carbon_with_five_bonds() -> Structure:
+    """CH5: a trigonal bipyramid of hydrogens at the C-H bond length (H-H >= 1.54 A, unbonded)."""
+    angles = np.deg2rad([0, 120, 240])
+    ring = np.stack([np.cos(angles), np.sin(angles), np.zeros(3)], 1)
+    hydrogens = np.vstack([ring, [[0, 0, 1], [0, 0, -1]]]) * C_H
+    return Structure(("C",) + ("H",) * 5, np.vstack([[0, 0, 0], hydrogens]))
+
+
+def embedded(smiles: str, seed: int = 0) -> Structure:
+    """An ETKDG + MMFF geometry of `smiles` with explicit hydrogens (RDKit)."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    assert AllChem.EmbedMolecule(mol, randomSeed=seed) == 0
+    AllChem.MMFFOptimizeMolecule(mol)
+    return Structure(tuple(a.GetSymbol() for a in mol.GetAtoms()),
+                     np.asarray(mol.GetConformer().GetPositions()))
+
+
+EMBEDDED = ["CCO", "CC(=O)O", "c1ccncc1", "CC#N", "CF", "C=CC=O", "NCC(=O)O", "OC1CC1"]
+
+
+@pytest.fixture(scope="session")
+def embedded_structures() -> list[Structure]:
+    return [embedded(s) for s in EMBEDDED]
+
+
+@pytest.fixture
+def molecule_folder(tmp_path, embedded_structures):
+    """tmp_path/mols: 3 XYZ files (one with 2 frames), 1 SDF of 6 RDKit molecules, and two bad
+    files (garbage XYZ, an SDF of a chlorine compound) -> 10 molecules, 2 files skipped."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    folder = tmp_path / "mols"
+    (folder / "sub").mkdir(parents=True)
+    write_xyz([methane()], folder / "methane.xyz")
+    write_xyz(embedded_structures[:2], folder / "sub" / "two.xyz")
+    water = Structure(("O", "H", "H"), np.array([[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]))
+    write_xyz([water], folder / "water.xyz")
+    writer = Chem.SDWriter(str(folder / "six.sdf"))
+    for smi in EMBEDDED[2:]:
+        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
+        AllChem.EmbedMolecule(mol, randomSeed=1)
+        writer.write(mol)
+    writer.close()
+    (folder / "broken.xyz").write_text("3\ncomment\nC 0 0\nnot a number at all\n")
+    chloro = Chem.AddHs(Chem.MolFromSmiles("CCl"))
+    AllChem.EmbedMolecule(chloro, randomSeed=0)
+    Chem.MolToMolFile(chloro, str(folder / "chloro.sdf"))
+    (folder / "notes.txt").write_text("not a structure file")
+    return folder
+
+
+@pytest.fixture
+def toolkit(capsys, monkeypatch, tmp_path):
+    """toolkit(*args) -> (exit status, stdout, stderr lines), in process, cwd tmp_path, with an
+    empty cache dir (so nothing reads a real QM9 cache)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DIFFUSEKIT_CACHE", str(tmp_path / "cache"))
+
+    def run(*args: str):
+        capsys.readouterr()
+        code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, [line for line in err.splitlines() if line.strip()]
+
+    return run
