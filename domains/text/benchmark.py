@@ -141,15 +141,19 @@ def _throughput(net: torch.nn.Module, proc: Any, length: int, b: DictConfig,
 def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     """Train both models, measure everything listed in the module docstring, write the results
     files; return the metrics."""
-    b, quick = cfg.benchmark, bool(cfg.get("quick", False))
-    steps = int(b.quick_train_steps if quick else b.train_steps)
-    seed = int(cfg.seed)
+    quick = bool(cfg.get("quick", False))
+    if quick:
+        q = cfg.benchmark.quick
+        cfg = configuration.override(cfg, overrides=[
+            f"benchmark.train_steps={int(q.train_steps)}", f"data.batch_size={int(q.batch_size)}",
+            f"benchmark.test_batches={int(q.test_batches)}",
+            f"benchmark.speed_repeats={int(q.speed_repeats)}"])
+    b, steps, seed = cfg.benchmark, int(cfg.benchmark.train_steps), int(cfg.seed)
     torch.manual_seed(seed)
     trained = train_pair(domain, cfg, steps)
     (net, proc, mdlm_run, mdlm_s), (ar_net, ar_proc, ar_run, ar_s) = trained["mdlm"], trained["ar"]
     datamodule = domain.build_datamodule(cfg)
-    n_test = max(1, int(b.test_batches) // (4 if quick else 1))
-    batches = _test_batches(datamodule, n_test)
+    batches = _test_batches(datamodule, int(b.test_batches))
     started = time.perf_counter()
     bpc_mdlm = metrics.diffusion_bits_per_char(net, proc, batches, int(b.repeats), seed)
     bpc_ar = metrics.autoregressive_bits_per_char(ar_net, ar_proc, batches)

@@ -97,8 +97,9 @@ class TextDomain(Domain):
     description = "masked discrete diffusion language model (MDLM) on Shakespeare or your text"
 
     def build_datamodule(self, cfg: DictConfig) -> Any:
-        from diffusekit.domains.text.data import TextDataModule  # Lightning: imported when needed
+        from diffusekit.domains.text.data import TextDataModule, prepare_corpus
 
+        prepare_corpus(cfg)  # bad text input fails here, in one line, before the trainer starts
         return TextDataModule(cfg)
 
     def build_network(self, cfg: DictConfig) -> torch.nn.Module:

@@ -3,6 +3,8 @@ and `toolkit` run in-process."""
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,15 @@ def tiny_cfg(corpus: Path, tmp_path: Path):
     return configuration.compose(TextDomain().default_config(), overrides=overrides, domain="text")
 
 
+def _point_log_handlers_at(stream) -> None:
+    """Lightning's loggers keep the stderr of the test that first imported it; point their
+    stream handlers at the current (captured) stderr so that later tests see their output."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.stream = stream  # not setStream: it flushes the old, closed one
+
+
 @pytest.fixture
 def toolkit(monkeypatch, capsys, tmp_path):
     """toolkit(*args) -> (exit status, stdout, stderr lines), run in tmp_path with the data cache
@@ -57,6 +68,7 @@ def toolkit(monkeypatch, capsys, tmp_path):
 
     def run(*args: str):
         capsys.readouterr()
+        _point_log_handlers_at(sys.stderr)
         code = cli.main(list(args))
         out, err = capsys.readouterr()
         return code, out, [line for line in err.splitlines() if line.strip()]
