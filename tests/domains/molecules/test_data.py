@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import methane
+from molecule_builders import methane
 from diffusekit.core.errors import DataError
 from diffusekit.domains.molecules.data import (FeatureCodec, MoleculeDataModule, MoleculeSet,
                                                load_folder, split_indices)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import carbon_with_five_bonds, embedded, methane
+from molecule_builders import carbon_with_five_bonds, embedded, methane
 from diffusekit.domains.molecules.metrics import (bond_orders, largest_fragment_smiles,
                                                   molecule_metrics, rdkit_molecule, stable_atoms)
 from diffusekit.domains.molecules.structures import Structure
