@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from diffusekit.core import config as configuration
 from diffusekit.domains.text import metrics
+from diffusekit.domains.text.generation import marked
 from diffusekit.domains.text.network import parameter_count
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -176,23 +177,11 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     m["runs"] = {"mdlm": str(mdlm_run.path), "ar": str(ar_run.path)}
     m["load_average"] = [round(x, 2) for x in os.getloadavg()]
     tokenizer = datamodule.tokenizer
-    texts = {title: [decode_marked(tokenizer, row, None if title not in masks else masks[title][i])
+    texts = {title: [tokenizer.decode(row.tolist()) if title not in masks else
+                     marked(tokenizer, row, masks[title][i])
                      for i, row in enumerate(rows)] for title, rows in samples.items()}
     write_results(m, cfg, texts, quick)
     return m
-
-
-def decode_marked(tokenizer: Any, row: torch.Tensor, keep: torch.Tensor | None) -> str:
-    """Decode `row` [L]; with `keep` [L] bool, generated stretches are shown inside [[ ]]."""
-    if keep is None:
-        return tokenizer.decode(row.tolist())
-    parts, start = [], 0
-    for i in range(1, len(row) + 1):
-        if i == len(row) or bool(keep[i]) != bool(keep[start]):
-            text = tokenizer.decode(row[start:i].tolist())
-            parts.append(text if bool(keep[start]) else f"[[{text}]]")
-            start = i
-    return "".join(parts)
 
 
 def _plot(m: dict[str, Any], steps: list[int], path: Path) -> Path:

@@ -46,6 +46,13 @@ def test_train_sample_evaluate_through_the_cli(toolkit, corpus, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())["evaluation"]["metrics"]
     assert metrics["kept"] == 1.0 and 0 < metrics["entropy"] <= 5.0
 
+    code, out, err = toolkit("text-generate", "--run", str(run), "--text",
+                             "Let me not [MASK] minds", "--span", "6", "--steps", "4", "-n", "2")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "--- sample 1" and lines[1].startswith("Let me not [[")
+    assert "]] minds[[" in lines[1] and (run / "samples" / "generate-4" / "samples.md").is_file()
+
     # the baseline: same data, same tiny size; then the generative perplexity under it
     code, out, err = toolkit("train", "--domain", "text", *TINY, f"data.source={corpus}",
                              "model.kind=ar", "trainer.max_steps=2", "val_every=2",

@@ -111,3 +111,20 @@ def test_a_causal_network_does_not_look_ahead():
     y[:, 40:] = (y[:, 40:] + 1) % V
     with torch.no_grad():
         assert torch.allclose(net(x)[:, :40], net(y)[:, :40], atol=1e-5)
+
+
+def test_fixed_tokens_of_a_text_with_mask_spans():
+    from diffusekit.core.errors import ConfigError as Err
+    from diffusekit.domains.text.generation import fixed_tokens, marked
+    from diffusekit.domains.text.tokenization import CharTokenizer
+
+    tok = CharTokenizer()
+    tokens, keep = fixed_tokens(tok, "O Romeo, [MASK] art thou", span=5, length=40)
+    assert tokens.shape == keep.shape == (40,)
+    assert keep[:9].all() and not keep[9:14].any() and keep[14:23].all() and not keep[23:].any()
+    assert tok.decode(tokens[:9].tolist()) == "O Romeo, " and tok.decode(tokens[14:23].tolist()) == " art thou"
+    filled = tokens.clone()
+    filled[~keep] = tok.encode("x")[0]
+    assert marked(tok, filled, keep).startswith("O Romeo, [[xxxxx]] art thou[[x")
+    with pytest.raises(Err, match="shorten"):
+        fixed_tokens(tok, "x" * 50, span=5, length=40)
