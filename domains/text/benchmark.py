@@ -66,13 +66,15 @@ def train_pair(domain: Any, cfg: DictConfig, steps: int) -> dict[str, Any]:
 
 
 def _test_batches(datamodule: Any, n: int) -> list[dict]:
+    """`n` batches of test chunks spread evenly over the whole test stream (every held-out work
+    contributes, not only the first one)."""
+    from torch.utils.data import DataLoader, Subset
+
     datamodule.setup("test")
-    batches = []
-    for batch in datamodule.test_dataloader():
-        batches.append(batch)
-        if len(batches) >= n:
-            break
-    return batches
+    chunks = datamodule.dataset("test")
+    count = min(len(chunks), n * datamodule.batch_size)
+    picks = torch.linspace(0, len(chunks) - 1, count).round().long().unique().tolist()
+    return list(DataLoader(Subset(chunks, picks), batch_size=datamodule.batch_size))
 
 
 @torch.no_grad()

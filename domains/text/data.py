@@ -3,7 +3,7 @@
 Batches are dicts {"x0": [B, L] long token ids, "n_chars": [B] float characters the chunk
 stands for} (bits per token x tokens / characters = bits per character). Each split is one
 token stream (works joined by a blank line) cut into non-overlapping chunks of `data.seq_len`
-tokens; training chunks start at a fresh random offset every epoch.
+tokens; training chunks start at a random offset (drawn whenever the loader is built).
 
 The prepared cache (`<data root>/text/<key>/`) holds the tokenizer and the encoded splits, keyed
 by the source, the split and the tokenizer settings. The tokenizer is also saved into the run
