@@ -122,9 +122,10 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     calls: list[int] = []
     hook = network.register_forward_hook(lambda *_: calls.append(1))
     curves: dict[str, dict[int, dict[str, float]]] = {}
-    reference: dict[str, float] = {}
+    reference = summarise(score_systems(test, test["x0"], cfg, ("noisy", "baseline")))
+    samplers = list(b.quick_samplers if quick else b.samplers)
     try:
-        for sampler in b.samplers:
+        for sampler in samplers:
             for steps in b.steps:
                 calls.clear()
                 g = torch.Generator().manual_seed(int(b.seed))
@@ -133,28 +134,28 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                     out = process.generate(network, test, sampler=sampler, steps=int(steps),
                                            generator=g)
                 seconds = time.perf_counter() - t0
-                scores = summarise(score_systems(test, out.mel, cfg))
+                scores = summarise(score_systems(test, out.mel, cfg, ("model",)))
+                scores["si_sdr_gain"] = scores["si_sdr"] - reference["noisy_si_sdr"]
                 curves.setdefault(sampler, {})[int(steps)] = scores
                 key = f"{sampler}_{steps}"
                 for m in METRICS:
                     metrics[f"{m}_{key}"] = scores[m]
                 metrics[f"nfe_{key}"] = len(calls)
                 metrics[f"seconds_{key}"] = round(seconds, 2)
-                reference = scores
                 print(f"{key}: SI-SDR {scores['si_sdr']:.2f} PESQ {scores['pesq']:.2f} "
                       f"ESTOI {scores['estoi']:.3f}", file=sys.stderr)
     finally:
         hook.remove()
     with torch.no_grad():
         reg = reg_process.generate(reg_network, test)
-    reg_scores = summarise(score_systems(test, reg.mel, cfg))
+    reg_scores = summarise(score_systems(test, reg.mel, cfg, ("model",)))
     baselines = {}
     for m in METRICS:
         baselines[f"noisy_{m}"] = reference[f"noisy_{m}"]
         baselines[f"spectral_subtraction_{m}"] = reference[f"baseline_{m}"]
         baselines[f"regression_{m}"] = reg_scores[m]
 
-    best_sampler, best_steps = str(b.samplers[0]), 8 if 8 in list(b.steps) else int(b.steps[-1])
+    best_sampler, best_steps = samplers[0], 8 if 8 in list(b.steps) else int(b.steps[-1])
     real = real_batch(dm.real, dm.features, int(cfg.data.eval_frames),
                       float(cfg.data.test_snr or 5.0), int(b.seed))
     if real is not None:
@@ -167,15 +168,16 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
             baselines[f"real_noisy_{m}"] = real_scores[f"noisy_{m}"]
             baselines[f"real_spectral_subtraction_{m}"] = real_scores[f"baseline_{m}"]
         metrics["real_n"] = int(real["x0"].shape[0])
-    _write(curves, metrics, baselines, quick, best_sampler, best_steps)
+    _write(curves, metrics, baselines, quick, best_sampler, best_steps, b.get("results_dir"))
     return {"metrics": metrics, "baselines": baselines}
 
 
 def _write(curves: dict, metrics: dict, baselines: dict, quick: bool, best_sampler: str,
-           best_steps: int) -> None:
+           best_steps: int, results_dir: str | None = None) -> None:
     io = _results_io()
     if io is None:
         return
+    out = Path(results_dir) if results_dir else io.RESULTS_DIR
     name = "audio_quick" if quick else "audio"
     record = io.make_record(name, metrics, baselines)
     rows = []
@@ -204,8 +206,8 @@ def _write(curves: dict, metrics: dict, baselines: dict, quick: bool, best_sampl
              f"{metrics['train_seconds']} s, {metrics['regression_steps']} regression steps; "
              f"{metrics['n_test']} held-out clips (held-out sentences and voices) at "
              f"{metrics['test_snr_db']} dB input SNR.\n")
-    io.write_results(record, body, title="Audio denoising" + (" (quick)" if quick else ""))
-    _plot(curves, baselines, io.RESULTS_DIR / f"{name}.png")
+    io.write_results(record, body, out, title="Audio denoising" + (" (quick)" if quick else ""))
+    _plot(curves, baselines, out / f"{name}.png")
 
 
 def _plot(curves: dict, baselines: dict, png: Path) -> None:

@@ -102,20 +102,26 @@ def reconstruct(cfg: DictConfig, x_hat: Tensor, noisy_wave: Tensor) -> Tensor:
                                                            noisy_wave.float().cpu(), cfg)
 
 
-def score_systems(batch: dict, mel: Tensor, cfg: DictConfig) -> dict[str, dict[str, list[float]]]:
+def score_systems(batch: dict, mel: Tensor, cfg: DictConfig,
+                  systems: tuple[str, ...] = ("model", "noisy", "baseline"),
+                  ) -> dict[str, dict[str, list[float]]]:
     """Per-clip scores {system: {metric: [B]}} of the model ("model"), the noisy input ("noisy")
-    and spectral subtraction ("baseline") against the clean waves of `batch`."""
+    and spectral subtraction ("baseline") against the clean waves of `batch` (those of
+    `systems` only)."""
     f = MelFeatures.from_config(cfg.features)
     sr = f.sample_rate
     clean, noisy = batch["clean_wave"].cpu(), batch["noisy_wave"].cpu()
     lengths, x0 = batch.get("length"), batch["x0"].cpu()
-    enhanced = reconstruct(cfg, mel, noisy)
-    base = spectral_subtraction(noisy, f)
-    return {
-        "model": score_all(enhanced, clean, sr, mel.cpu(), x0, lengths),
-        "noisy": score_all(noisy, clean, sr, batch["cond"]["noisy"].cpu(), x0, lengths),
-        "baseline": score_all(base, clean, sr, f.encode(base)[:, None], x0, lengths),
-    }
+    out = {}
+    if "model" in systems:
+        enhanced = reconstruct(cfg, mel, noisy)
+        out["model"] = score_all(enhanced, clean, sr, mel.cpu(), x0, lengths)
+    if "noisy" in systems:
+        out["noisy"] = score_all(noisy, clean, sr, batch["cond"]["noisy"].cpu(), x0, lengths)
+    if "baseline" in systems:
+        base = spectral_subtraction(noisy, f)
+        out["baseline"] = score_all(base, clean, sr, f.encode(base)[:, None], x0, lengths)
+    return out
 
 
 def summarise(scores: dict[str, dict[str, list[float]]]) -> dict[str, float]:
@@ -126,7 +132,8 @@ def summarise(scores: dict[str, dict[str, list[float]]]) -> dict[str, float]:
         prefix = "" if system == "model" else f"{system}_"
         for name, values in metrics.items():
             out[prefix + name] = nanmean(values)
-    out["si_sdr_gain"] = out["si_sdr"] - out["noisy_si_sdr"]
+    if "si_sdr" in out and "noisy_si_sdr" in out:
+        out["si_sdr_gain"] = out["si_sdr"] - out["noisy_si_sdr"]
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from diffusekit.core import cli
@@ -72,3 +73,24 @@ def test_unknown_noise_kind_is_one_error_line(tiny_cfg, tmp_path, capsys, monkey
     code, out, err = _run(capsys, "train", "--domain", "audio", *tiny_overrides(cache),
                           "data.noise_kinds=[thunder]")
     assert code != 0 and len(err) == 1 and "thunder" in err[0]
+
+
+@pytest.mark.slow  # about a minute on 2 shared cores
+def test_quick_benchmark_at_tiny_size(tiny_cfg, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cache = corpus_dir(tiny_cfg).parent
+    code, out, err = _run(capsys, "benchmark", "--domain", "audio", "--quick",
+                          *tiny_overrides(cache), "benchmark.quick_train_steps=2",
+                          "benchmark.quick_regression_steps=2", "benchmark.steps=[1,2]",
+                          "benchmark.n_test=2", f"benchmark.results_dir={tmp_path}/results")
+    assert code == 0, err
+    record = json.loads((tmp_path / "results" / "audio_quick.json").read_text())
+    metrics, baselines = record["metrics"], record["baselines"]
+    for sampler in ("dpmpp_2m", "ddim"):
+        for steps in (1, 2):
+            assert metrics[f"nfe_{sampler}_{steps}"] == steps
+            assert f"si_sdr_{sampler}_{steps}" in metrics and f"pesq_{sampler}_{steps}" in metrics
+    for key in ("noisy_si_sdr", "spectral_subtraction_pesq", "regression_estoi"):
+        assert key in baselines
+    assert (tmp_path / "results" / "audio_quick.png").stat().st_size > 10_000
+    assert "| dpmpp_2m | 1 |" in (tmp_path / "results" / "audio_quick.md").read_text()
