@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from diffusekit.domains.audio.data import make_item
+from diffusekit.domains.audio.data import Collate, make_item
 from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.domains.audio.noise import NOISES, NoisePool, mix
 
@@ -83,7 +83,7 @@ def real_batch(waves: list[np.ndarray], features: MelFeatures, frames: int, snr:
                                                                NoisePool()), snr), (0, n - valid))
             peak = max(1.0, float(np.abs(noisy).max()) / 0.99)
             items.append(make_item(clean / peak, noisy / peak, valid, features))
-    return torch.utils.data.default_collate(items)
+    return Collate(features)(items)
 
 
 def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:

@@ -154,11 +154,25 @@ class NoisyPairs(Dataset):
 
 
 def make_item(clean: np.ndarray, noisy: np.ndarray, valid: int, features: MelFeatures) -> dict:
-    """The item dict of one (clean, noisy) pair of equal length."""
+    """The item dict of one (clean, noisy) pair of equal length: the waveforms only; the
+    features are computed per batch by `Collate` (one STFT for the whole batch)."""
     c, n = torch.from_numpy(np.ascontiguousarray(clean, dtype=np.float32)), \
         torch.from_numpy(np.ascontiguousarray(noisy, dtype=np.float32))
-    return {"x0": features.encode(c)[None], "cond": {"noisy": features.encode(n)[None]},
-            "clean_wave": c, "noisy_wave": n, "length": torch.tensor(valid)}
+    return {"clean_wave": c, "noisy_wave": n, "length": torch.tensor(valid)}
+
+
+class Collate:
+    """Stack items and add their log-mels: "x0" [B, 1, M, T] of the clean waves and
+    cond["noisy"] of the noisy ones."""
+
+    def __init__(self, features: MelFeatures) -> None:
+        self.features = features
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch = torch.utils.data.default_collate(items)
+        both = self.features.encode(torch.cat([batch["clean_wave"], batch["noisy_wave"]]))
+        x0, noisy = both[:, None].chunk(2)
+        return {"x0": x0, "cond": {"noisy": noisy}, **batch}
 
 
 class PairedFolder(Dataset):
@@ -275,6 +289,7 @@ class AudioDataModule(L.LightningDataModule):
         self.setup()
         d = self.cfg.data
         return DataLoader(self.splits[split], batch_size=int(d.batch_size), shuffle=shuffle,
+                          collate_fn=Collate(self.features),
                           drop_last=shuffle and len(self.splits[split]) >= int(d.batch_size),
                           num_workers=int(d.num_workers),
                           persistent_workers=int(d.num_workers) > 0)
@@ -293,4 +308,4 @@ class AudioDataModule(L.LightningDataModule):
         self.setup()
         data = self.splits[split]
         items = [data[i] for i in range(min(len(data), n or len(data)))]
-        return torch.utils.data.default_collate(items)
+        return Collate(self.features)(items)

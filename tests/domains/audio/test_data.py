@@ -11,7 +11,7 @@ import torch
 
 from diffusekit.core.errors import DataError
 from diffusekit.domains.audio.corpus import split_sentences
-from diffusekit.domains.audio.data import AudioDataModule, PairedFolder, corpus_dir
+from diffusekit.domains.audio.data import AudioDataModule, Collate, PairedFolder, corpus_dir
 from diffusekit.domains.audio.features import MelFeatures
 
 
@@ -74,8 +74,9 @@ def test_paired_folder_skips_and_counts_bad_files(tmp_path, capsys):
     folder = PairedFolder(tmp_path, MelFeatures(), 64)
     assert len(folder) == 2 and folder.skipped == 3
     assert "skipped 3 file(s)" in capsys.readouterr().out
-    item = folder[0]
-    assert item["x0"].shape == (1, 64, 64) and int(item["length"]) == 128 * 63
+    batch = Collate(MelFeatures())([folder[0], folder[1]])
+    assert batch["x0"].shape == (2, 1, 64, 64) and int(batch["length"][0]) == 128 * 63
+    assert batch["cond"]["noisy"].shape == (2, 1, 64, 64)
 
 
 def test_paired_folder_errors(tmp_path):
