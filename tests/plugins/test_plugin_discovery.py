@@ -41,7 +41,8 @@ def test_broken_plugins_are_reported_by_name_and_the_rest_still_load(
     typo = records["typo"]
     assert typo["status"] == "failed" and "unknown hook 'register_sampler'" in typo["error"]
     assert "register_samplers" in typo["error"]  # ... and the hooks that do exist
-    assert records["example"]["status"] == "loaded" and seen["domains"] == ["example"]
+    # the example plugin loads beside the built-in domains (which register through the same hook)
+    assert records["example"]["status"] == "loaded" and "example" in seen["domains"]
     assert [r["name"] for r in seen["report"]] == sorted(records)  # name order
 
 
@@ -49,14 +50,17 @@ def test_unknown_domain_lists_known_ones_closest_match_and_failed_plugins(
         example_site, fake_site, discover, tmp_path):
     kind, message = discover(example_site, fake_site, cwd=tmp_path)["unknown"]
     assert kind == "UnknownNameError"
-    assert message.startswith("unknown domain 'exampel' (did you mean 'example'?); known: example")
+    assert message.startswith("unknown domain 'exampel' (did you mean 'example'?); known: ")
+    known = message.split("; known: ")[1].split(";")[0].split(", ")
+    assert "example" in known and known == sorted(known)
     assert "plugins that failed to load: broken (ImportError:" in message
 
 
 def test_allow_list_loads_only_the_named_plugins(example_site, fake_site, discover, tmp_path):
     seen = discover(example_site, fake_site, plugins_env=" example , nosuch", cwd=tmp_path)
     records = _records(seen)
-    assert records["example"]["status"] == "loaded" and seen["domains"] == ["example"]
+    # the example plugin loads beside the built-in domains (which register through the same hook)
+    assert records["example"]["status"] == "loaded" and "example" in seen["domains"]
     for name in ("builtin", "broken", "raising", "typo"):
         assert records[name]["status"] == "skipped" and records[name]["error"] is None
     assert records["nosuch"]["status"] == "failed"
