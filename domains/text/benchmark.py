@@ -149,6 +149,7 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
         q = cfg.benchmark.quick
         cfg = configuration.override(cfg, overrides=[
             f"benchmark.train_steps={int(q.train_steps)}", f"data.batch_size={int(q.batch_size)}",
+            f"data.seq_len={int(q.seq_len)}", f"optim.warmup_steps={int(q.warmup_steps)}",
             f"benchmark.test_batches={int(q.test_batches)}",
             f"benchmark.speed_repeats={int(q.speed_repeats)}"])
     b, steps, seed = cfg.benchmark, int(cfg.benchmark.train_steps), int(cfg.seed)
