@@ -10,12 +10,14 @@ plug into the same LightningModule:
 
 A batch is a dict: "x0" the clean data [B, ...], optionally "cond" (keyword arguments for the
 network, e.g. the low-resolution image) and "mask" ([B, N] node / padding mask that selects the
-noise space). The process never sees a config file: domains build it from theirs.
+noise space). The process never sees a config file: domains build it from a section of theirs
+with `GaussianDiffusion.from_config(cfg.process)`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import torch
@@ -32,6 +34,16 @@ SPACES: Registry[Callable[[Tensor | None], Any]] = Registry("noise space")
 SPACES.register("euclidean", lambda mask: Euclidean())
 SPACES.register("masked", lambda mask: Masked(mask) if mask is not None else Euclidean())
 SPACES.register("zero_com", lambda mask: ZeroCoM(mask))
+
+
+def _plain(value: Any) -> Any:
+    """A config value as plain Python: mappings -> dict, sequences -> list (recursively)."""
+    if hasattr(value, "items"):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes, Tensor))
+                                             and hasattr(value, "__len__")):
+        return [_plain(item) for item in value]
+    return value
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,6 +81,26 @@ class GaussianDiffusion:
         losses.TIME_SAMPLERS.get(self.t_sampler)
         SPACES.get(self.space)
         samplers.get(self.sampler)
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any], **overrides: Any) -> "GaussianDiffusion":
+        """Build from a config section (e.g. a domain's `process:`; any mapping, OmegaConf
+        included) whose keys are this class's fields, plus `schedule_options` (keyword
+        arguments of the named schedule). Null option mappings count as empty; keys that are
+        not fields are left to the caller (a domain may keep its own knobs in the section);
+        `overrides` replace section values."""
+        values = {**{key: _plain(section[key]) for key in section}, **overrides}
+        schedule_options = values.pop("schedule_options", None) or {}
+        if isinstance(values.get("schedule"), str):
+            values["schedule"] = schedules.get(values["schedule"], **schedule_options)
+        names = {f.name for f in fields(cls)}
+        kwargs = {key: value for key, value in values.items() if key in names}
+        for key in ("weighting_options", "t_sampler_options", "sampler_options"):
+            if key in kwargs and kwargs[key] is None:
+                kwargs[key] = {}
+        if "steps" in kwargs:
+            kwargs["steps"] = int(kwargs["steps"])
+        return cls(**kwargs)
 
     def denoiser(self, network: Callable[..., Tensor]) -> Denoiser:
         """Wrap a raw network net(x_in, c_noise, **cond) into D(x, t, **cond) -> x0_hat."""
