@@ -64,7 +64,8 @@ def test_train_sample_evaluate_through_the_cli(photos, tmp_path, capsys, monkeyp
     # the one-step regression baseline: the same network trained as a regression, scored beside
     code, out, err = toolkit(capsys, "train", "--domain", "image", f"data.folder={photos}",
                              "data.folder_holdout=0.4", "process.kind=regression",
-                             "run_dir=regression_runs", *TINY)
+                             "run_dir=regression_runs", *TINY, "trainer.max_steps=2",
+                             "sample.val_n=0")
     assert code == 0, err
     (regression_run,) = (tmp_path / "regression_runs" / "image").iterdir()
     run_cfg = run / "config.yaml"
