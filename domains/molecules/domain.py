@@ -17,21 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
 
-from diffusekit.core import schedules
 from diffusekit.core.process import GaussianDiffusion
 from diffusekit.domains.molecules.metrics import (largest_fragment_smiles, molecule_metrics,
                                                   rdkit_molecule)
 from diffusekit.domains.molecules.network import MoleculeEGNN
 from diffusekit.domains.molecules.structures import Structure, write_sdf, write_xyz
 from diffusekit.plugins import Domain
-
-
-def _options(node: Any) -> dict:
-    """An optional mapping of the config as a plain dict ({} when absent or null)."""
-    return dict(OmegaConf.to_container(node, resolve=True)) if node else {}
 
 
 def atom_mask(samples: Tensor) -> Tensor:
@@ -76,14 +70,8 @@ class MoleculeDomain(Domain):
                             coords_range=float(n.coords_range), norm_factor=float(n.norm_factor))
 
     def process(self, cfg: DictConfig) -> GaussianDiffusion:
-        p = cfg.process
-        return GaussianDiffusion(
-            schedule=schedules.get(p.schedule, **_options(p.schedule_options)),
-            prediction=p.prediction, noise_input=p.noise_input, weighting=p.weighting,
-            t_sampler=p.t_sampler, space=p.space, sampler=p.sampler, steps=int(p.steps),
-            grid=p.grid, weighting_options=_options(p.weighting_options),
-            t_sampler_options=_options(p.t_sampler_options),
-            sampler_options=_options(p.sampler_options))
+        """The `process:` section as a GaussianDiffusion (space zero_com: EDM's ZeroCoM)."""
+        return GaussianDiffusion.from_config(cfg.process)
 
     def training_smiles(self, cfg: DictConfig) -> set[str]:
         """The training split's SMILES (cached per data source)."""
