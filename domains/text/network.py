@@ -54,7 +54,7 @@ class BidirectionalDenoiser(nn.Module):
                             num_hidden_layers=layers, num_attention_heads=heads,
                             intermediate_size=intermediate, max_position_embeddings=seq_len,
                             type_vocab_size=1, hidden_dropout_prob=dropout,
-                            attention_probs_dropout_prob=dropout, pad_token_id=0)
+                            attention_probs_dropout_prob=dropout, pad_token_id=None)
         self.model = BertForMaskedLM(config)
 
     def forward(self, tokens: Tensor, t: Tensor | None = None) -> Tensor:
