@@ -99,7 +99,12 @@ class _SRBase:
 class ResidualDiffusion(_SRBase):
     """SR3 residual diffusion around a `GaussianDiffusion` (see the module docstring)."""
 
-    diffusion: GaussianDiffusion = GaussianDiffusion(prediction="v", weighting="v")
+    diffusion: GaussianDiffusion | None = None  # required; no default built at import time,
+    # which would look up schedules and so load the plugins while this module is half imported
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.diffusion, GaussianDiffusion):
+            raise TypeError("ResidualDiffusion needs diffusion=GaussianDiffusion(...)")
 
     @property
     def sampler(self) -> str:
