@@ -202,6 +202,8 @@ def _plot(m: dict[str, Any], steps: list[int], path: Path) -> Path:
     ax.plot(steps, [m[f"tokens_per_s_uncached_{s}"] for s in steps], "s--", label="no cache")
     ax.set(xscale="log", yscale="log", xlabel="sampler steps", ylabel="tokens / s",
            title=f"cache speed-up at {steps[-1]} steps: {m[f'cache_speedup_{steps[-1]}']:.2f}x")
+    ax.set_xticks(steps, [str(s) for s in steps], minor=False)
+    ax.set_xticks([], minor=True)
     ax.legend()
     ax = fig.add_subplot(1, 3, 3)
     ax.plot(steps, [m[f"gen_ppl_{s}"] for s in steps], "o-", label="MDLM samples")
@@ -209,6 +211,8 @@ def _plot(m: dict[str, Any], steps: list[int], path: Path) -> Path:
     ax.axhline(m["gen_ppl_test_data"], color="0.3", ls=":", label="test text")
     ax.set(xscale="log", xlabel="sampler steps", ylabel="perplexity under the AR baseline",
            title="generative perplexity (per token)")
+    ax.set_xticks(steps, [str(s) for s in steps], minor=False)
+    ax.set_xticks([], minor=True)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
