@@ -6,12 +6,11 @@ plain torch loop, then enhance the held-out test clips (held-out sentences and v
 `benchmark.steps`, and score SI-SDR, PESQ-WB, ESTOI and log-mel L1 beside the noisy input,
 spectral subtraction and the regression model. The real CMU ARCTIC clips, mixed with babble and
 pink noise at the same SNR, are scored too when the corpus has them. Results:
-benchmarks/results/audio[_quick].{json,md,png} (see benchmarks/results_io.py).
+benchmarks/results/audio[_quick].{json,md,png} (see diffusekit.plugins.results).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -25,20 +24,9 @@ from tqdm.auto import tqdm
 from diffusekit.domains.audio.data import Collate, make_item
 from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.domains.audio.noise import NOISES, NoisePool, mix
+from diffusekit.plugins import results as results_io
 
 METRICS = ("si_sdr", "pesq", "estoi", "logmel_l1")
-
-
-def _results_io():
-    """benchmarks/results_io.py of the repository checkout (not part of the installed package)."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results_io.py"
-    if not path.exists():
-        return None
-    spec = importlib.util.spec_from_file_location("diffusekit_results_io", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def fit(network: torch.nn.Module, process: Any, loader, steps: int, lr: float, desc: str,
@@ -88,7 +76,7 @@ def real_batch(waves: list[np.ndarray], features: MelFeatures, frames: int, snr:
 
 def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     """See the module docstring; returns the metrics dict (also written to results/)."""
-    from diffusekit.domains.audio.domain import Enhanced, score_systems, summarise
+    from diffusekit.domains.audio.domain import score_systems, summarise
 
     b = cfg.benchmark
     quick = bool(cfg.get("quick", False))
@@ -174,12 +162,9 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
 
 def _write(curves: dict, metrics: dict, baselines: dict, quick: bool, best_sampler: str,
            best_steps: int, results_dir: str | None = None) -> None:
-    io = _results_io()
-    if io is None:
-        return
-    out = Path(results_dir) if results_dir else io.RESULTS_DIR
+    out = Path(results_dir) if results_dir else results_io.RESULTS_DIR
     name = "audio_quick" if quick else "audio"
-    record = io.make_record(name, metrics, baselines)
+    record = results_io.make_record(name, metrics, baselines)
     rows = []
     for sampler, by_steps in curves.items():
         for steps, s in sorted(by_steps.items()):
@@ -191,11 +176,11 @@ def _write(curves: dict, metrics: dict, baselines: dict, quick: bool, best_sampl
                      baselines[f"{key}_si_sdr"] - baselines["noisy_si_sdr"],
                      baselines[f"{key}_pesq"], baselines[f"{key}_estoi"],
                      baselines[f"{key}_logmel_l1"]])
-    body = io.markdown_table(["system", "steps", "NFE", "SI-SDR (dB)", "gain (dB)", "PESQ-WB",
+    body = results_io.markdown_table(["system", "steps", "NFE", "SI-SDR (dB)", "gain (dB)", "PESQ-WB",
                               "ESTOI", "log-mel L1"], rows)
     if "real_n" in metrics:
         body += (f"\n\nReal CMU ARCTIC clips ({metrics['real_n']} mixtures, pink / hum noise), "
-                 f"{best_sampler} {best_steps} steps:\n\n" + io.markdown_table(
+                 f"{best_sampler} {best_steps} steps:\n\n" + results_io.markdown_table(
                      ["system", "SI-SDR (dB)", "PESQ-WB", "ESTOI"],
                      [["noisy", *[baselines[f"real_noisy_{m}"] for m in ("si_sdr", "pesq", "estoi")]],
                       ["spectral subtraction", *[baselines[f"real_spectral_subtraction_{m}"]
@@ -206,7 +191,7 @@ def _write(curves: dict, metrics: dict, baselines: dict, quick: bool, best_sampl
              f"{metrics['train_seconds']} s, {metrics['regression_steps']} regression steps; "
              f"{metrics['n_test']} held-out clips (held-out sentences and voices) at "
              f"{metrics['test_snr_db']} dB input SNR.\n")
-    io.write_results(record, body, out, title="Audio denoising" + (" (quick)" if quick else ""))
+    results_io.write_results(record, body, out, title="Audio denoising" + (" (quick)" if quick else ""))
     _plot(curves, baselines, out / f"{name}.png")
 
 

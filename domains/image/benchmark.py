@@ -9,15 +9,13 @@
    regression, each also after back-projection onto the input (suffix `_bp`).
 
 Results go to benchmarks/results/image[_quick].{json,md,png} through the checkout's
-benchmarks/results_io.py (the record names command, commit, machine and date); the PNG plots
+diffusekit.plugins.results (the record names command, commit, machine and date); the PNG plots
 quality against steps, and image[_quick]_grid.png shows bicubic | diffusion | ground truth.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from tqdm.auto import tqdm
 from diffusekit.domains.image.figures import comparison_grid, quality_plot
 from diffusekit.domains.image.metrics import image_metrics
 from diffusekit.domains.image.processes import SRSamples, back_project
+from diffusekit.plugins import results as results_io
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BACK_PROJECTION_ITERATIONS = 10
@@ -62,18 +61,6 @@ def fit_plain(network: torch.nn.Module, process: Any, loader: Any, steps: int, l
                 bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
     network.eval()
     return losses
-
-
-def _results_io() -> Any | None:
-    """The checkout's benchmarks/results_io.py (None in an installed copy without it)."""
-    path = REPO_ROOT / "benchmarks" / "results_io.py"
-    if not path.exists():
-        return None
-    spec = importlib.util.spec_from_file_location("diffusekit_results_io", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _score(samples: SRSamples, batch: dict, degradation: Any, prefix: str = "") -> dict[str, float]:
@@ -167,10 +154,9 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
 
 def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict, rows: list[dict],
            samples: list[SRSamples]) -> None:
-    io = _results_io()
     name = "image_quick" if quick else "image"
     out_dir = Path(cfg.benchmark.results_dir) if cfg.benchmark.get("results_dir") else (
-        io.RESULTS_DIR if io is not None else Path("benchmark-results"))
+        results_io.RESULTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = ["psnr_y", "ssim_y", "consistency", "psnr_y_bp", "consistency_bp"]
     table_rows = [[r["sampler"], r["steps"], *(round(r[k], 3) for k in keys), r["seconds"]]
@@ -185,9 +171,7 @@ def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict, rows: l
     first = SRSamples(*(torch.cat([getattr(s, k) for s in samples]) for k in
                         ("image", "bicubic", "low_res", "reference"))) if same_size else samples[0]
     comparison_grid(first, out_dir / f"{name}_grid.png", int(cfg.output.zoom))
-    if io is None:
-        return
-    body = [title, "", io.markdown_table(headers, table_rows, digits=4), "",
+    body = [title, "", results_io.markdown_table(headers, table_rows, digits=4), "",
             f"Best at <= 20 steps: {metrics['best_at_most_20_steps']}; PSNR-Y gain over bicubic "
             f"{metrics['psnr_gain_over_bicubic']:.2f} dB (target >= 1.0: "
             f"{'met' if metrics['target_psnr_gain_1db'] else 'not met'}); consistency target > 40 dB: "
@@ -196,5 +180,5 @@ def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict, rows: l
             f"regression {metrics['regression_steps']} steps in {metrics['regression_train_seconds']} s. "
             "(bp): after 10 iterations of back-projection onto the input.",
             f"![quality vs steps]({name}.png)", f"![bicubic | diffusion | ground truth]({name}_grid.png)"]
-    record = io.make_record(name, metrics, baselines)
-    io.write_results(record, "\n".join(body), out_dir, title=f"Image domain benchmark ({name})")
+    record = results_io.make_record(name, metrics, baselines)
+    results_io.write_results(record, "\n".join(body), out_dir, title=f"Image domain benchmark ({name})")

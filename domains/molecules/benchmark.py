@@ -8,13 +8,12 @@
 3. For every sampler in `samplers` and every step count in `steps`: generate from the same noise
    seed, then atom / molecule stability, validity, uniqueness and novelty (metrics.py), and the
    wall time. The QM9 test molecules themselves give the data row (EDM's "Data" line).
-4. benchmarks/results/molecules[_quick].{json,md,png} through benchmarks/results_io.py (command,
+4. benchmarks/results/molecules[_quick].{json,md,png} through diffusekit.plugins.results (command,
    commit, machine and date recorded), EDM's published numbers as baselines.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from diffusekit.core.errors import DiffusekitError
 from diffusekit.domains.molecules.metrics import molecule_metrics
+from diffusekit.plugins import results as results_io
 
 METRICS = ("atom_stability", "mol_stability", "validity", "valid_unique", "novelty")
 # EDM, Hoogeboom et al. 2022, Table 1 (QM9, 10,000 samples, 1000 steps); see ANCHORS.md
@@ -35,17 +34,6 @@ BASELINES = {
     "edm_1000": {"atom_stability": 98.7, "mol_stability": 82.0, "validity": 91.9,
                  "valid_unique": 90.7},
 }
-
-
-def _results_io():
-    """benchmarks/results_io.py of the source checkout (the benchmark writes into it)."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results_io.py"
-    if not path.exists():
-        raise DiffusekitError(f"the benchmark writes into a source checkout; {path} is missing")
-    spec = importlib.util.spec_from_file_location("diffusekit_results_io", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _model(domain: Any, cfg: DictConfig) -> tuple[torch.nn.Module, Any, DictConfig, str]:
@@ -126,9 +114,8 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
 
 def _write(cfg: DictConfig, metrics: dict, rows: list, data_row: dict, samplers: list) -> None:
     """benchmarks/results/molecules[_quick].{json,md,png}."""
-    io = _results_io()
     name = "molecules_quick" if cfg.quick else "molecules"
-    record = io.make_record(name, metrics, BASELINES)
+    record = results_io.make_record(name, metrics, BASELINES)
     headers = ["sampler", "steps", "atom stab. %", "mol stab. %", "valid %", "valid & unique %",
                "novel %", "seconds"]
     table_rows = [["QM9 test data (ours)", "-"] + [data_row.get(m) for m in METRICS] + [None]]
@@ -137,10 +124,10 @@ def _write(cfg: DictConfig, metrics: dict, rows: list, data_row: dict, samplers:
     body = (f"Model: EGNN {metrics['network']}, {metrics['train_steps']} training steps "
             f"({metrics['train_seconds']} s incl. start-up), {metrics['n_samples']} molecules per "
             f"setting, sizes from the training histogram, {metrics['threads']} torch threads.\n\n"
-            + io.markdown_table(headers, table_rows + rows, digits=4)
+            + results_io.markdown_table(headers, table_rows + rows, digits=4)
             + "\n![metrics per sampler and step count](" + f"{name}.png)\n")
-    io.write_results(record, body)
-    _plot(io.RESULTS_DIR / f"{name}.png", rows, samplers, data_row)
+    results_io.write_results(record, body)
+    _plot(results_io.RESULTS_DIR / f"{name}.png", rows, samplers, data_row)
 
 
 def _plot(path: Path, rows: list, samplers: list, data_row: dict) -> None:
