@@ -9,13 +9,12 @@ Measured (see `metrics`):
     and the speed-up of the cache
   - prompted (prefix) and infilled samples, with the share of fixed tokens kept (must be 1.0)
 Targets (quick budget): the bound within 15% of the baseline; the cache at least 2x faster at
-256 steps. Results: benchmarks/results/text[_quick].{json,md,png} via benchmarks/results_io.py.
+256 steps. Results: benchmarks/results/text[_quick].{json,md,png} via diffusekit.plugins.results.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import statistics
 import time
@@ -29,21 +28,11 @@ from diffusekit.core import config as configuration
 from diffusekit.domains.text import metrics
 from diffusekit.domains.text.generation import marked
 from diffusekit.domains.text.network import parameter_count
+from diffusekit.plugins import results as results_io
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BOUND_TARGET_PERCENT = 15.0
 CACHE_TARGET_SPEEDUP = 2.0
-
-
-def _results_io() -> Any:
-    """benchmarks/results_io.py of the repository (it is not part of the installed package)."""
-    path = REPO_ROOT / "benchmarks" / "results_io.py"
-    if not path.is_file():
-        path = Path.cwd() / "benchmarks" / "results_io.py"
-    spec = importlib.util.spec_from_file_location("diffusekit_results_io", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def train_pair(domain: Any, cfg: DictConfig, steps: int) -> dict[str, Any]:
@@ -222,14 +211,13 @@ def _plot(m: dict[str, Any], steps: list[int], path: Path) -> Path:
 def write_results(m: dict[str, Any], cfg: DictConfig, texts: dict[str, list[str]],
                   quick: bool) -> list[Path]:
     """benchmarks/results/text[_quick].{json,md,png}; `texts`: {title: decoded samples}."""
-    rio = _results_io()
     b = cfg.benchmark
     steps = [int(s) for s in b.steps]
     name = "text_quick" if quick else "text"
-    out_dir = Path(b.results_dir) if b.results_dir else rio.RESULTS_DIR
+    out_dir = Path(b.results_dir) if b.results_dir else results_io.RESULTS_DIR
     baselines = {"bpc_ar": m["bpc_ar"], "gen_ppl_ar_samples": m["gen_ppl_ar_samples"],
                  "gen_ppl_test_data": m["gen_ppl_test_data"]}
-    record = rio.make_record(name, m, baselines)
+    record = results_io.make_record(name, m, baselines)
     rows = [["test bits per character (bound / exact NLL)", m["bpc_mdlm_bound"], m["bpc_ar"]],
             ["parameters", m["params_mdlm"], m["params_ar"]],
             ["training seconds", m["train_seconds_mdlm"], m["train_seconds_ar"]],
@@ -239,10 +227,10 @@ def write_results(m: dict[str, Any], cfg: DictConfig, texts: dict[str, list[str]
     body = [f"{m['train_steps']} training steps each, {m['seq_len']}-token chunks "
             f"({m['tokenizer']} tokenizer), {m['test_chunks']} held-out test chunks "
             f"(works: {', '.join(cfg.data.test_works)}).", "",
-            rio.markdown_table(["", "MDLM (diffusion)", "AR baseline"], rows, digits=4), "",
+            results_io.markdown_table(["", "MDLM (diffusion)", "AR baseline"], rows, digits=4), "",
             f"Bound gap: **{m['bound_gap_percent']:.1f}%** (target <= {BOUND_TARGET_PERCENT:.0f}%: "
             f"{'met' if m['bound_target_met'] else 'not met'}).", "",
-            rio.markdown_table(
+            results_io.markdown_table(
                 ["steps", "gen. perplexity", "entropy", "net calls", "tok/s cached",
                  "tok/s no cache", "cache speed-up", "calls cached / uncached"],
                 [[s, m[f"gen_ppl_{s}"], m[f"entropy_{s}"], m[f"network_calls_{s}"],
@@ -264,7 +252,7 @@ def write_results(m: dict[str, Any], cfg: DictConfig, texts: dict[str, list[str]
         body += [f"### {title}", ""]
         for text in items:
             body += ["```text", text.replace("```", "'''"), "```", ""]
-    json_path, md_path = rio.write_results(record, "\n".join(body), out_dir,
+    json_path, md_path = results_io.write_results(record, "\n".join(body), out_dir,
                                            title="Text domain: MDLM vs autoregressive baseline")
     png = _plot(m, steps, out_dir / f"{name}.png")
     return [json_path, md_path, png]
