@@ -25,10 +25,9 @@ from typing import Any, Callable
 
 import soundfile as sf
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
 
-from diffusekit.core import schedules
 from diffusekit.core.process import GaussianDiffusion
 from diffusekit.core.registry import Registry
 from diffusekit.domains.audio.baselines import RegressionProcess, spectral_subtraction
@@ -38,20 +37,9 @@ from diffusekit.domains.audio.network import MelUNet
 from diffusekit.plugins import Domain
 
 
-def _options(node: Any) -> dict:
-    return dict(OmegaConf.to_container(node, resolve=True)) if node else {}
-
-
 def diffusion_process(cfg: DictConfig) -> GaussianDiffusion:
     """The engine's Gaussian process from the `process` section."""
-    p = cfg.process
-    return GaussianDiffusion(
-        schedule=schedules.get(p.schedule, **_options(p.schedule_options)),
-        prediction=p.prediction, noise_input=p.noise_input, weighting=p.weighting,
-        t_sampler=p.t_sampler, space="euclidean", sampler=p.sampler, steps=int(p.steps),
-        grid=p.grid, weighting_options=_options(p.weighting_options),
-        t_sampler_options=_options(p.t_sampler_options),
-        sampler_options=_options(p.sampler_options))
+    return GaussianDiffusion.from_config(cfg.process)
 
 
 # model.objective -> factory(cfg) -> process with training_loss / generate

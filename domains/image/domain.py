@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from diffusekit.core import schedules
 from diffusekit.core.errors import RunDirError
 from diffusekit.core.process import GaussianDiffusion
 from diffusekit.domains.image.degradation import Degradation
@@ -29,11 +28,6 @@ from diffusekit.domains.image.metrics import image_metrics
 from diffusekit.domains.image.network import SRUNet
 from diffusekit.domains.image.processes import PROCESSES, SRSamples
 from diffusekit.plugins import Domain
-
-
-def _options(node: Any) -> dict:
-    """An optional mapping of the config as a plain dict ({} when absent or null)."""
-    return dict(OmegaConf.to_container(node, resolve=True)) if node else {}
 
 
 def degradation_of(cfg: DictConfig) -> Degradation:
@@ -70,13 +64,7 @@ class ImageDomain(Domain):
         kind = PROCESSES.get(p.kind)
         if p.kind == "regression":
             return kind(**common)
-        diffusion = GaussianDiffusion(
-            schedule=schedules.get(p.schedule, **_options(p.schedule_options)),
-            prediction=p.prediction, noise_input=p.noise_input, weighting=p.weighting,
-            t_sampler=p.t_sampler, space="euclidean", sampler=p.sampler, steps=int(p.steps),
-            grid=p.grid, weighting_options=_options(p.weighting_options),
-            t_sampler_options=_options(p.t_sampler_options),
-            sampler_options=_options(p.sampler_options))
+        diffusion = GaussianDiffusion.from_config(p)
         return kind(**common, diffusion=diffusion)
 
     def _regression_model(self, cfg: DictConfig) -> tuple[Any, Any] | None:

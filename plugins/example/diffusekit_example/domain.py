@@ -24,20 +24,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
 
-from diffusekit.core import schedules
 from diffusekit.core.process import GaussianDiffusion
 from diffusekit.plugins import Domain
 from diffusekit_example.metrics import precision_recall, sliced_wasserstein_by_label
 from diffusekit_example.network import PointDenoiser
 from diffusekit_example.shapes import ShapeLayout
-
-
-def _options(node: Any) -> dict:
-    """An optional mapping of the config as a plain dict ({} when absent or null)."""
-    return dict(OmegaConf.to_container(node, resolve=True)) if node else {}
 
 
 def _labels(batch: dict) -> Tensor | None:
@@ -93,15 +87,7 @@ class ShapesDomain(Domain):
             x_max_frequency=float(n.x_max_frequency), label_dropout=float(n.label_dropout))
 
     def process(self, cfg: DictConfig) -> GaussianDiffusion:
-        p = cfg.process
-        return GaussianDiffusion(
-            schedule=schedules.get(p.schedule, **_options(p.schedule_options)),
-            prediction=p.prediction, noise_input=p.noise_input, weighting=p.weighting,
-            t_sampler=p.t_sampler,
-            space="euclidean", sampler=p.sampler, steps=int(p.steps), grid=p.grid,
-            weighting_options=_options(p.weighting_options),
-            t_sampler_options=_options(p.t_sampler_options),
-            sampler_options=_options(p.sampler_options))
+        return GaussianDiffusion.from_config(cfg.process)
 
     def evaluate(self, batch: dict, samples: Tensor, cfg: DictConfig) -> dict[str, float]:
         """Metrics of `samples` [B, 2] generated for `batch` (its "x0" are held-out points, its
