@@ -12,7 +12,7 @@ from diffusekit.core import cli
 from diffusekit.domains.audio.corpus import load_wav
 from diffusekit.domains.audio.data import corpus_dir
 
-from conftest import tiny_overrides
+from audio_settings import tiny_overrides
 
 
 def _run(capsys, *args):

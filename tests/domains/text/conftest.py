@@ -12,6 +12,8 @@ import pytest
 from diffusekit.core import cli
 from diffusekit.core import config as configuration
 
+from text_settings import TINY
+
 VERSES = [
     "Shall I compare thee to a summer's day?\nThou art more lovely and more temperate:\n"
     "Rough winds do shake the darling buds of May,\nAnd summer's lease hath all too short a date;\n",
@@ -23,10 +25,6 @@ VERSES = [
     "Each changing place with that which goes before,\nIn sequent toil all forwards do contend.\n",
 ]
 
-TINY = ["model.hidden=16", "model.layers=1", "model.heads=2", "model.intermediate=32",
-        "data.seq_len=32", "data.batch_size=4", "data.test_works=[work_3]",
-        "data.val_works=[work_2]", "trainer.progress_bar=false", "sample.steps=4",
-        "process.steps=4", "sample.batch_size=4", "optim.warmup_steps=1"]
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import TINY
+from text_settings import TINY
 
 
 def _only_run(root: Path) -> Path:
