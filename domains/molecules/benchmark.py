@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     test = datamodule.splits["test"]
     data_row = molecule_metrics([test.structure(k) for k in range(len(test))], train_smiles)
 
-    started = time.time()
+    started, load_start = time.time(), os.getloadavg()[0]
     network, process, run_cfg, run_path = _model(domain, cfg)
     train_seconds = time.time() - started
     sizes = draw_sizes(datamodule.atom_count_histogram(), n_samples, int(b.seed))
@@ -108,6 +109,10 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                     metrics[f"{name}_{key}"] = scores.get(name)
                 metrics[f"seconds_{key}"] = round(seconds, 1)
                 rows.append([sampler, steps] + [scores.get(m) for m in METRICS] + [seconds])
+    # the machine may be shared: the 1-minute load average says how busy it was around the run
+    metrics.update(total_seconds=round(time.time() - started, 1),
+                   load_average_start=round(load_start, 2),
+                   load_average_end=round(os.getloadavg()[0], 2))
     _write(cfg, metrics, rows, data_row, samplers)
     return metrics
 
@@ -123,7 +128,10 @@ def _write(cfg: DictConfig, metrics: dict, rows: list, data_row: dict, samplers:
                    + [v.get(m) for m in METRICS] + [None] for k, v in BASELINES.items()]
     body = (f"Model: EGNN {metrics['network']}, {metrics['train_steps']} training steps "
             f"({metrics['train_seconds']} s incl. start-up), {metrics['n_samples']} molecules per "
-            f"setting, sizes from the training histogram, {metrics['threads']} torch threads.\n\n"
+            f"setting, sizes from the training histogram, {metrics['threads']} torch threads; "
+            f"{metrics['total_seconds']} s in all, 1-minute load average "
+            f"{metrics['load_average_start']} at the start and {metrics['load_average_end']} at "
+            f"the end (a shared machine is slower than an idle one).\n\n"
             + results_io.markdown_table(headers, table_rows + rows, digits=4)
             + "\n![metrics per sampler and step count](" + f"{name}.png)\n")
     results_io.write_results(record, body)
