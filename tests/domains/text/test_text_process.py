@@ -41,6 +41,38 @@ def test_bound_of_the_exact_marginal_model_equals_its_entropy():
     assert exact_ar == pytest.approx(ENTROPY_BITS, rel=0.005)  # the exact NLL has little noise
 
 
+@pytest.mark.parametrize("schedule", ["loglinear", "linear", "cosine"])
+def test_bound_of_a_uniform_model_is_log2_of_the_vocabulary(schedule):
+    """Uniform logits cost log V per masked token whatever z_t is, so E[NELBO] = log2 V bits per
+    token (times 1 - eps = 0.999 for the log-linear schedule, whose alpha(1) = eps). The weight
+    -alpha'/(1 - alpha) times the masked share 1 - alpha must integrate to alpha(0) - alpha(1)."""
+    proc = MaskedTextProcess(MaskedDiffusion(V, V, schedule))
+    uniform = exact_marginal_logits(torch.full((V,), 1.0 / V, dtype=torch.float64), L)
+    bpc = metrics.diffusion_bits_per_char(uniform, proc, iid_batches(8, 256), repeats=2)
+    assert bpc == pytest.approx(math.log2(V), rel=0.01)
+
+
+def test_denoiser_is_bidirectional_time_free_and_the_size_of_the_baseline():
+    """The denoiser sees the whole sequence (a later token changes an earlier logit), ignores t
+    (which keeps the sampler's cache exact), and has the baseline's parameter count (within 1%)
+    at the domain's sizes."""
+    from diffusekit.domains.text.network import parameter_count
+
+    torch.manual_seed(0)
+    net = BidirectionalDenoiser(V, L, hidden=16, layers=1, heads=2, intermediate=32).eval()
+    z = torch.randint(0, V + 1, (2, L))
+    later = z.clone()
+    later[:, -1] = (z[:, -1] + 1) % (V + 1)
+    with torch.no_grad():
+        out = net(z, torch.tensor([0.1, 0.9]))
+        assert out.shape == (2, L, V)
+        assert torch.equal(out, net(z, torch.tensor([0.7, 0.2])))
+        assert not torch.allclose(out[:, 0], net(later, torch.tensor([0.1, 0.9]))[:, 0])
+    sizes = dict(hidden=128, layers=4, heads=4, intermediate=512)
+    mdlm, ar = BidirectionalDenoiser(96, 64, **sizes), CausalBaseline(96, 64, **sizes)
+    assert parameter_count(mdlm) == pytest.approx(parameter_count(ar), rel=0.01)
+
+
 def test_bits_per_char_counts_characters_not_tokens():
     nats = torch.tensor([math.log(2.0), math.log(2.0)])  # one bit per token
     assert metrics.bits_per_char(nats, 10, torch.tensor([20.0, 20.0])) == pytest.approx(0.5)
