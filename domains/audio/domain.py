@@ -4,7 +4,7 @@
 
     build_datamodule(cfg) -> data.AudioDataModule   batches {"x0", "cond": {"noisy"}, waves, length}
     build_network(cfg)    -> network.MelUNet        net(x_in, c_noise, noisy=...) -> [B, 1, M, T]
-    process(cfg)          -> Enhancer(process)      GaussianDiffusion (objective "diffusion") or
+    process(cfg)          -> Enhancer(process)      diffusion.MelDiffusion (objective "diffusion") or
                                                     the one-step RegressionProcess ("regression")
     evaluate(batch, samples, cfg)     SI-SDR, PESQ-WB, ESTOI, log-mel L1 of the enhanced speech, of
                                       the noisy input and of spectral subtraction, side by side
@@ -28,18 +28,18 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from diffusekit.core.process import GaussianDiffusion
 from diffusekit.core.registry import Registry
 from diffusekit.domains.audio.baselines import RegressionProcess, spectral_subtraction
+from diffusekit.domains.audio.diffusion import MelDiffusion
 from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.domains.audio.metrics import nanmean, score_all
 from diffusekit.domains.audio.network import MelUNet
 from diffusekit.plugins import Domain
 
 
-def diffusion_process(cfg: DictConfig) -> GaussianDiffusion:
-    """The engine's Gaussian process from the `process` section."""
-    return GaussianDiffusion.from_config(cfg.process)
+def diffusion_process(cfg: DictConfig) -> MelDiffusion:
+    """The conditional mel diffusion (the engine's Gaussian process inside) from `process`."""
+    return MelDiffusion.from_config(cfg.process)
 
 
 # model.objective -> factory(cfg) -> process with training_loss / generate
