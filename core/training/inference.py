@@ -4,9 +4,10 @@
     paths = sample_run(domain, run, sampler="dpmpp_2m", steps=20, n=16)
     metrics = evaluate_run(domain, run)                      # also merged into metrics.json
 
-Both generate for real examples of the domain's data (their shapes, conditioning and masks): the
-test split when the data module has one, else the validation split. Progress is a tqdm bar over
-sampler steps. Nothing here needs Lightning's Trainer.
+Both generate for examples of the domain's data (their shapes, conditioning and masks): the
+predict split when the data module has one (Lightning's `predict_dataloader`: what to generate
+for, e.g. molecule sizes drawn from the training set), else the test split, else the validation
+split. Progress is a tqdm bar over sampler steps. Nothing here needs Lightning's Trainer.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ def load_run(domain: Any, run: RunDir) -> tuple[torch.nn.Module, Any, DictConfig
     return network.eval().requires_grad_(False), domain.process(cfg), cfg
 
 
-def example_batches(datamodule: Any, n: int, splits: tuple[str, ...] = ("test", "validate"),
-                    ) -> Iterator[dict]:
+def example_batches(datamodule: Any, n: int,
+                    splits: tuple[str, ...] = ("predict", "test", "validate")) -> Iterator[dict]:
     """Batches of the first split the data module provides, cut so that `n` examples come out
     in all. `DataError` when it yields nothing."""
     for split in splits:
-        loader_name = {"test": "test_dataloader", "validate": "val_dataloader"}[split]
+        loader_name = {"predict": "predict_dataloader", "test": "test_dataloader",
+                       "validate": "val_dataloader"}[split]
         try:
             datamodule.setup(split)
             loader = getattr(datamodule, loader_name)()
