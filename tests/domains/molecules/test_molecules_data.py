@@ -91,3 +91,18 @@ def test_missing_qm9_cache_is_a_data_error(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFUSEKIT_CACHE", str(tmp_path))
     with pytest.raises(DataError, match="toolkit prepare --domain molecules"):
         MoleculeDataModule("qm9").setup()
+
+
+def test_predict_batches_draw_sizes_from_the_training_histogram(molecule_folder):
+    dm = MoleculeDataModule(str(molecule_folder), batch_size=50, max_atoms=20, seed=0)
+    hist = dm.atom_count_histogram()
+    batches = iter(dm.predict_dataloader())
+    sizes = torch.cat([next(batches)["mask"].sum(1) for _ in range(40)])  # 2000 molecules
+    assert set(sizes.tolist()) == set(np.nonzero(hist)[0].tolist())  # training sizes only
+    drawn = np.bincount(sizes.numpy(), minlength=len(hist)) / len(sizes)
+    np.testing.assert_allclose(drawn, hist / hist.sum(), atol=0.03)
+    first = next(iter(dm.predict_dataloader()))
+    again = next(iter(dm.predict_dataloader()))
+    assert torch.equal(first["mask"], again["mask"])  # seeded by data.seed
+    assert first["x0"].shape == (50, 20, 9) and (first["x0"] == 0).all()
+    assert first["cond"]["node_mask"] is first["mask"]
