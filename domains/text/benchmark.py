@@ -153,6 +153,9 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     m: dict[str, Any] = {
         "train_steps": steps, "test_chunks": sum(len(x["x0"]) for x in batches),
         "seq_len": int(cfg.data.seq_len), "tokenizer": str(cfg.tokenizer.kind),
+        "mask_draws": proc.mask_draws, "denoiser": type(net.model).__name__,
+        "baseline": type(ar_net.model).__name__, "lr": float(cfg.optim.lr),
+        "warmup_steps": int(cfg.optim.warmup_steps), "batch_size": int(cfg.data.batch_size),
         "params_mdlm": parameter_count(net), "params_ar": parameter_count(ar_net),
         "train_seconds_mdlm": round(mdlm_s, 1), "train_seconds_ar": round(ar_s, 1),
         "bpc_mdlm_bound": bpc_mdlm, "bpc_ar": bpc_ar,
@@ -224,9 +227,12 @@ def write_results(m: dict[str, Any], cfg: DictConfig, texts: dict[str, list[str]
             ["generative perplexity of own samples", m[f"gen_ppl_{steps[-1]}"],
              m["gen_ppl_ar_samples"]],
             ["sample entropy (bits)", m[f"entropy_{steps[-1]}"], m["entropy_ar_samples"]]]
-    body = [f"{m['train_steps']} training steps each, {m['seq_len']}-token chunks "
-            f"({m['tokenizer']} tokenizer), {m['test_chunks']} held-out test chunks "
-            f"(works: {', '.join(cfg.data.test_works)}).", "",
+    body = [f"{m['train_steps']} training steps each of {m['batch_size']} x {m['seq_len']}-token "
+            f"chunks ({m['tokenizer']} tokenizer; AdamW lr {m['lr']:g}, {m['warmup_steps']} warm-up "
+            f"steps, both), {m['test_chunks']} held-out test chunks "
+            f"(works: {', '.join(cfg.data.test_works)}). Denoiser {m['denoiser']}, baseline "
+            f"{m['baseline']}; the MDLM loss averages {m['mask_draws']} (t, z_t) draws per "
+            "training sequence (same tokens and steps, that many times the network work).", "",
             results_io.markdown_table(["", "MDLM (diffusion)", "AR baseline"], rows, digits=4), "",
             f"Bound gap: **{m['bound_gap_percent']:.1f}%** (target <= {BOUND_TARGET_PERCENT:.0f}%: "
             f"{'met' if m['bound_target_met'] else 'not met'}).", "",

@@ -73,6 +73,33 @@ def test_denoiser_is_bidirectional_time_free_and_the_size_of_the_baseline():
     assert parameter_count(mdlm) == pytest.approx(parameter_count(ar), rel=0.01)
 
 
+def test_mask_draws_average_estimates_of_the_same_bound():
+    """K draws per sequence: one loss per sequence, the same expectation (the uniform model's
+    log V, exactly), about 1/K of the variance, each sequence's times spread over K strata."""
+    uniform = exact_marginal_logits(torch.full((V,), 1.0 / V, dtype=torch.float64), L)
+    seen = []
+
+    def recording(z, t):
+        seen.append(t)
+        return uniform(z, t)
+
+    x0 = iid_batches(1, 512)[0]
+    spread = {}
+    for draws in (1, 4):
+        proc = MaskedTextProcess(MaskedDiffusion(V, V, "linear"), mask_draws=draws)
+        losses = torch.stack([proc.training_loss(recording, x0, torch.Generator().manual_seed(s))
+                              for s in range(8)])  # [8, B]
+        assert losses.shape == (8, 512)
+        assert float(losses.mean()) == pytest.approx(math.log(V), rel=0.02)
+        spread[draws] = float(losses.var())
+    assert spread[4] < 0.4 * spread[1]
+    times = seen[-1].view(4, 512)  # the last call: K B times, copies stacked draw by draw
+    gaps = times.sort(dim=0).values.diff(dim=0)  # one sequence's 4 times lie 1/4 apart
+    assert torch.allclose(gaps, torch.full_like(gaps, 0.25 * (1 - 1e-4)), atol=1e-5)
+    with pytest.raises(ConfigError, match="mask_draws"):
+        MaskedTextProcess(MaskedDiffusion(V, V), mask_draws=0)
+
+
 def test_bits_per_char_counts_characters_not_tokens():
     nats = torch.tensor([math.log(2.0), math.log(2.0)])  # one bit per token
     assert metrics.bits_per_char(nats, 10, torch.tensor([20.0, 20.0])) == pytest.approx(0.5)
