@@ -196,32 +196,67 @@ class Denoiser(nn.Module):
         self.noise_input = NOISE_INPUTS.get(noise_input) if isinstance(noise_input, str) else noise_input
         self._prepared: dict[int, tuple] = {}
 
-    def prepare_times(self, times: Sequence[Tensor], stacked: Tensor | None = None
+    def prepare_times(self, times: Sequence[Tensor], stacked: Tensor | None = None, *,
+                      alpha_sigma: tuple[Tensor, Tensor] | None = None, batch: int | None = None
                       ) -> Callable[..., Tensor]:
         """Evaluate the x0 coefficients (a, b), c_noise and the input scale for every 0-dim time
-        tensor in `times` at once (`stacked`: the same times as one [n] tensor, if the caller
-        has it); later calls with one of these very tensors skip the schedule.
+        tensor in `times` at once; later calls with one of these very tensors skip the schedule.
+
+        stacked:     the same times as one [n] tensor, if the caller has it.
+        alpha_sigma: ([n], [n]) alpha(t), sigma(t) at those times, if the caller has evaluated
+                     the schedule already (a sampler's grid); any dtype and device.
+        batch:       the batch size B of the states to come: c_noise is then expanded to [B]
+                     here, once per time, instead of at every call.
 
         Each call replaces the previous table (a sampling run prepares its whole grid once).
         Entries are keyed by identity and hold a reference to their tensor (so an id cannot be
         reused while cached) and its version counter (an in-place change invalidates it); any
         other time simply takes the ordinary path.
 
-        Returns the callable a sampling loop should use: `self.forward` when no module hooks
-        are registered on this denoiser (skipping nn.Module's call machinery, a few
-        microseconds per step), else `self`.
+        Returns the callable a sampling loop should use: with no module hooks registered on this
+        denoiser, a closure over the table and the network that does exactly what `forward`
+        does for a prepared time (skipping nn.Module's call machinery and attribute lookups, a
+        few microseconds per step); with hooks, `self`, so that they fire.
         """
-        entry_point = self if (self._forward_hooks or self._forward_pre_hooks) else self.forward
-        if len(times) == 0:
-            self.__dict__["_prepared"] = {}
-            return entry_point
-        t = torch.stack(list(times)) if stacked is None else stacked
-        columns = [[None] * len(times) if c is None else c.to(t.dtype).unbind(0)
-                   for c in self._coefficients_at(t)]
+        table: dict[int, list] = {}
+        if len(times) > 0:
+            t = torch.stack(list(times)) if stacked is None else stacked
+            alpha, sigma = self.schedule.alpha_sigma(t) if alpha_sigma is None else alpha_sigma
+            a, b = self.prediction.x0_coefficients(alpha, sigma)
+            per_time = [a, b]
+            if self.prediction.scales_input:
+                per_time.append(self.prediction.input_scale(alpha, sigma))
+            # one conversion for all coefficient columns, then one unbind per column
+            columns = torch.stack([c.to(torch.float64) for c in per_time])
+            columns = columns.to(device=t.device, dtype=t.dtype).unbind(0)
+            a_col, b_col = columns[0].unbind(0), columns[1].unbind(0)
+            s_col = columns[2].unbind(0) if len(columns) > 2 else [None] * len(times)
+            c_noise = self.noise_input(t, self.schedule).to(t.dtype)
+            expanded = [None] * len(times)
+            if batch is not None:
+                expanded = c_noise[:, None].expand(len(times), batch).unbind(0)  # [B] views
+            # entry: [t_i, its version, a_i, b_i, c_noise_i, scale_i, c_noise_i expanded to B]
+            table = {id(ti): [ti, ti._version, a_i, b_i, c_i, s_i, e_i] for ti, a_i, b_i, c_i, s_i, e_i
+                     in zip(times, a_col, b_col, c_noise.unbind(0), s_col, expanded)}
         # a plain attribute: nn.Module.__setattr__ would cost more than the whole lookup saves
-        self.__dict__["_prepared"] = {id(ti): (ti, ti._version, a_i, b_i, c_i, s_i)
-                                      for ti, a_i, b_i, c_i, s_i in zip(times, *columns)}
-        return entry_point
+        self.__dict__["_prepared"] = table
+        if self._forward_hooks or self._forward_pre_hooks:
+            return self
+        net, forward = self.net, self.forward
+
+        def prepared_denoiser(x: Tensor, t: Tensor, **cond) -> Tensor:
+            """D(x, t, **cond) for a prepared grid time t (else `forward`): x: [B, ...]."""
+            entry = table.get(id(t))
+            if entry is None or entry[0] is not t or entry[1] != t._version:
+                return forward(x, t, **cond)
+            c_noise = entry[6]
+            if c_noise is None or c_noise.shape[0] != x.shape[0] or c_noise.dtype != x.dtype:
+                c_noise = entry[6] = entry[4].to(x.dtype).expand(x.shape[0])
+            scale = entry[5]
+            out = net(x if scale is None else x * scale, c_noise, **cond)
+            return (entry[2] * x).addcmul_(entry[3], out)  # x0_hat = a x + b out
+
+        return prepared_denoiser
 
     def _coefficients_at(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """(a, b, c_noise, input scale or None) at times t (any shape): x0_hat = a x + b out."""
@@ -241,7 +276,7 @@ class Denoiser(nn.Module):
         entry = self._prepared.get(id(t))
         if entry is not None and entry[0] is t and entry[1] == t._version:
             # a prepared grid time (this very tensor, unchanged): 0-dim coefficients
-            _, _, a, b, c_noise, scale = entry
+            _, _, a, b, c_noise, scale, _ = entry
             if c_noise.dtype != x.dtype:
                 c_noise = c_noise.to(x.dtype)
             c_noise = c_noise.expand(x.shape[0])
@@ -250,7 +285,7 @@ class Denoiser(nn.Module):
             a, b, c_noise = broadcast_to(a, x), broadcast_to(b, x), c_noise.to(x.dtype)
             scale = None if scale is None else broadcast_to(scale, x)
         out = self.net(x if scale is None else x * scale, c_noise, **cond)
-        return torch.addcmul(a * x, b, out)  # x0_hat = a x + b out
+        return (a * x).addcmul_(b, out)  # x0_hat = a x + b out
 
     def target(self, x0: Tensor, eps: Tensor, t: Tensor | float) -> Tensor:
         """The raw network's regression target for data x0 and noise eps at time t."""

@@ -141,13 +141,13 @@ def _multistep_loop(
     for i, (cx, w0, w1, w2, cz) in enumerate(rows):
         denoised = denoiser(x, times[i], **cond)
         order = co.orders[i]
-        x = torch.addcmul(cx * x, w0, denoised)  # x_s = (sigma_s/sigma_t) e^{-eta h} x_t + alpha_s phi_1 m_0 ...
+        x = (cx * x).addcmul_(w0, denoised)  # x_s = (sigma_s/sigma_t) e^{-eta h} x_t + alpha_s phi_1 m_0 ...
         if order >= 2:
-            x = x + w1 * m_1  # ... + the first divided difference (2M / 3M)
+            x.addcmul_(w1, m_1)  # ... + the first divided difference (2M / 3M)
         if order >= 3:
-            x = x + w2 * m_2  # ... + the second divided difference (3M)
+            x.addcmul_(w2, m_2)  # ... + the second divided difference (3M)
         if noisy[i]:
-            x = x + cz * space.randn_like(x, generator)  # SDE: sigma_s sqrt(1 - e^{-2 eta h}) z
+            x.addcmul_(cz, space.randn_like(x, generator))  # SDE: sigma_s sqrt(1 - e^{-2 eta h}) z
         x = space.project(x)
         m_2, m_1 = m_1, denoised
         if callback is not None:

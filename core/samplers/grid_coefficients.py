@@ -87,15 +87,18 @@ class Grid:
         t = torch.as_tensor(ts).detach().to(device="cpu", dtype=torch.float64)
         if t.dim() != 1 or t.shape[0] < 2:
             raise ValueError(f"ts must be a 1-D grid of at least 2 times, got shape {tuple(t.shape)}")
-        if not bool((t[1:] < t[:-1]).all()) or bool(t[-1] != 0):
+        if not bool(((t[1:] < t[:-1]).all()) & (t[-1] == 0)):
             raise ValueError("ts must be strictly descending and end at t = 0 (use schedules.time_grid)")
         alpha, sigma = schedule.alpha_sigma(t)
-        alpha, sigma = alpha.to(torch.float64).clone(), sigma.to(torch.float64).clone()
-        alpha[-1], sigma[-1] = 1.0, 0.0  # t = 0 is the data itself: x_0 = x0, for every schedule
+        # t = 0 is the data itself: x_0 = x0, for every schedule (alpha = 1, sigma = 0 there)
+        alpha = torch.cat([alpha[:-1].to(torch.float64), torch.ones(1, dtype=torch.float64)])
+        sigma = torch.cat([sigma[:-1].to(torch.float64), torch.zeros(1, dtype=torch.float64)])
         lam = torch.log(alpha) - torch.log(sigma)  # log(0) = -inf at zero SNR; +inf at t = 0
-        if not bool((sigma[:-1] > 0).all()) or bool(torch.isnan(lam).any()):
+        valid, zero_snr_start = torch.stack([(sigma[:-1] > 0).all() & ~torch.isnan(lam).any(),
+                                             alpha[0] <= 0]).tolist()  # one host read
+        if not valid:
             raise ValueError("the schedule must have sigma(t) > 0 for t > 0 on the grid")
-        return cls(t=t, alpha=alpha, sigma=sigma, lam=lam, zero_snr_start=bool(alpha[0] <= 0))
+        return cls(t=t, alpha=alpha, sigma=sigma, lam=lam, zero_snr_start=zero_snr_start)
 
     def stacked_times(self, like: Tensor) -> Tensor:
         """[n + 1] times in the compute dtype on like's device."""
@@ -108,22 +111,26 @@ class Grid:
 
     def times_for(self, like: Tensor, denoiser: Callable[..., Tensor]
                   ) -> tuple[list[Tensor], Callable[..., Tensor]]:
-        """`times(like)`, handed to the denoiser once (`prepare_denoiser`), and the callable
-        the loop should call (see there). For samplers that pass D only grid times."""
+        """`times(like)`, handed to the denoiser once (`prepare_denoiser`) together with the
+        schedule values the grid already holds, and the callable the loop should use (see
+        there). For samplers that pass D only grid times. The final time t = 0 is not
+        prepared: no sampler evaluates D there (and the grid's alpha, sigma are the data's)."""
         stacked = self.stacked_times(like)
         times = list(stacked.unbind(0))
-        return times, prepare_denoiser(denoiser, times, stacked)
+        return times, prepare_denoiser(denoiser, times[:-1], stacked[:-1],
+                                       alpha_sigma=(self.alpha[:-1], self.sigma[:-1]), batch=like.shape[0])
 
 
 def prepare_denoiser(denoiser: Callable[..., Tensor], times: Sequence[Tensor],
-                     stacked: Tensor | None = None) -> Callable[..., Tensor]:
+                     stacked: Tensor | None = None, **known: Any) -> Callable[..., Tensor]:
     """Hand the 0-dim times a loop will pass to a denoiser that can precompute for them
-    (`prepare_times`, see `Denoiser`; `stacked`: the same times as one tensor, if at hand),
-    and return the callable the loop should use: what `prepare_times` returns (the denoiser
-    itself or an equivalent cheaper entry point), or the denoiser unchanged."""
+    (`prepare_times`, see `Denoiser`; `stacked`: the same times as one tensor, if at hand;
+    `known`: what the caller has computed already, `alpha_sigma` and `batch`), and return the
+    callable the loop should use: what `prepare_times` returns (the denoiser itself or an
+    equivalent cheaper entry point), or the denoiser unchanged."""
     prepare = getattr(denoiser, "prepare_times", None)
     if callable(prepare):
-        return prepare(times, stacked) or denoiser
+        return prepare(times, stacked, **known) or denoiser
     return denoiser
 
 
@@ -171,9 +178,9 @@ def run_first_order(
     noisy = host_flags(c_z != 0)
     for i, (cx, cd, cz) in enumerate(rows):
         denoised = denoiser(x, times[i], **cond)
-        x = torch.addcmul(cx * x, cd, denoised)  # the step's deterministic part: cx x + cd D
+        x = (cx * x).addcmul_(cd, denoised)  # the step's deterministic part: cx x + cd D
         if noisy[i]:
-            x = x + cz * space.randn_like(x, generator)  # its fresh noise
+            x.addcmul_(cz, space.randn_like(x, generator))  # its fresh noise
         x = space.project(x)
         if callback is not None:
             callback({"i": i, "t": times[i], "t_next": times[i + 1], "x": x, "denoised": denoised})

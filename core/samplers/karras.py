@@ -137,32 +137,32 @@ def _karras_loop(
     e_p = -k * a1 / s1
     # Alg. 2 line 9: correct unless the step ends at sigma = 0; also skip at an infinite s^.
     correct = (torch.arange(grid.n) < grid.n - 1) & (a0 > 0) & torch.tensor(second_order)
-
-    def where_correct(c: Tensor) -> Tensor:
-        return finite_or_zero(torch.where(correct, c, torch.zeros_like(c)))
-
-    rows = step_rows([c_x, c_d, where_correct(e_x), where_correct(e_d), where_correct(e_p)], noise)
+    corrector = torch.stack([e_x, e_d, e_p])
+    corrector = finite_or_zero(torch.where(correct, corrector, torch.zeros_like(corrector)))
+    rows = step_rows([c_x, c_d, *corrector], noise)
     do_correct = host_flags(correct)
     churn_rows: list = [None] * grid.n
-    if any(hat.active):
+    active = hat.active
+    if any(active):
         churn_rows = step_rows([hat.c_keep, hat.c_noise], noise)
         t_hat = list(hat.t_hat.to(device=noise.device, dtype=compute_dtype(noise.dtype)).unbind(0))
         times = grid.times(noise)
-        denoiser = prepare_denoiser(denoiser, t_hat + times)  # every time D will see, at once
+        # every time D will see, at once
+        denoiser = prepare_denoiser(denoiser, t_hat + times, batch=noise.shape[0])
     else:  # no churn: each step starts at its grid time
         times, denoiser = grid.times_for(noise, denoiser)
         t_hat = times[:-1]
 
     x = start_state(noise, grid, space)
     for i, (cx, cd, ex, ed, ep) in enumerate(rows):
-        if hat.active[i]:
+        if active[i]:
             ckeep, cnoise = churn_rows[i]
             x = space.project(ckeep * x + cnoise * space.randn_like(x, generator))  # line 6
         denoised = denoiser(x, t_hat[i], **cond)
-        x_next = space.project(torch.addcmul(cx * x, cd, denoised))  # Euler step, line 8
+        x_next = space.project((cx * x).addcmul_(cd, denoised))  # Euler step, line 8
         if do_correct[i]:
             denoised_next = denoiser(x_next, times[i + 1], **cond)
-            x_next = torch.addcmul(torch.addcmul(ex * x, ed, denoised), ep, denoised_next)
+            x_next = (ex * x).addcmul_(ed, denoised).addcmul_(ep, denoised_next)
             x_next = space.project(x_next)  # trapezoid, line 11: e_x x + e_d D + e_p D'
         x = x_next
         if callback is not None:
