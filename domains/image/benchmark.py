@@ -118,6 +118,10 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
         "train_loss": sum(losses[-100:]) / len(losses[-100:]),
         "regression_train_loss": sum(regression_losses[-100:]) / len(regression_losses[-100:]),
         "torch_threads": torch.get_num_threads(),
+        "network": OmegaConf.to_container(cfg.network),
+        "process": {k: cfg.process[k] for k in ("prediction", "weighting", "t_sampler", "schedule")},
+        "batch_size": int(cfg.data.batch_size), "patch_size": int(cfg.data.patch_size),
+        "lr": float(cfg.optim.lr), "warmup_steps": int(cfg.optim.warmup_steps),
         "test_images": names, "test_crop": crop,
         "test_pixels": [list(batch["x0"].shape[-2:]) for batch in test],
     }

@@ -4,7 +4,7 @@
 --domain image`), sampling, checkpoints and the command line come from the toolkit:
 
     build_datamodule(cfg)  -> data.SRDataModule     {"x0": HR, "cond": {"low_res": LR}}
-    build_network(cfg)     -> network.SRUNet        net(x_in, c_noise, upsampled=up_s(LR))
+    build_network(cfg)     -> network.LRSRNet / SRUNet  net(x_in, c_noise, upsampled=up_s(LR))
     process(cfg)           -> processes.ResidualDiffusion (or Regression, `process.kind`)
     evaluate(batch, samples, cfg)      PSNR-Y, SSIM-Y, consistency of the samples, of bicubic,
                                        and of a regression run when `evaluate.regression_run` is set
@@ -25,7 +25,7 @@ from diffusekit.core.process import GaussianDiffusion
 from diffusekit.domains.image.degradation import Degradation
 from diffusekit.domains.image.figures import comparison_grid, save_png
 from diffusekit.domains.image.metrics import image_metrics
-from diffusekit.domains.image.network import SRUNet
+from diffusekit.domains.image.network import NETWORKS
 from diffusekit.domains.image.processes import PROCESSES, SRSamples
 from diffusekit.plugins import Domain
 
@@ -50,10 +50,10 @@ class ImageDomain(Domain):
 
         return SRDataModule.from_config(cfg, degradation_of(cfg))
 
-    def build_network(self, cfg: DictConfig) -> SRUNet:
-        n = cfg.network
-        return SRUNet(channels=int(n.channels), mults=tuple(int(m) for m in n.mults),
-                      blocks=int(n.blocks), dropout=float(n.dropout))
+    def build_network(self, cfg: DictConfig) -> torch.nn.Module:
+        """The denoiser `network.kind` names (network.NETWORKS: unet | lr)."""
+        return NETWORKS.get(str(cfg.network.get("kind", "unet")))(cfg.network,
+                                                                   int(cfg.degradation.scale))
 
     def process(self, cfg: DictConfig) -> Any:
         p = cfg.process

@@ -84,7 +84,8 @@ class _SRBase:
         return x.clamp(-1.0, 1.0)
 
     def tiled(self, network: Callable[..., Tensor]) -> TiledNetwork:
-        return TiledNetwork(network, self.tile, self.tile_overlap, self.batch_tiles)
+        return TiledNetwork(network, self.tile, self.tile_overlap, self.batch_tiles,
+                            align=self.degradation.scale)
 
     def finish(self, out: Tensor, batch: dict, low_res: Tensor, upsampled: Tensor,
                back_projection: int | None = None) -> SRSamples:

@@ -24,16 +24,18 @@ import torch
 from torch import Tensor, nn
 
 
-def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+def tile_starts(size: int, tile: int, overlap: int, align: int = 1) -> list[int]:
     """Start offsets of tiles of length `tile` covering [0, size) with at least `overlap` shared
-    pixels between neighbours; the last tile ends at `size`. One tile when size <= tile."""
-    if tile <= overlap:
-        raise ValueError(f"tile ({tile}) must be larger than its overlap ({overlap})")
+    pixels between neighbours; the last tile ends at `size`. One tile when size <= tile.
+    Every start but the last is a multiple of `align` (the last too when size - tile is), so a
+    network that works on an s x s pixel grid (pixel-unshuffle) sees the image's own grid."""
+    if tile <= overlap + align - 1:
+        raise ValueError(f"tile ({tile}) must be larger than its overlap ({overlap}) + align - 1")
     if size <= tile:
         return [0]
-    n = math.ceil((size - overlap) / (tile - overlap))
+    n = math.ceil((size - overlap - align + 1) / (tile - overlap - align + 1))
     stride = (size - tile) / (n - 1)
-    return [int(round(i * stride)) for i in range(n)]
+    return [align * (int(round(i * stride)) // align) for i in range(n - 1)] + [size - tile]
 
 
 def window(tile_h: int, tile_w: int, floor: float = 1e-2, device=None, dtype=None) -> Tensor:
@@ -52,21 +54,22 @@ class TiledNetwork(nn.Module):
               every conditioning tensor with x_in's height and width is tiled with it.
     tile:     tile side in pixels (None or 0: no tiling); overlap: pixels shared by neighbours.
     batch_tiles: tiles per network call (bounds the memory).
+    align:    tile offsets are multiples of this (the SR scale: see `tile_starts`).
     """
 
     def __init__(self, network: nn.Module, tile: int | None, overlap: int = 16,
-                 batch_tiles: int = 4, floor: float = 1e-2) -> None:
+                 batch_tiles: int = 4, floor: float = 1e-2, align: int = 1) -> None:
         super().__init__()
         self.network, self.tile, self.overlap = network, tile, overlap
-        self.batch_tiles, self.floor = max(1, batch_tiles), floor
+        self.batch_tiles, self.floor, self.align = max(1, batch_tiles), floor, align
 
     def forward(self, x_in: Tensor, c_noise: Tensor, **cond: Tensor) -> Tensor:
         b, _, h, w = x_in.shape
         if not self.tile or (h <= self.tile and w <= self.tile):
             return self.network(x_in, c_noise, **cond)
         th, tw = min(self.tile, h), min(self.tile, w)
-        boxes = [(i, j) for i in tile_starts(h, th, self.overlap)
-                 for j in tile_starts(w, tw, self.overlap)]
+        boxes = [(i, j) for i in tile_starts(h, th, self.overlap, self.align)
+                 for j in tile_starts(w, tw, self.overlap, self.align)]
         weight = window(th, tw, self.floor, x_in.device, x_in.dtype)
         c_noise = c_noise.reshape(-1).expand(b) if c_noise.numel() == 1 else c_noise
         spatial = {k: v for k, v in cond.items()
