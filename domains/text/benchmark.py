@@ -228,8 +228,8 @@ def write_results(m: dict[str, Any], cfg: DictConfig, texts: dict[str, list[str]
              m["gen_ppl_ar_samples"]],
             ["sample entropy (bits)", m[f"entropy_{steps[-1]}"], m["entropy_ar_samples"]]]
     body = [f"{m['train_steps']} training steps each of {m['batch_size']} x {m['seq_len']}-token "
-            f"chunks ({m['tokenizer']} tokenizer; AdamW lr {m['lr']:g}, {m['warmup_steps']} warm-up "
-            f"steps, both), {m['test_chunks']} held-out test chunks "
+            f"chunks ({m['tokenizer']} tokenizer; AdamW lr {m['lr']:g}, {m['warmup_steps']} "
+            f"warm-up steps, both), {m['test_chunks']} held-out test chunks "
             f"(works: {', '.join(cfg.data.test_works)}). Denoiser {m['denoiser']}, baseline "
             f"{m['baseline']}; the MDLM loss averages {m['mask_draws']} (t, z_t) draws per "
             "training sequence (same tokens and steps, that many times the network work).", "",

@@ -50,8 +50,8 @@ def _mdlm_process(cfg: DictConfig) -> MaskedTextProcess:
     p, vocab = cfg.process, tokenizer_vocab_size(cfg.tokenizer)
     diffusion = MaskedDiffusion(vocab, vocab, masking_schedules.get(str(p.schedule)),
                                 t_min=float(p.t_min))
-    return MaskedTextProcess(diffusion, generation_settings(cfg), mask_draws=int(p.get("mask_draws", 1)),
-                             steps=int(p.steps),
+    return MaskedTextProcess(diffusion, generation_settings(cfg),
+                             mask_draws=int(p.get("mask_draws", 1)), steps=int(p.steps),
                              temperature=float(p.temperature), top_p=float(p.top_p),
                              block_size=None if p.block_size is None else int(p.block_size),
                              context_size=None if p.context_size is None else int(p.context_size),

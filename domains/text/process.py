@@ -85,9 +85,9 @@ class MaskedTextProcess:
     sampler = "mdlm"
 
     def __init__(self, diffusion: MaskedDiffusion, generation: Generation = Generation(), *,
-                 mask_draws: int = 1, steps: int = 128, temperature: float = 1.0, top_p: float = 1.0,
-                 block_size: int | None = None, context_size: int | None = None,
-                 cache: bool = True) -> None:
+                 mask_draws: int = 1, steps: int = 128, temperature: float = 1.0,
+                 top_p: float = 1.0, block_size: int | None = None,
+                 context_size: int | None = None, cache: bool = True) -> None:
         if int(mask_draws) < 1:
             raise ConfigError(f"process.mask_draws must be a positive int, got {mask_draws!r}")
         self.diffusion, self.generation, self.mask_draws = diffusion, generation, int(mask_draws)
