@@ -56,7 +56,8 @@ def test_folder_skips_and_counts_unreadable_files(tmp_path, capsys):
     dm.setup()
     assert len(dm.splits["train"]) == 3 and len(dm.splits["test"]) == 1
     batch = next(iter(dm.train_dataloader()))
-    assert batch["x0"].shape == (8, 3, 32, 32) and batch["cond"]["low_res"].shape == (8, 3, 8, 8)
+    n = int(cfg.data.batch_size)
+    assert batch["x0"].shape == (n, 3, 32, 32) and batch["cond"]["low_res"].shape == (n, 3, 8, 8)
     assert -1.0 <= batch["x0"].min() and batch["x0"].max() <= 1.0
     test = next(iter(dm.test_dataloader()))
     assert test["x0"].shape == (1, 3, 48, 48)
