@@ -1,8 +1,8 @@
 """`toolkit benchmark --domain image [--quick]`: residual diffusion against bicubic and regression.
 
-1. Train the SR3 UNet as a residual diffusion model (`benchmark.train_steps` AdamW steps, plain
-   torch on the same data module and process the toolkit trains with), and the same network as a
-   one-step regression model (`benchmark.regression_steps`).
+1. Train the denoiser (`network.kind`) as a residual diffusion model (`benchmark.train_steps`
+   AdamW steps, plain torch on the same data module and process the toolkit trains with), and the
+   same network as a one-step regression model (`benchmark.regression_steps`).
 2. Super-resolve the held-out test images (whole, or centre crops of `benchmark.test_crop`) with
    every sampler of `benchmark.samplers` at every step count of `benchmark.steps` (same noise).
 3. Score PSNR-Y, SSIM-Y (border = scale) and consistency (`metrics.py`) of each, of bicubic and of

@@ -40,7 +40,7 @@ class ImageDomain(Domain):
     """x4 super-resolution of natural photographs (SR3-style residual diffusion)."""
 
     name = "image"
-    description = "x4 super-resolution of photographs: SR3-style residual diffusion (UNet)"
+    description = "x4 super-resolution of photographs: SR3-style residual diffusion (LR net or UNet)"
 
     def __init__(self) -> None:
         self._regression: tuple[str, Any, Any] | None = None  # (run path, network, process)

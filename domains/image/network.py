@@ -1,4 +1,6 @@
-"""The image domain's denoiser: an SR3-style conditional UNet (Saharia et al. 2021).
+"""The image domain's denoisers (`NETWORKS`, chosen by `network.kind`): an SR3-style conditional
+UNet at the high resolution (`unet`, Saharia et al. 2021) and a cheaper trunk at the low
+resolution (`lr`, `LRSRNet`, the default). Both take the same inputs and predict the same target.
 
 SR3 conditions a DDPM UNet (Ho et al. 2020) on the low-resolution image by upsampling it to the
 output size (bicubic) and concatenating it to the noisy input along the channels:
