@@ -137,12 +137,30 @@ PREDICTIONS.register("edm", EDMPreconditioning())
 
 # What the network receives as its noise level, c_noise: [B].
 NOISE_INPUTS: Registry[Callable[[Tensor, Schedule], Tensor]] = Registry("noise input")
-NOISE_INPUTS.register("t", lambda t, schedule: t)
-NOISE_INPUTS.register("t1000", lambda t, schedule: 1000.0 * t)
-NOISE_INPUTS.register("log_snr", lambda t, schedule: schedule.log_snr(t))
-NOISE_INPUTS.register(  # Karras et al. 2022, Table 1: c_noise = ln(sigma) / 4, in VE coordinates
-    "edm", lambda t, schedule: -schedule.log_snr(t) / 8.0
-)
+# (named functions, not lambdas, so that a Denoiser pickles)
+
+
+def _time(t: Tensor, schedule: Schedule) -> Tensor:
+    return t
+
+
+def _time_1000(t: Tensor, schedule: Schedule) -> Tensor:
+    return 1000.0 * t
+
+
+def _log_snr(t: Tensor, schedule: Schedule) -> Tensor:
+    return schedule.log_snr(t)
+
+
+def _edm_noise(t: Tensor, schedule: Schedule) -> Tensor:
+    """Karras et al. 2022, Table 1: c_noise = ln(sigma) / 4, in VE coordinates (ln s = -log_snr / 2)."""
+    return -schedule.log_snr(t) / 8.0
+
+
+NOISE_INPUTS.register("t", _time)
+NOISE_INPUTS.register("t1000", _time_1000)
+NOISE_INPUTS.register("log_snr", _log_snr)
+NOISE_INPUTS.register("edm", _edm_noise)
 
 
 def _train_step(t: Tensor, schedule: Schedule) -> Tensor:
@@ -197,31 +215,41 @@ class Denoiser(nn.Module):
         self._prepared: dict[int, tuple] = {}
 
     def prepare_times(self, times: Sequence[Tensor], stacked: Tensor | None = None, *,
-                      alpha_sigma: tuple[Tensor, Tensor] | None = None, batch: int | None = None
-                      ) -> Callable[..., Tensor]:
+                      alpha_sigma: tuple[Tensor, Tensor] | None = None, schedule: Schedule | None = None,
+                      batch: int | None = None) -> Callable[..., Tensor]:
         """Evaluate the x0 coefficients (a, b), c_noise and the input scale for every 0-dim time
         tensor in `times` at once; later calls with one of these very tensors skip the schedule.
 
         stacked:     the same times as one [n] tensor, if the caller has it.
-        alpha_sigma: ([n], [n]) alpha(t), sigma(t) at those times, if the caller has evaluated
-                     the schedule already (a sampler's grid); any dtype and device.
+        alpha_sigma: ([n], [n]) alpha(t), sigma(t) at those times under `schedule`, if the
+                     caller has evaluated it already (a sampler's grid); any dtype and device.
+                     Used only when `schedule` is this denoiser's own schedule.
         batch:       the batch size B of the states to come: c_noise is then expanded to [B]
                      here, once per time, instead of at every call.
 
-        Each call replaces the previous table (a sampling run prepares its whole grid once).
-        Entries are keyed by identity and hold a reference to their tensor (so an id cannot be
-        reused while cached) and its version counter (an in-place change invalidates it); any
-        other time simply takes the ordinary path.
+        Each call replaces the previous table (a sampling run prepares its whole grid once),
+        except that a call with the very list of times of the previous call (and the same
+        batch, network and parameterisation) keeps it: samplers hand out the same time tensors
+        for every run of an equal grid (`scalar_cache`). Entries are keyed by identity and hold
+        a reference to their tensor (so an id cannot be reused while cached) and its version
+        counter (an in-place change invalidates it); any other time takes the ordinary path.
 
         Returns the callable a sampling loop should use: with no module hooks registered on this
         denoiser, a closure over the table and the network that does exactly what `forward`
         does for a prepared time (skipping nn.Module's call machinery and attribute lookups, a
         few microseconds per step); with hooks, `self`, so that they fire.
         """
+        hooked = bool(self._forward_hooks or self._forward_pre_hooks)
+        kept = self.__dict__.get("_prepared_call")
+        if (kept is not None and not hooked and len(times) > 0 and kept[0] is times and kept[1] == batch
+                and kept[2] is self.net and kept[3] is self.prediction and kept[4] is self.noise_input):
+            return kept[5]
         table: dict[int, list] = {}
         if len(times) > 0:
             t = torch.stack(list(times)) if stacked is None else stacked
-            alpha, sigma = self.schedule.alpha_sigma(t) if alpha_sigma is None else alpha_sigma
+            if alpha_sigma is None or schedule is not self.schedule:
+                alpha_sigma = self.schedule.alpha_sigma(t)
+            alpha, sigma = alpha_sigma
             a, b = self.prediction.x0_coefficients(alpha, sigma)
             per_time = [a, b]
             if self.prediction.scales_input:
@@ -232,15 +260,18 @@ class Denoiser(nn.Module):
             a_col, b_col = columns[0].unbind(0), columns[1].unbind(0)
             s_col = columns[2].unbind(0) if len(columns) > 2 else [None] * len(times)
             c_noise = self.noise_input(t, self.schedule).to(t.dtype)
-            expanded = [None] * len(times)
-            if batch is not None:
-                expanded = c_noise[:, None].expand(len(times), batch).unbind(0)  # [B] views
-            # entry: [t_i, its version, a_i, b_i, c_noise_i, scale_i, c_noise_i expanded to B]
+            if batch is None:  # 0-dim per time; expanded to the batch at the first call
+                c_col, expanded = c_noise.unbind(0), [None] * len(times)
+            else:  # [B] views per time, made here (their element 0 stands for the 0-dim value)
+                c_col, expanded = [None] * len(times), c_noise[:, None].expand(len(times), batch).unbind(0)
+            # entry: [t_i, its version, a_i, b_i, c_noise_i (0-dim) or None, scale_i,
+            #         c_noise_i expanded to the batch]
             table = {id(ti): [ti, ti._version, a_i, b_i, c_i, s_i, e_i] for ti, a_i, b_i, c_i, s_i, e_i
-                     in zip(times, a_col, b_col, c_noise.unbind(0), s_col, expanded)}
-        # a plain attribute: nn.Module.__setattr__ would cost more than the whole lookup saves
+                     in zip(times, a_col, b_col, c_col, s_col, expanded)}
+        # plain attributes: nn.Module.__setattr__ would cost more than the whole lookup saves
         self.__dict__["_prepared"] = table
-        if self._forward_hooks or self._forward_pre_hooks:
+        self.__dict__["_prepared_call"] = None
+        if hooked:
             return self
         net, forward = self.net, self.forward
 
@@ -251,12 +282,20 @@ class Denoiser(nn.Module):
                 return forward(x, t, **cond)
             c_noise = entry[6]
             if c_noise is None or c_noise.shape[0] != x.shape[0] or c_noise.dtype != x.dtype:
-                c_noise = entry[6] = entry[4].to(x.dtype).expand(x.shape[0])
+                c_noise = _batch_noise_input(entry, x)
             scale = entry[5]
             out = net(x if scale is None else x * scale, c_noise, **cond)
             return (entry[2] * x).addcmul_(entry[3], out)  # x0_hat = a x + b out
 
+        self.__dict__["_prepared_call"] = (times, batch, net, self.prediction, self.noise_input,
+                                           prepared_denoiser)
         return prepared_denoiser
+
+    def __getstate__(self) -> dict:
+        """Pickle without the prepared table and its closure (they belong to one sampling run)."""
+        state = super().__getstate__()
+        state["_prepared"], state["_prepared_call"] = {}, None
+        return state
 
     def _coefficients_at(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """(a, b, c_noise, input scale or None) at times t (any shape): x0_hat = a x + b out."""
@@ -276,10 +315,9 @@ class Denoiser(nn.Module):
         entry = self._prepared.get(id(t))
         if entry is not None and entry[0] is t and entry[1] == t._version:
             # a prepared grid time (this very tensor, unchanged): 0-dim coefficients
-            _, _, a, b, c_noise, scale, _ = entry
-            if c_noise.dtype != x.dtype:
-                c_noise = c_noise.to(x.dtype)
-            c_noise = c_noise.expand(x.shape[0])
+            _, _, a, b, _, scale, c_noise = entry
+            if c_noise is None or c_noise.shape[0] != x.shape[0] or c_noise.dtype != x.dtype:
+                c_noise = _batch_noise_input(entry, x)
         else:
             a, b, c_noise, scale = self._coefficients_at(expand_time(t, x))  # [B] each
             a, b, c_noise = broadcast_to(a, x), broadcast_to(b, x), c_noise.to(x.dtype)
@@ -291,6 +329,14 @@ class Denoiser(nn.Module):
         """The raw network's regression target for data x0 and noise eps at time t."""
         _, alpha, sigma = self.coefficients(x0, t)
         return self.prediction.target(x0, eps, alpha, sigma)
+
+
+def _batch_noise_input(entry: list, x: Tensor) -> Tensor:
+    """A prepared time's c_noise as [B] in x's dtype (x: [B, ...]), kept in the entry for the
+    next call: from its 0-dim value, or from element 0 of a view made for another batch."""
+    c_noise = entry[4] if entry[4] is not None else entry[6][0]
+    entry[6] = c_noise.to(x.dtype).expand(x.shape[0])
+    return entry[6]
 
 
 def guided(denoiser: DenoiserFn, scale: float, uncond: dict) -> DenoiserFn:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffusekit.core.samplers.scalar_cache import interned
 from diffusekit.core.schedules import Schedule
 
 StepRow = tuple[Tensor, ...]
@@ -56,6 +57,7 @@ class Grid:
     alpha:  alpha(t);  sigma: sigma(t)  (sigma[-1] = 0, alpha[-1] = alpha(0) = 1).
     lam:    lambda(t) = log(alpha / sigma) = log_snr / 2  (+inf at t = 0; -inf at zero SNR).
     zero_snr_start: alpha(t_0) == 0 (flow, zero-terminal-SNR schedules): a Python bool.
+    schedule: the schedule evaluated.
     """
 
     t: Tensor
@@ -63,6 +65,7 @@ class Grid:
     sigma: Tensor
     lam: Tensor
     zero_snr_start: bool
+    schedule: Schedule
 
     @property
     def n(self) -> int:
@@ -98,16 +101,22 @@ class Grid:
                                              alpha[0] <= 0]).tolist()  # one host read
         if not valid:
             raise ValueError("the schedule must have sigma(t) > 0 for t > 0 on the grid")
-        return cls(t=t, alpha=alpha, sigma=sigma, lam=lam, zero_snr_start=zero_snr_start)
+        return cls(t=t, alpha=alpha, sigma=sigma, lam=lam, zero_snr_start=zero_snr_start, schedule=schedule)
 
-    def stacked_times(self, like: Tensor) -> Tensor:
-        """[n + 1] times in the compute dtype on like's device."""
-        return self.t.to(device=like.device, dtype=compute_dtype(like.dtype))
+    def _time_lists(self, like: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """(all n + 1 times, the first n, the first n stacked): 0-dim tensors in the compute
+        dtype on like's device, the same objects for every run of an equal grid (`interned`)."""
+
+        def make(stacked: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+            times = list(stacked.unbind(0))
+            return times, times[:-1], stacked[:-1]
+
+        return interned("times", self.t, like.device, compute_dtype(like.dtype), make)
 
     def times(self, like: Tensor) -> list[Tensor]:
         """[n + 1] 0-dim time tensors in the compute dtype on like's device (passed to D).
         Samplers that pass D only these use `times_for`, which also prepares the denoiser."""
-        return list(self.stacked_times(like).unbind(0))
+        return self._time_lists(like)[0]
 
     def times_for(self, like: Tensor, denoiser: Callable[..., Tensor]
                   ) -> tuple[list[Tensor], Callable[..., Tensor]]:
@@ -115,17 +124,16 @@ class Grid:
         schedule values the grid already holds, and the callable the loop should use (see
         there). For samplers that pass D only grid times. The final time t = 0 is not
         prepared: no sampler evaluates D there (and the grid's alpha, sigma are the data's)."""
-        stacked = self.stacked_times(like)
-        times = list(stacked.unbind(0))
-        return times, prepare_denoiser(denoiser, times[:-1], stacked[:-1],
-                                       alpha_sigma=(self.alpha[:-1], self.sigma[:-1]), batch=like.shape[0])
+        times, head, stacked_head = self._time_lists(like)
+        return times, prepare_denoiser(denoiser, head, stacked_head, alpha_sigma=(self.alpha[:-1], self.sigma[:-1]),
+                                       schedule=self.schedule, batch=like.shape[0])
 
 
 def prepare_denoiser(denoiser: Callable[..., Tensor], times: Sequence[Tensor],
                      stacked: Tensor | None = None, **known: Any) -> Callable[..., Tensor]:
     """Hand the 0-dim times a loop will pass to a denoiser that can precompute for them
     (`prepare_times`, see `Denoiser`; `stacked`: the same times as one tensor, if at hand;
-    `known`: what the caller has computed already, `alpha_sigma` and `batch`), and return the
+    `known`: what the caller knows already: `alpha_sigma` of `schedule`, and `batch`), and return the
     callable the loop should use: what `prepare_times` returns (the denoiser itself or an
     equivalent cheaper entry point), or the denoiser unchanged."""
     prepare = getattr(denoiser, "prepare_times", None)
@@ -137,11 +145,15 @@ def prepare_denoiser(denoiser: Callable[..., Tensor], times: Sequence[Tensor],
 def step_rows(columns: Sequence[Tensor], like: Tensor) -> list[StepRow]:
     """Pack per-step coefficient columns (each [n], float64) into n rows of 0-dim tensors on
     like's device, in the compute dtype: row i is (columns[0][i], columns[1][i], ...).
-    Non-finite entries must have been replaced (`finite_or_zero`) by the caller."""
+    Non-finite entries must have been replaced (`finite_or_zero`) by the caller. Equal tables
+    give the very same rows (`interned`): callers only read them."""
     table = torch.stack([c.to(torch.float64) for c in columns], dim=0)
-    table = table.to(device=like.device, dtype=compute_dtype(like.dtype))
-    # one unbind per column (an unbind per row costs a call per step)
-    return list(zip(*(column.unbind(0) for column in table.unbind(0))))
+
+    def make(converted: Tensor) -> list[StepRow]:
+        # one unbind per column (an unbind per row costs a call per step)
+        return list(zip(*(column.unbind(0) for column in converted.unbind(0))))
+
+    return interned("step_rows", table, like.device, compute_dtype(like.dtype), make)
 
 
 def host_flags(v: Tensor) -> list[bool]:

@@ -66,8 +66,9 @@ def churn_grid(
     S_tmin: float = 0.0,
     S_tmax: float = math.inf,
     S_noise: float = 1.0,
-) -> ChurnedGrid:
-    """The stochastic "churn" of Karras et al. 2022, Algorithm 2 (lines 4-6), for every step.
+) -> ChurnedGrid | None:
+    """The stochastic "churn" of Karras et al. 2022, Algorithm 2 (lines 4-6), for every step;
+    None where no step churns (S_churn = 0: Algorithm 1, every step starts at its grid point).
 
     gamma_i = min(S_churn / n, sqrt(2) - 1) if S_tmin <= s_i <= S_tmax else 0   (line 4)
     s^_i = s_i (1 + gamma_i)                                                   (line 5)
@@ -77,14 +78,16 @@ def churn_grid(
     raised time is t^ = t_of_log_snr(-2 log s^), clipped to t <= 1; the noise amount uses the
     s^ of the clipped time, so the state stays consistent with the schedule.
     """
-    t, alpha, sigma = grid.t[:-1], grid.alpha[:-1], grid.sigma[:-1]
     gamma_max = min(S_churn / grid.n, math.sqrt(2.0) - 1.0)
-    if gamma_max <= 0:  # no churn (Algorithm 1): every step starts at its grid point
-        return ChurnedGrid(t, alpha, sigma, torch.ones_like(t), torch.zeros_like(t), [False] * grid.n)
+    if gamma_max <= 0:
+        return None
+    t, alpha, sigma = grid.t[:-1], grid.alpha[:-1], grid.sigma[:-1]
     s = sigma / alpha  # +inf where alpha = 0
     in_range = torch.isfinite(s) & (s >= S_tmin) & (s <= S_tmax)
     gamma = torch.where(in_range, torch.full_like(s, gamma_max), torch.zeros_like(s))
     active = gamma > 0
+    if not bool(active.any()):  # S_tmin / S_tmax exclude every step
+        return None
     s_raised = torch.where(active, s * (1.0 + gamma), torch.ones_like(s))  # 1: placeholder
     t_raised = schedule.t_of_log_snr(-2.0 * torch.log(s_raised)).to(torch.float64).clamp(max=1.0)
     t_hat = torch.where(active, t_raised, t)
@@ -116,13 +119,14 @@ def _karras_loop(
     cond = dict(cond or {})
     grid = Grid.build(schedule, ts)
     hat = churn_grid(grid, schedule, **churn)
-    if not second_order and not any(hat.active):
+    if not second_order and hat is None:
         # Euler without churn is the first-order step x' = c_x x + c_d D (= DDIM, eta = 0)
         return run_first_order(denoiser, start_state(noise, grid, space), grid, grid.sigma_ratio,
                                grid.alpha[1:] - grid.alpha[:-1] * grid.sigma_ratio,
                                torch.zeros(grid.n, dtype=torch.float64), space=space,
                                generator=generator, callback=callback, cond=cond)
-    a0, s0 = hat.alpha_hat, hat.sigma_hat  # each step starts at (t^_i, a^_i, s^_i)
+    # each step starts at (t^_i, a^_i, s^_i): the raised point, or the grid point without churn
+    a0, s0 = (grid.alpha[:-1], grid.sigma[:-1]) if hat is None else (hat.alpha_hat, hat.sigma_hat)
     a1, s1 = grid.alpha[1:], grid.sigma[1:]  # ... and ends at t_{i+1}
     # Euler, Alg. 2 line 8 (x~' = x~^ + (s_{i+1} - s^) d), in state coordinates:
     #   x' = (sigma_{i+1} / sigma^) x^ + (alpha_{i+1} - alpha^ sigma_{i+1} / sigma^) D
@@ -141,17 +145,16 @@ def _karras_loop(
     corrector = finite_or_zero(torch.where(correct, corrector, torch.zeros_like(corrector)))
     rows = step_rows([c_x, c_d, *corrector], noise)
     do_correct = host_flags(correct)
-    churn_rows: list = [None] * grid.n
-    active = hat.active
-    if any(active):
-        churn_rows = step_rows([hat.c_keep, hat.c_noise], noise)
+    if hat is None:  # no churn: each step starts at its grid time
+        active, churn_rows = [False] * grid.n, [None] * grid.n
+        times, denoiser = grid.times_for(noise, denoiser)
+        t_hat = times[:-1]
+    else:
+        active, churn_rows = hat.active, step_rows([hat.c_keep, hat.c_noise], noise)
         t_hat = list(hat.t_hat.to(device=noise.device, dtype=compute_dtype(noise.dtype)).unbind(0))
         times = grid.times(noise)
         # every time D will see, at once
         denoiser = prepare_denoiser(denoiser, t_hat + times, batch=noise.shape[0])
-    else:  # no churn: each step starts at its grid time
-        times, denoiser = grid.times_for(noise, denoiser)
-        t_hat = times[:-1]
 
     x = start_state(noise, grid, space)
     for i, (cx, cd, ex, ed, ep) in enumerate(rows):

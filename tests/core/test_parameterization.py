@@ -185,3 +185,49 @@ def test_module_hooks_still_fire_during_sampling():
     assert len(calls) == 6
     assert D.prepare_times([torch.tensor(0.5)]) is D
     assert Denoiser(lambda x, c: x, sched).prepare_times([torch.tensor(0.5)]) is not None
+
+
+def test_a_prepared_time_serves_another_batch_size_and_dtype():
+    """prepare_times(batch=B) expands c_noise once; a call with another batch or dtype still
+    gets the right noise input (rebuilt from the prepared value), through both entry points."""
+    seen = []
+    D = Denoiser(lambda x, c: seen.append(c) or torch.zeros_like(x), schedules.get("vp_cosine"), "eps",
+                 noise_input="t1000")
+    t = torch.tensor(0.25)
+    call = D.prepare_times([t], batch=4)
+    call(torch.zeros(4, 2), t)
+    call(torch.zeros(3, 2, dtype=torch.float64), t)
+    D.forward(torch.zeros(5, 2), t)
+    assert [tuple(c.shape) for c in seen] == [(4,), (3,), (5,)]
+    assert seen[1].dtype == torch.float64
+    assert all(torch.allclose(c.double(), torch.full_like(c.double(), 250.0)) for c in seen)
+
+
+def test_repeated_runs_reuse_the_prepared_grid_and_a_denoiser_still_pickles():
+    """Equal grids give the very same time tensors (scalar_cache), so a second run keeps the
+    denoiser's prepared table; the result is unchanged, and the denoiser pickles afterwards."""
+    import pickle
+
+    from diffusekit.core import samplers
+
+    sched = schedules.get("vp_cosine")
+    D = Denoiser(lambda x, c: x * 0.5, sched, "eps", noise_input="t1000")
+    noise = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        first = samplers.get("heun")(D, noise, schedules.time_grid(sched, 6), sched)
+        table = D._prepared
+        second = samplers.get("heun")(D, noise, schedules.time_grid(sched, 6), sched)
+    assert D._prepared is table and torch.equal(first, second)
+    D.net = QuarterNet()
+    with torch.no_grad():
+        samplers.get("heun")(D, noise, schedules.time_grid(sched, 6), sched)
+    assert D._prepared is not table, "a new network must not reuse the old closure"
+    clone = pickle.loads(pickle.dumps(D))
+    assert clone._prepared == {} and isinstance(clone.net, QuarterNet)
+
+
+class QuarterNet(torch.nn.Module):
+    """net(x, c) = x / 4 (module level, so that it pickles)."""
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return 0.25 * x
