@@ -33,3 +33,35 @@ def example_site(tmp_path_factory) -> Path:
         pytest.fail(f"installing plugins/example failed:\n{out.stderr[-3000:]}")
     assert (site / "diffusekit_example" / "config.yaml").is_file(), "config.yaml not shipped"
     return site
+
+
+def _point_log_handlers_at(stream) -> None:
+    """Lightning's loggers keep the stderr of the test that first imported it; point their
+    stream handlers at the current (captured) stderr, so that a later test never writes to an
+    earlier test's closed capture."""
+    import logging
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler) is logging.StreamHandler:  # Lightning's own, never pytest's capture
+                handler.stream = stream  # not setStream: it flushes the old, closed one
+
+
+@pytest.fixture
+def toolkit(monkeypatch, capsys, tmp_path):
+    """toolkit(*args) -> (exit status, stdout, stderr lines): the command line's `main` in this
+    process, in tmp_path, with the data cache of every domain in tmp_path/cache (never a real
+    cache). Test folders may wrap it (tests/cli adds the toy domain)."""
+    from diffusekit.core import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DIFFUSEKIT_DATA", str(tmp_path / "cache"))
+
+    def run(*args: str):
+        capsys.readouterr()
+        _point_log_handlers_at(sys.stderr)
+        code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, [line for line in err.splitlines() if line.strip()]
+
+    return run

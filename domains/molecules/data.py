@@ -55,8 +55,9 @@ QM9_UPGRADABLE = "qm9-v2.npz"  # same molecules and SMILES, no charges: upgraded
 
 
 def cache_dir() -> Path:
-    """`$DIFFUSEKIT_CACHE/molecules`, default `~/.cache/diffusekit/molecules`."""
-    root = os.environ.get("DIFFUSEKIT_CACHE") or Path.home() / ".cache" / "diffusekit"
+    """`$DIFFUSEKIT_DATA/molecules` (the data cache of every domain), default
+    `~/.cache/diffusekit/molecules`."""
+    root = os.environ.get("DIFFUSEKIT_DATA") or Path.home() / ".cache" / "diffusekit"
     return Path(root) / "molecules"
 
 

@@ -55,13 +55,19 @@ class MoleculeDomain(Domain):
         self._training_smiles: dict[str, set[str]] = {}
 
     def build_datamodule(self, cfg: DictConfig) -> Any:
+        """The data module, already set up: a missing cache or an unreadable folder is one error
+        line before any training starts (not after Lightning's start-up lines)."""
         from diffusekit.domains.molecules.data import MoleculeDataModule  # Lightning, PyG
 
-        return MoleculeDataModule.from_config(cfg)
+        datamodule = MoleculeDataModule.from_config(cfg)
+        datamodule.setup()
+        return datamodule
 
     def prepare(self, cfg: DictConfig) -> None:
         """The QM9 cache (data.source: qm9), or a check that the folder of files reads."""
-        datamodule = self.build_datamodule(cfg)
+        from diffusekit.domains.molecules.data import MoleculeDataModule
+
+        datamodule = MoleculeDataModule.from_config(cfg)
         datamodule.prepare()
         datamodule.setup()
         sizes = {k: len(v) for k, v in datamodule.splits.items()}

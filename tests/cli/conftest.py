@@ -15,9 +15,9 @@ from diffusekit.core.registry import Registry, UnknownNameError  # noqa: E402
 
 
 @pytest.fixture
-def toolkit(monkeypatch, capsys, tmp_path):
-    """toolkit(*args) -> (exit status, stdout, stderr lines): `main` in this process, with the
-    toy domain resolvable by name and runs under tmp_path/runs unless run_dir is given."""
+def toolkit(toolkit, monkeypatch):
+    """tests/conftest.py's in-process `toolkit`, with the toy domain resolvable by name; runs
+    go under tmp_path/runs unless run_dir is given."""
     toy = ToyDomain()
     installed, installed_names = cli.get_domain, cli._domain_names
 
@@ -36,15 +36,7 @@ def toolkit(monkeypatch, capsys, tmp_path):
 
     monkeypatch.setattr(cli, "get_domain", get_domain)
     monkeypatch.setattr(cli, "_domain_names", names)
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args: str):
-        capsys.readouterr()
-        code = cli.main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, [line for line in err.splitlines() if line.strip()]
-
-    return run
+    return toolkit
 
 
 @pytest.fixture

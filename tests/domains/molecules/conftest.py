@@ -3,11 +3,9 @@ XYZ and SDF files into tmp_path (never the network, never the QM9 cache)."""
 
 from __future__ import annotations
 
-import lightning  # noqa: F401  (imported at collection: its log handler binds the real stderr,
-import numpy as np  # not a test's captured one that a later test finds closed)
+import numpy as np
 import pytest
 
-from diffusekit.core import cli
 from diffusekit.domains.molecules.structures import Structure, write_xyz
 from molecule_builders import EMBEDDED, embedded, methane
 
@@ -42,19 +40,3 @@ def molecule_folder(tmp_path, embedded_structures):
     Chem.MolToMolFile(chloro, str(folder / "chloro.sdf"))
     (folder / "notes.txt").write_text("not a structure file")
     return folder
-
-
-@pytest.fixture
-def toolkit(capsys, monkeypatch, tmp_path):
-    """toolkit(*args) -> (exit status, stdout, stderr lines), in process, cwd tmp_path, with an
-    empty cache dir (so nothing reads a real QM9 cache)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DIFFUSEKIT_CACHE", str(tmp_path / "cache"))
-
-    def run(*args: str):
-        capsys.readouterr()
-        code = cli.main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, [line for line in err.splitlines() if line.strip()]
-
-    return run

@@ -88,7 +88,7 @@ def test_batches_are_dense_centred_and_decode_back(molecule_folder):
 
 
 def test_missing_qm9_cache_is_a_data_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("DIFFUSEKIT_CACHE", str(tmp_path))
+    monkeypatch.setenv("DIFFUSEKIT_DATA", str(tmp_path))
     with pytest.raises(DataError, match="toolkit prepare --domain molecules"):
         MoleculeDataModule("qm9").setup()
 

@@ -1,15 +1,12 @@
-"""Fixtures of the text domain tests: a small local corpus (never the network), a tiny config,
-and `toolkit` run in-process."""
+"""Fixtures of the text domain tests: a small local corpus (never the network) and a tiny config
+(`toolkit` in-process comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
 import pytest
 
-from diffusekit.core import cli
 from diffusekit.core import config as configuration
 
 from text_settings import TINY
@@ -46,29 +43,3 @@ def tiny_cfg(corpus: Path, tmp_path: Path):
 
     overrides = [*TINY, f"data.source={corpus}", f"data.cache_dir={tmp_path / 'cache'}"]
     return configuration.compose(TextDomain().default_config(), overrides=overrides, domain="text")
-
-
-def _point_log_handlers_at(stream) -> None:
-    """Lightning's loggers keep the stderr of the test that first imported it; point their
-    stream handlers at the current (captured) stderr so that later tests see their output."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.stream = stream  # not setStream: it flushes the old, closed one
-
-
-@pytest.fixture
-def toolkit(monkeypatch, capsys, tmp_path):
-    """toolkit(*args) -> (exit status, stdout, stderr lines), run in tmp_path with the data cache
-    in tmp_path/cache."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DIFFUSEKIT_DATA", str(tmp_path / "cache"))
-
-    def run(*args: str):
-        capsys.readouterr()
-        _point_log_handlers_at(sys.stderr)
-        code = cli.main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, [line for line in err.splitlines() if line.strip()]
-
-    return run
