@@ -35,16 +35,30 @@ def example_site(tmp_path_factory) -> Path:
     return site
 
 
-def _point_log_handlers_at(stream) -> None:
-    """Lightning's loggers keep the stderr of the test that first imported it; point their
-    stream handlers at the current (captured) stderr, so that a later test never writes to an
-    earlier test's closed capture."""
-    import logging
+class _CurrentStderr:
+    """A stream that writes to whatever `sys.stderr` is at the moment: each test's capture."""
 
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        for handler in logging.getLogger(name).handlers:
-            if type(handler) is logging.StreamHandler:  # Lightning's own, never pytest's capture
-                handler.stream = stream  # not setStream: it flushes the old, closed one
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+@pytest.fixture(autouse=True)
+def _lightning_logs_follow_stderr():
+    """Lightning's loggers get a stderr handler at import, bound to the stderr of that moment:
+    inside a test, a capture that is closed when the test ends, so every later test's Lightning
+    log line would be a 'Logging error'. Once Lightning is imported, its own handlers write to
+    the current stderr instead, so output lands in the running test's capture in any order."""
+    if "lightning" in sys.modules:
+        import logging
+
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+            for handler in logging.getLogger(name).handlers:
+                if type(handler) is logging.StreamHandler:  # Lightning's own, never pytest's
+                    handler.stream = _CurrentStderr()  # not setStream: it flushes the old one
+    yield
 
 
 @pytest.fixture
@@ -59,7 +73,6 @@ def toolkit(monkeypatch, capsys, tmp_path):
 
     def run(*args: str):
         capsys.readouterr()
-        _point_log_handlers_at(sys.stderr)
         code = cli.main(list(args))
         out, err = capsys.readouterr()
         return code, out, [line for line in err.splitlines() if line.strip()]

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from diffusekit.core.errors import DataError
 from diffusekit.domains.audio import corpus
 from diffusekit.domains.audio.features import MelFeatures
-from diffusekit.domains.audio.noise import NoisePool, noisy_version
+from diffusekit.domains.audio.noise import NOISES, NoisePool, noisy_version
 
 
 def data_root(cfg: DictConfig) -> Path:
@@ -128,6 +128,8 @@ class NoisyPairs(Dataset):
                  snr: float | None = None, pool: NoisePool | None = None, seed: int = 0) -> None:
         if not waves:
             raise DataError("no usable audio in this split")
+        for kind in kinds:
+            NOISES.get(kind)  # an unknown kind: one error line now, not at the first batch
         self.waves, self.features, self.frames = waves, features, frames
         self.samples = features.samples_for(frames)
         self.train, self.kinds, self.snr_range, self.snr = train, kinds, snr_range, snr

@@ -132,9 +132,13 @@ class AudioDomain(Domain):
     description = "speech denoising: conditional diffusion over log-mel spectrograms"
 
     def build_datamodule(self, cfg: DictConfig) -> Any:
+        """The data module, already set up (the corpus is synthesised first if missing): a bad
+        folder or an unknown noise kind is one error line before any training starts."""
         from diffusekit.domains.audio.data import AudioDataModule  # Lightning: when needed
 
-        return AudioDataModule.from_config(cfg)
+        datamodule = AudioDataModule.from_config(cfg)
+        datamodule.setup()
+        return datamodule
 
     def build_network(self, cfg: DictConfig) -> MelUNet:
         n = cfg.network
