@@ -132,14 +132,20 @@ class GaussianDiffusion:
         grid: str | None = None,
         generator: torch.Generator | None = None,
         callback: Callable[[dict], None] | None = None,
+        t_max: float | None = None,
+        noise: Tensor | None = None,
         **sampler_options,
     ) -> Tensor:
         """Samples shaped like batch["x0"] (only its shape, dtype and device are used), with
-        batch["cond"] as conditioning and batch["mask"] selecting the space."""
+        batch["cond"] as conditioning and batch["mask"] selecting the space.
+
+        t_max: the grid's first time (default: the schedule's); noise: the unit noise the
+        sampler starts from, x_{t_max} = sigma(t_max) noise (default: drawn from the space)."""
         x_like = batch["x0"]
         space = self.space_for(batch)
-        ts = schedules.time_grid(self.schedule, steps or self.steps, grid or self.grid)
-        noise = space.randn_like(x_like, generator)
+        ts = schedules.time_grid(self.schedule, steps or self.steps, grid or self.grid, t_max=t_max)
+        if noise is None:
+            noise = space.randn_like(x_like, generator)
         sample = samplers.get(sampler or self.sampler)
         options = {**self.sampler_options, **sampler_options}
         cond = batch.get("cond")

@@ -29,7 +29,6 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from diffusekit.core import samplers, schedules
 from diffusekit.core.process import GaussianDiffusion
 
 # keys of the `process:` section read here (the rest build the engine's GaussianDiffusion)
@@ -98,8 +97,6 @@ class MelDiffusion:
         noisy = batch["cond"]["noisy"]
         schedule = self.inner.schedule
         t0 = min(self.t_start, schedule.t_max)
-        ts = schedules.time_grid(schedule, steps or self.inner.steps, grid or self.inner.grid,
-                                 t_max=t0).to(noisy.device)
         eps = torch.randn(noisy.shape, generator=generator, device=noisy.device, dtype=noisy.dtype)
         if t0 < schedule.t_max:
             # samplers start from sigma_0 * noise; passing (alpha_0 z_y + sigma_0 eps) / sigma_0
@@ -107,8 +104,7 @@ class MelDiffusion:
             alpha, sigma = schedule.alpha_sigma(torch.tensor(t0, dtype=torch.float64))
             z_y = self.to_z(noisy, noisy)
             eps = (float(alpha) * z_y + float(sigma) * eps) / float(sigma)
-        options = {**self.inner.sampler_options, **sampler_options}
-        z0 = samplers.get(sampler or self.inner.sampler)(
-            self.inner.denoiser(network), eps, ts, schedule, space=self.inner.space_for(batch),
-            generator=generator, callback=callback, cond=dict(batch["cond"]), **options)
+        z0 = self.inner.generate(network, batch, sampler=sampler, steps=steps, grid=grid,
+                                 generator=generator, callback=callback, t_max=t0, noise=eps,
+                                 **sampler_options)
         return self.from_z(z0, noisy)

@@ -64,3 +64,22 @@ def test_process_built_from_config_samples_the_mixture_with_its_exact_denoiser()
     assert error < 2.0 * floor + 0.02, (error, floor)
     loss = process.training_loss(network, {"x0": true_a[:256]}, generator=gen)
     assert loss.shape == (256,) and torch.isfinite(loss).all()
+
+
+def test_generate_starts_from_the_given_noise_at_the_given_time():
+    """t_max shortens the grid (the first time the sampler sees is t_max) and `noise` replaces
+    the drawn unit noise: equal noise gives equal samples, whatever the generator."""
+    process = GaussianDiffusion.from_config({"schedule": "vp_cosine", "prediction": "x0", "sampler": "ddim",
+                                             "steps": 4})
+    network = lambda x, c_noise: 0.5 * x  # noqa: E731
+    batch = {"x0": torch.zeros(3, 2)}
+    noise = torch.randn(3, 2, generator=torch.Generator().manual_seed(0))
+    seen = []
+    first = process.generate(network, batch, t_max=0.5, noise=noise,
+                             callback=lambda info: seen.append(float(info["t"])))
+    again = process.generate(network, batch, t_max=0.5, noise=noise.clone(),
+                             generator=torch.Generator().manual_seed(7))
+    assert seen[0] == pytest.approx(0.5) and len(seen) == 4
+    assert torch.equal(first, again)
+    drawn = process.generate(network, batch, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(drawn, process.generate(network, batch, noise=noise))  # same draw
