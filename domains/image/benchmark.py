@@ -1,8 +1,12 @@
 """`toolkit benchmark --domain image [--quick]`: residual diffusion against bicubic and regression.
 
+0. Use opencv-doc's photos (data.py) when they are unpacked; with `benchmark.fetch_opencv` they
+   are fetched first like `toolkit prepare --domain image` does (a failure is one line, and the
+   benchmark goes on without them). The record names the training images it used.
 1. Train the denoiser (`network.kind`) as a residual diffusion model (`benchmark.train_steps`
    AdamW steps, plain torch on the same data module and process the toolkit trains with), and the
-   same network as a one-step regression model (`benchmark.regression_steps`).
+   same network as a one-step regression model (`benchmark.regression_steps`). With
+   `process.kind=refine` the model's own predictor is the regression baseline (no second run).
 2. Super-resolve the held-out test images (whole, or centre crops of `benchmark.test_crop`) with
    every sampler of `benchmark.samplers` at every step count of `benchmark.steps` (same noise).
 3. Score PSNR-Y, SSIM-Y (border = scale) and consistency (`metrics.py`) of each, of bicubic and of
@@ -16,6 +20,7 @@ quality against steps, and image[_quick]_grid.png shows bicubic | diffusion | gr
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +68,17 @@ def fit_plain(network: torch.nn.Module, process: Any, loader: Any, steps: int, l
     return losses
 
 
+def _fetch_opencv(cfg: DictConfig) -> None:
+    """opencv-doc's photos into the data cache, or one line saying why not (then without them)."""
+    from diffusekit.core.errors import DataError
+    from diffusekit.domains.image.data import fetch_opencv
+
+    try:
+        fetch_opencv(cfg.data)
+    except DataError as exc:
+        print(f"image benchmark: without opencv-doc's photos ({exc})", file=sys.stderr)
+
+
 def _score(samples: SRSamples, batch: dict, degradation: Any, prefix: str = "") -> dict[str, float]:
     reference, low_res = batch["x0"], batch["cond"]["low_res"]
     out = {k: float(v.mean()) for k, v in
@@ -89,9 +105,12 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                                 "process": {"tile": b.get("tile") or cfg.process.tile}})
     if b.get("threads"):
         torch.set_num_threads(int(b.threads))
+    if b.get("fetch_opencv"):
+        _fetch_opencv(cfg)
     torch.manual_seed(int(b.seed))
     datamodule = domain.build_datamodule(cfg)
     datamodule.setup()
+    train_images = list(datamodule.splits["train"])
     process = domain.process(cfg)
     regression_cfg = OmegaConf.merge(cfg, {"process": {"kind": "regression"}})
     regression = domain.process(regression_cfg)
@@ -103,10 +122,14 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                        float(cfg.optim.lr), int(cfg.optim.warmup_steps), desc="diffusion")
     diffusion_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    regression_net = domain.build_network(cfg)
-    regression_losses = fit_plain(regression_net, regression, datamodule.train_dataloader(),
-                                  regression_steps, float(cfg.optim.lr),
-                                  int(cfg.optim.warmup_steps), desc="regression")
+    shared = getattr(process, "two_networks", False)  # predict and refine: its predictor is
+    if shared:                                        # the regression baseline (same run)
+        regression_steps, regression_losses = 0, [float("nan")]
+    else:
+        regression_net = domain.build_network(regression_cfg)
+        regression_losses = fit_plain(regression_net, regression, datamodule.train_dataloader(),
+                                      regression_steps, float(cfg.optim.lr),
+                                      int(cfg.optim.warmup_steps), desc="regression")
     regression_seconds = time.perf_counter() - started
 
     test = [batch for batch in datamodule.test_dataloader()]
@@ -119,9 +142,11 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
         "regression_train_loss": sum(regression_losses[-100:]) / len(regression_losses[-100:]),
         "torch_threads": torch.get_num_threads(),
         "network": OmegaConf.to_container(cfg.network),
-        "process": {k: cfg.process[k] for k in ("prediction", "weighting", "t_sampler", "schedule")},
+        "process": OmegaConf.to_container(OmegaConf.masked_copy(cfg.process, [
+            "kind", "prediction", "weighting", "t_sampler", "t_sampler_options", "schedule"])),
         "batch_size": int(cfg.data.batch_size), "patch_size": int(cfg.data.patch_size),
         "lr": float(cfg.optim.lr), "warmup_steps": int(cfg.optim.warmup_steps),
+        "n_train_images": len(train_images), "train_images": train_images,
         "test_images": names, "test_crop": crop,
         "test_pixels": [list(batch["x0"].shape[-2:]) for batch in test],
     }
@@ -129,7 +154,8 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
         bicubic = _mean([_score(SRSamples(up.clamp(-1, 1), up, low_res, batch["x0"]), batch,
                                 degradation)
                          for batch in test for low_res, up in [regression.conditioning(batch)]])
-        regression_out = [regression.generate(regression_net, batch) for batch in test]
+        regression_out = [process.predictor_samples(network, batch) if shared else
+                          regression.generate(regression_net, batch) for batch in test]
         regression_scores = _mean([_score(s, batch, degradation)
                                    for s, batch in zip(regression_out, test)])
         rows, grid_samples = [], None
@@ -169,7 +195,8 @@ def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict, rows: l
     headers = ["sampler", "steps", "PSNR-Y", "SSIM-Y", "consistency", "PSNR-Y (bp)",
                "consistency (bp)", "seconds"]
     title = (f"x{cfg.degradation.scale} SR on {len(metrics['test_images'])} held-out images "
-             f"({', '.join(metrics['test_images'])}), {metrics['train_steps']} training steps")
+             f"({', '.join(metrics['test_images'])}), {metrics['train_steps']} training steps "
+             f"on {metrics['n_train_images']} training images")
     quality_plot(rows, baselines, out_dir / f"{name}.png", title)
     same_size = len({tuple(s.image.shape[-2:]) for s in samples}) == 1
     first = SRSamples(*(torch.cat([getattr(s, k) for s in samples]) for k in

@@ -4,14 +4,17 @@ Sources (see ../shared/DATA.md, "Images"), each image named "<source>/<name>":
 
     skimage/*   scikit-image's sample photographs (astronaut, coffee, rocket, retina, ...)
     sklearn/*   scikit-learn's two photos (china, flower)
-    opencv/*    Debian opencv-doc's example photos, when that package is unpacked at
-                `data.opencv_dir` (skipped, and said so, when the folder is absent)
+    opencv/*    the photographs among Debian opencv-doc's examples (`OPENCV_PHOTOS`), when that
+                package is unpacked: `toolkit prepare --domain image` fetches it into the data
+                cache ($DIFFUSEKIT_DATA/image, default ~/.cache/diffusekit/image) with
+                `apt-get download` + `dpkg -x` (no root); `data.opencv_dir` points elsewhere.
+                Skipped, and said so, when absent (tests and CI never need it)
     folder/*    every readable image of `data.folder` (replaces the sources above)
 
 The split is by image, never by patch: `data.test_images` (a fixed held-out set) and
 `data.val_images` are removed from the training images; a user folder holds out a seeded fraction.
-Nothing is downloaded or converted: the sources already are files on this machine, read on
-`setup`, so there is no separate cache to build (`toolkit prepare` lists what would be used).
+Nothing is converted: the sources are files on this machine, read on `setup`; the only download
+is opencv-doc's package, by `toolkit prepare` (which also lists the split it would use).
 Unreadable files and images smaller than a training patch are skipped and counted; a folder that
 yields no usable image is a `DataError` (one line on the command line). Batches:
 
@@ -25,6 +28,7 @@ images (cropped to a multiple of the scale, or centre crops of `data.test_crop`)
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sys
 from dataclasses import dataclass, field
@@ -47,6 +51,20 @@ log = logging.getLogger(__name__)
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina",
                   "immunohistochemistry", "brick", "grass", "gravel", "camera", "moon", "coins",
                   "page", "text", "clock")
+# The photographs among opencv-doc's examples/data (about 100 images). Left out: synthetic drawings
+# and logos (pic1-6, detect_blob, ellipses, gradient, HappyFish, *Logo*, opencv-logo*, templ,
+# tmpl, mask, ml, chessboard, digits, notes, imageText*, cards), renders (Blender_Suzanne*),
+# a disparity map (aloeGT), the 26 grey chessboard calibration shots (left01..right14), blurred
+# photos (text_defocus, text_motion, licenseplate_motion: bad targets for SR), and the second
+# image of near-identical pairs (aloeR, basketball2, ela_modified, graf3, leuvenB, right,
+# rubberwhale2). Grey photographs: basketball1, box, box_in_scene (read as 3 equal channels).
+# Smallest kept: butterfly 493 x 356; none shows a test image's scene (cat, coffee, temple).
+OPENCV_PHOTOS = ("aero1", "aero3", "aloeL", "apple", "baboon", "basketball1", "board", "box",
+                 "box_in_scene", "building", "butterfly", "chicky_512", "ela_original", "fruits",
+                 "graf1", "home", "left", "leuvenA", "messi5", "orange", "rubberwhale1",
+                 "smarties", "squirrel_cls", "starry_night", "stuff", "sudoku")
+OPENCV_PACKAGE = "opencv-doc"
+OPENCV_DATA = Path("usr/share/doc/opencv-doc/examples/data")  # inside the unpacked package
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
@@ -111,12 +129,46 @@ def _read_folder(folder: Path, prefix: str, out: ImageSet) -> None:
             out.skipped[name] = f"unreadable ({type(exc).__name__})"
 
 
+def data_cache() -> Path:
+    """$DIFFUSEKIT_DATA/image, else ~/.cache/diffusekit/image (the data cache of every domain)."""
+    return Path(os.environ.get("DIFFUSEKIT_DATA") or "~/.cache/diffusekit").expanduser() / "image"
+
+
+def opencv_dir(d: DictConfig) -> Path:
+    """The folder of opencv-doc's example images: `d.opencv_dir` when set, else the copy that
+    `toolkit prepare` unpacks into the data cache, else a system-wide install of opencv-doc."""
+    if d.get("opencv_dir"):
+        return Path(str(d.opencv_dir)).expanduser()
+    cached = data_cache() / OPENCV_PACKAGE / OPENCV_DATA
+    system = Path("/") / OPENCV_DATA
+    return cached if cached.is_dir() or not system.is_dir() else system
+
+
+def fetch_opencv(d: DictConfig) -> Path | None:
+    """Unpack opencv-doc into the data cache (once; `apt-get download` + `dpkg -x`, no root) when
+    the opencv source is used and `d.opencv_dir` is not set; the photo folder, or None."""
+    if "opencv" not in list(d.sources) or d.get("folder") or d.get("opencv_dir"):
+        return None
+    from diffusekit.core.debian_packages import unpack_package
+
+    return unpack_package(OPENCV_PACKAGE, data_cache()) / OPENCV_DATA
+
+
 def _opencv(d: DictConfig, out: ImageSet) -> None:
-    folder = Path(str(d.opencv_dir)).expanduser() if d.get("opencv_dir") else None
-    if folder is None or not folder.is_dir():
-        log.info("image data: opencv-doc is not unpacked at %s; its photos are not used", folder)
+    folder = opencv_dir(d)
+    if not folder.is_dir():
+        log.info("image data: opencv-doc is not unpacked at %s (toolkit prepare --domain image "
+                 "fetches it); its photos are not used", folder)
         return
-    _read_folder(folder, "opencv", out)
+    for stem in OPENCV_PHOTOS:
+        paths = sorted(p for p in folder.glob(f"{stem}.*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            out.skipped[f"opencv/{stem}"] = "missing"
+            continue
+        try:
+            out.images[f"opencv/{stem}"] = read_image_file(paths[0])
+        except Exception as exc:
+            out.skipped[f"opencv/{stem}"] = f"unreadable ({type(exc).__name__})"
 
 
 SOURCES.register("skimage", _skimage)
@@ -249,7 +301,8 @@ class SRDataModule(L.LightningDataModule):
         return cls(cfg.data, degradation)
 
     def prepare_data(self) -> None:
-        """Nothing to download; read every source once and report the split."""
+        """Read every source once and report the split (the opencv-doc download is the domain's
+        `prepare`, `toolkit prepare --domain image`, not this: training never downloads)."""
         images = load_images(self.d)
         split = split_images(list(images.images), self.d)
         print("image data: " + "; ".join(f"{k}: {len(v)} images" for k, v in split.items()))

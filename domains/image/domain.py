@@ -3,9 +3,10 @@
 `ImageDomain` implements the `diffusekit.plugins.Domain` methods; training (`toolkit train
 --domain image`), sampling, checkpoints and the command line come from the toolkit:
 
+    prepare(cfg)           unpacks Debian opencv-doc's photos into the data cache (data.fetch_opencv)
     build_datamodule(cfg)  -> data.SRDataModule     {"x0": HR, "cond": {"low_res": LR}}
     build_network(cfg)     -> network.LRSRNet / SRUNet  net(x_in, c_noise, upsampled=up_s(LR))
-    process(cfg)           -> processes.ResidualDiffusion (or Regression, `process.kind`)
+    process(cfg)           -> processes.ResidualDiffusion (or Regression, PredictRefine: `process.kind`)
     evaluate(batch, samples, cfg)      PSNR-Y, SSIM-Y, consistency of the samples, of bicubic,
                                        and of a regression run when `evaluate.regression_run` is set
     write_samples(samples, out, cfg)   sr/bicubic/low-res/reference PNGs and grid.png
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,8 @@ from diffusekit.core.process import GaussianDiffusion
 from diffusekit.domains.image.degradation import Degradation
 from diffusekit.domains.image.figures import comparison_grid, save_png
 from diffusekit.domains.image.metrics import image_metrics
-from diffusekit.domains.image.network import NETWORKS
-from diffusekit.domains.image.processes import PROCESSES, SRSamples
+from diffusekit.domains.image.network import NETWORKS, PredictorDenoiser
+from diffusekit.domains.image.processes import OWN_KEYS, PROCESSES, SRSamples
 from diffusekit.plugins import Domain
 
 
@@ -45,15 +47,29 @@ class ImageDomain(Domain):
     def __init__(self) -> None:
         self._regression: tuple[str, Any, Any] | None = None  # (run path, network, process)
 
+    def prepare(self, cfg: DictConfig) -> None:
+        """Fetch opencv-doc's photos into the data cache (once; not with `data.opencv_dir` or
+        `data.folder` set), then read every source and print the split."""
+        from diffusekit.domains.image.data import fetch_opencv
+
+        folder = fetch_opencv(cfg.data)
+        if folder is not None:
+            print(f"image data: opencv-doc's photos are in {folder}")
+        super().prepare(cfg)
+
     def build_datamodule(self, cfg: DictConfig) -> Any:
         from diffusekit.domains.image.data import SRDataModule  # Lightning: imported when needed
 
         return SRDataModule.from_config(cfg, degradation_of(cfg))
 
     def build_network(self, cfg: DictConfig) -> torch.nn.Module:
-        """The denoiser `network.kind` names (network.NETWORKS: unet | lr)."""
-        return NETWORKS.get(str(cfg.network.get("kind", "unet")))(cfg.network,
-                                                                   int(cfg.degradation.scale))
+        """The denoiser `network.kind` names (network.NETWORKS: unet | lr); a `PredictorDenoiser`
+        pair of two of them for a process that needs two (process.kind=refine)."""
+        build = NETWORKS.get(str(cfg.network.get("kind", "unet")))
+        scale = int(cfg.degradation.scale)
+        if getattr(PROCESSES.get(str(cfg.process.kind)), "two_networks", False):
+            return PredictorDenoiser(build(cfg.network, scale), build(cfg.network, scale))
+        return build(cfg.network, scale)
 
     def process(self, cfg: DictConfig) -> Any:
         p = cfg.process
@@ -65,7 +81,9 @@ class ImageDomain(Domain):
         if p.kind == "regression":
             return kind(**common)
         diffusion = GaussianDiffusion.from_config(p)
-        return kind(**common, diffusion=diffusion)
+        names = {f.name for f in fields(kind)}
+        own = {k: float(p[k]) for k in OWN_KEYS if k in names and p.get(k) is not None}
+        return kind(**common, **own, diffusion=diffusion)
 
     def _regression_model(self, cfg: DictConfig) -> tuple[Any, Any] | None:
         path = cfg.evaluate.get("regression_run")
