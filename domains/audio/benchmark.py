@@ -1,10 +1,10 @@
 """`toolkit benchmark --domain audio [--quick]`: quality against sampling steps, beside baselines.
 
-One run: train the diffusion model and the one-step regression model (the same network) with a
-plain torch loop, then enhance the held-out test clips (held-out sentences and voices, at
-`data.test_snr` dB) with every sampler of `benchmark.samplers` at every step count of
-`benchmark.steps`, and score SI-SDR, PESQ-WB, ESTOI and log-mel L1 beside the noisy input,
-spectral subtraction and the regression model. The real CMU ARCTIC clips, mixed with babble and
+One run: train the model (`model.objective`) and the one-step regression model (the same network;
+for StoRM its own predictor, otherwise a separate run) with a plain torch loop, then enhance the
+held-out test clips (held-out sentences and voices, at `data.test_snr` dB) with every sampler
+of `benchmark.samplers` at every step count of `benchmark.steps`, and score SI-SDR, PESQ-WB,
+ESTOI and log-mel L1 beside the noisy input, spectral subtraction and the regression model. The real CMU ARCTIC clips, mixed with babble and
 pink noise at the same SNR, are scored too when the corpus has them. Results:
 benchmarks/results/audio[_quick].{json,md,png} (see diffusekit.plugins.results).
 """
@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffusekit.domains.audio.data import Collate, make_item
 from diffusekit.domains.audio.features import MelFeatures
+from diffusekit.domains.audio.network import MelUNet
 from diffusekit.domains.audio.noise import NOISES, NoisePool, mix
 from diffusekit.plugins import results as results_io
 
@@ -74,6 +77,42 @@ def real_batch(waves: list[np.ndarray], features: MelFeatures, frames: int, snr:
     return Collate(features)(items)
 
 
+@dataclass
+class RegressionBaseline:
+    """The one-step regression with the same network: `predict(batch)` -> log-mels [B, 1, M, T],
+    trained for `steps`; `source` says whether it is StoRM's own predictor or a separate run."""
+
+    predict: Callable[[dict], Tensor]
+    steps: int
+    source: str
+
+
+def _unets(network: torch.nn.Module) -> list[torch.nn.Module]:
+    """The MelUNets inside `network` (itself, or StoRM's predictor and denoiser): each call of one
+    is a network function evaluation."""
+    return [m for m in network.modules() if isinstance(m, MelUNet)]
+
+
+def _regression_baseline(domain: Any, cfg: DictConfig, network: torch.nn.Module, process: Any,
+                         loader, steps: int, model_steps: int, lr: float,
+                         b: DictConfig) -> RegressionBaseline:
+    """StoRM's predictor when the model has one (trained only by its own MSE, it is exactly the
+    regression baseline at the model's `model_steps`); otherwise a separate regression run of
+    `steps`."""
+    predictor = getattr(network, "predictor", None)
+    if predictor is not None:
+        return RegressionBaseline(lambda batch: process.inner.predict(predictor, batch),
+                                  model_steps, "StoRM's own predictor")
+    from omegaconf import OmegaConf
+
+    reg_cfg = OmegaConf.merge(cfg, {"model": {"objective": "regression"}})
+    torch.manual_seed(int(b.seed))
+    reg_network, reg_process = domain.build_network(reg_cfg), domain.process(reg_cfg)
+    fit(reg_network, reg_process, loader, steps, lr, "regression")
+    return RegressionBaseline(lambda batch: reg_process.generate(reg_network, batch).mel, steps,
+                              "separate run")
+
+
 def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     """See the module docstring; returns the metrics dict (also written to results/)."""
     from diffusekit.domains.audio.domain import score_systems, summarise
@@ -92,23 +131,21 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     network = domain.build_network(cfg)
     process = domain.process(cfg)
-    metrics: dict[str, Any] = {"train_steps": train_steps, "regression_steps": reg_steps,
-                               "test_snr_db": cfg.data.test_snr}
-    metrics["train_loss"] = fit(network, process, loader, train_steps, lr, "diffusion")
+    metrics: dict[str, Any] = {"train_steps": train_steps, "test_snr_db": cfg.data.test_snr,
+                               "objective": str(cfg.model.objective)}
+    metrics["train_loss"] = fit(network, process, loader, train_steps, lr,
+                                str(cfg.model.objective))
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
 
-    from omegaconf import OmegaConf
-
-    reg_cfg = OmegaConf.merge(cfg, {"model": {"objective": "regression"}})
-    torch.manual_seed(int(b.seed))
-    reg_network, reg_process = domain.build_network(reg_cfg), domain.process(reg_cfg)
-    metrics["regression_train_loss"] = fit(reg_network, reg_process, loader, reg_steps, lr,
-                                           "regression")
+    regression = _regression_baseline(domain, cfg, network, process, loader, reg_steps,
+                                      train_steps, lr, b)
+    metrics["regression_steps"] = regression.steps
+    metrics["regression_source"] = regression.source
 
     test = dm.full_batch("test", int(b.n_test))
     metrics["n_test"] = int(test["x0"].shape[0])
     calls: list[int] = []
-    hook = network.register_forward_hook(lambda *_: calls.append(1))
+    hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in _unets(network)]
     curves: dict[str, dict[int, dict[str, float]]] = {}
     reference = summarise(score_systems(test, test["x0"], cfg, ("noisy", "baseline")))
     samplers = list(b.quick_samplers if quick else b.samplers)
@@ -133,10 +170,10 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                 print(f"{key}: SI-SDR {scores['si_sdr']:.2f} PESQ {scores['pesq']:.2f} "
                       f"ESTOI {scores['estoi']:.3f}", file=sys.stderr)
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
     with torch.no_grad():
-        reg = reg_process.generate(reg_network, test)
-    reg_scores = summarise(score_systems(test, reg.mel, cfg, ("model",)))
+        reg_scores = summarise(score_systems(test, regression.predict(test), cfg, ("model",)))
     baselines = {}
     for m in METRICS:
         baselines[f"noisy_{m}"] = reference[f"noisy_{m}"]
@@ -185,10 +222,11 @@ def _write(curves: dict, metrics: dict, baselines: dict, quick: bool, best_sampl
                      [["noisy", *[baselines[f"real_noisy_{m}"] for m in ("si_sdr", "pesq", "estoi")]],
                       ["spectral subtraction", *[baselines[f"real_spectral_subtraction_{m}"]
                                                  for m in ("si_sdr", "pesq", "estoi")]],
-                      ["diffusion", *[metrics[f"real_{m}_{best_sampler}_{best_steps}"]
+                      [metrics["objective"], *[metrics[f"real_{m}_{best_sampler}_{best_steps}"]
                                       for m in ("si_sdr", "pesq", "estoi")]]]))
-    body += (f"\n\nTraining: {metrics['train_steps']} diffusion steps in "
-             f"{metrics['train_seconds']} s, {metrics['regression_steps']} regression steps; "
+    body += (f"\n\nTraining: {metrics['train_steps']} steps of the {metrics['objective']} "
+             f"model in {metrics['train_seconds']} s; the regression baseline is "
+             f"{metrics['regression_source']} ({metrics['regression_steps']} steps); "
              f"{metrics['n_test']} held-out clips (held-out sentences and voices) at "
              f"{metrics['test_snr_db']} dB input SNR.\n")
     results_io.write_results(record, body, out, title="Audio denoising" + (" (quick)" if quick else ""))

@@ -7,9 +7,11 @@
 Splits: the sentences are split three ways (no sentence is shared); train and val utterances are
 spoken by `data.train_voices`, test utterances by `data.test_voices` (held-out voices). Noise is
 mixed on the fly: training pairs draw a new crop, noise kind and SNR every time; val / test pairs
-are fixed per index (seeded), at `data.test_snr` dB when set. A user folder (`data.folder`) with
-paired `clean/` and `noisy/` files (the VoiceBank-DEMAND layout) replaces the synthetic data; files
-that cannot be read or have no partner of the same length are skipped and counted.
+are fixed per index (seeded), at `data.test_snr` dB when set. The `recorded` noise kind draws
+from the recordings of Debian packages (`data.packages`, see recordings.py), which also add real
+speech to the real-clip test. A user folder (`data.folder`) with paired `clean/` and `noisy/`
+files (the VoiceBank-DEMAND layout) replaces the synthetic data; files that cannot be read or
+have no partner of the same length are skipped and counted.
 
 A batch: {"x0": [B, 1, M, T] clean normalised log-mel, "cond": {"noisy": [B, 1, M, T]},
           "clean_wave": [B, L], "noisy_wave": [B, L], "length": [B] valid samples}.
@@ -30,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from diffusekit.core.errors import DataError
-from diffusekit.domains.audio import corpus
+from diffusekit.domains.audio import corpus, recordings
 from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.domains.audio.noise import NOISES, NoisePool, noisy_version
 
@@ -254,6 +256,7 @@ class AudioDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         if not self.cfg.data.folder:
             prepare_corpus(self.cfg)
+            recordings.fetch_recordings(self.cfg, data_root(self.cfg))
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -272,7 +275,8 @@ class AudioDataModule(L.LightningDataModule):
         root, info = manifest.parent, json.loads(manifest.read_text())
         rows, sr = info["utterances"], f.sample_rate
         train = _load_split(root, rows, "train", sr)
-        pool = NoisePool(speech=train)
+        packaged = recordings.load_recordings(self.cfg, data_root(self.cfg), sr)
+        pool = NoisePool(speech=train, recorded=packaged.noise)
         kinds, snr_range = list(d.noise_kinds), (float(d.snr_min), float(d.snr_max))
         test_snr = None if d.test_snr is None else float(d.test_snr)
         seed = int(d.seed)
@@ -286,6 +290,7 @@ class AudioDataModule(L.LightningDataModule):
                                seed=seed + 2),
         }
         self.real = [corpus.load_wav(root / p, sr) for p in info.get("real", [])]
+        self.real += packaged.speech
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()

@@ -4,8 +4,10 @@
 
     build_datamodule(cfg) -> data.AudioDataModule   batches {"x0", "cond": {"noisy"}, waves, length}
     build_network(cfg)    -> network.MelUNet        net(x_in, c_noise, noisy=...) -> [B, 1, M, T]
-    process(cfg)          -> Enhancer(process)      diffusion.MelDiffusion (objective "diffusion") or
+    process(cfg)          -> Enhancer(process)      diffusion.MelDiffusion (objective "diffusion"),
                                                     the one-step RegressionProcess ("regression")
+                                                    or StoRM's StochasticRegeneration ("storm",
+                                                    with a PredictorDenoiser network pair)
     evaluate(batch, samples, cfg)     SI-SDR, PESQ-WB, ESTOI, log-mel L1 of the enhanced speech, of
                                       the noisy input and of spectral subtraction, side by side
     write_samples(samples, out, cfg)  noisy / enhanced / clean WAVs, spectrograms.png, metrics.json
@@ -18,6 +20,7 @@ and clean references at hand.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +33,10 @@ from torch import Tensor
 
 from diffusekit.core.registry import Registry
 from diffusekit.domains.audio.baselines import RegressionProcess, spectral_subtraction
-from diffusekit.domains.audio.diffusion import MelDiffusion
+from diffusekit.domains.audio.diffusion import MelDiffusion, StochasticRegeneration
 from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.domains.audio.metrics import nanmean, score_all
-from diffusekit.domains.audio.network import MelUNet
+from diffusekit.domains.audio.network import MelUNet, PredictorDenoiser
 from diffusekit.plugins import Domain
 
 
@@ -42,10 +45,33 @@ def diffusion_process(cfg: DictConfig) -> MelDiffusion:
     return MelDiffusion.from_config(cfg.process)
 
 
+def regeneration_process(cfg: DictConfig) -> StochasticRegeneration:
+    """StoRM: the one-step regression in front of the mel diffusion (`model.predictor_weight`),
+    whose sampling starts at `model.t_start` from the forward-noised estimate."""
+    diffusion = dataclasses.replace(diffusion_process(cfg),
+                                    t_start=float(cfg.model.get("t_start", 1.0)))
+    return StochasticRegeneration(diffusion, RegressionProcess().predict,
+                                  float(cfg.model.get("predictor_weight", 1.0)))
+
+
+def mel_unet(cfg: DictConfig) -> MelUNet:
+    """The denoiser network of the `network` section."""
+    n = cfg.network
+    return MelUNet(channels=tuple(int(c) for c in n.channels), blocks=int(n.blocks),
+                   emb_dim=int(n.emb_dim))
+
+
 # model.objective -> factory(cfg) -> process with training_loss / generate
 OBJECTIVES: Registry[Callable[[DictConfig], Any]] = Registry("audio objective")
 OBJECTIVES.register("diffusion", diffusion_process)
 OBJECTIVES.register("regression", lambda cfg: RegressionProcess())
+OBJECTIVES.register("storm", regeneration_process)
+
+# model.objective -> factory(cfg) -> the network that objective's process trains
+NETWORKS: Registry[Callable[[DictConfig], torch.nn.Module]] = Registry("audio network layout")
+NETWORKS.register("diffusion", mel_unet)
+NETWORKS.register("regression", mel_unet)
+NETWORKS.register("storm", lambda cfg: PredictorDenoiser(mel_unet(cfg), mel_unet(cfg)))
 
 # reconstruct.method -> fn(features, x_hat [B,1,M,T], noisy_wave [B,L], cfg) -> [B, L]
 RECONSTRUCTIONS: Registry[Callable[..., Tensor]] = Registry("waveform reconstruction")
@@ -140,10 +166,9 @@ class AudioDomain(Domain):
         datamodule.setup()
         return datamodule
 
-    def build_network(self, cfg: DictConfig) -> MelUNet:
-        n = cfg.network
-        return MelUNet(channels=tuple(int(c) for c in n.channels), blocks=int(n.blocks),
-                       emb_dim=int(n.emb_dim))
+    def build_network(self, cfg: DictConfig) -> torch.nn.Module:
+        """A MelUNet, or for `model.objective: storm` a PredictorDenoiser pair of them."""
+        return NETWORKS.get(cfg.model.objective)(cfg)
 
     def process(self, cfg: DictConfig) -> Enhancer:
         return Enhancer(OBJECTIVES.get(cfg.model.objective)(cfg))

@@ -8,6 +8,7 @@ from pathlib import Path
 # A corpus small enough to synthesise in a second or two and train a few steps on.
 TINY = {
     "data": {"n_train": 4, "n_val": 2, "n_test": 2, "workers": 1, "real_clips": False,
+             "packages": [],
              "train_voices": ["flite:kal16", "flite:awb"], "test_voices": ["flite:slt"],
              "frames": 32, "eval_frames": 64, "batch_size": 2},
     "network": {"channels": [8, 16], "emb_dim": 16},

@@ -76,19 +76,24 @@ def test_unknown_noise_kind_is_one_error_line(tiny_cfg, tmp_path, capsys, monkey
 
 
 @pytest.mark.slow  # about a minute on 2 shared cores
-def test_quick_benchmark_at_tiny_size(tiny_cfg, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("objective, extra_calls, regression", [
+    ("diffusion", 0, "separate run"), ("storm", 1, "StoRM's own predictor")])
+def test_quick_benchmark_at_tiny_size(objective, extra_calls, regression, tiny_cfg, tmp_path,
+                                      capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cache = corpus_dir(tiny_cfg).parent
     code, out, err = _run(capsys, "benchmark", "--domain", "audio", "--quick",
-                          *tiny_overrides(cache), "benchmark.quick_train_steps=2",
+                          *tiny_overrides(cache), f"model.objective={objective}",
+                          "benchmark.quick_train_steps=2",
                           "benchmark.quick_regression_steps=2", "benchmark.steps=[1,2]",
                           "benchmark.n_test=2", f"benchmark.results_dir={tmp_path}/results")
     assert code == 0, err
     record = json.loads((tmp_path / "results" / "audio_quick.json").read_text())
     metrics, baselines = record["metrics"], record["baselines"]
+    assert metrics["objective"] == objective and metrics["regression_source"] == regression
     for sampler in ("dpmpp_2m", "ddim"):
-        for steps in (1, 2):
-            assert metrics[f"nfe_{sampler}_{steps}"] == steps
+        for steps in (1, 2):  # StoRM calls its predictor once before the sampler
+            assert metrics[f"nfe_{sampler}_{steps}"] == steps + extra_calls
             assert f"si_sdr_{sampler}_{steps}" in metrics and f"pesq_{sampler}_{steps}" in metrics
     for key in ("noisy_si_sdr", "spectral_subtraction_pesq", "regression_estoi"):
         assert key in baselines
