@@ -28,7 +28,8 @@ y_hat in the place of y (conditioned on it, diffusing x0 - y_hat, starting near 
 
 (StoRM eq. 10 with the score loss replaced by the engine's weighted x0 loss; sg: the diffusion loss
 does not train P, so P is exactly the one-step regression baseline with the same network and
-steps, and "what diffusion adds over regression" is read off one model.) The predictor removes most
+steps, and "what diffusion adds over regression" is read off one model; see core/regeneration.py,
+which holds the loss and the network pair.) The predictor removes most
 of the noise; the diffusion regenerates what it over-suppressed, without the breathing and
 phoneme-confusion artefacts of a diffusion started from the mixture alone (StoRM, Sec. I).
 """
@@ -43,6 +44,7 @@ import torch
 from torch import Tensor
 
 from diffusekit.core.process import GaussianDiffusion
+from diffusekit.core.regeneration import regeneration_loss
 
 # keys of the `process:` section read here (the rest build the engine's GaussianDiffusion)
 OWN_KEYS = ("residual", "residual_scale", "t_start")
@@ -125,7 +127,7 @@ class MelDiffusion:
 
 @dataclass(frozen=True, eq=False)
 class StochasticRegeneration:
-    """StoRM (see the module docstring): `network` is a `PredictorDenoiser` pair.
+    """StoRM (see the module docstring): `network` is a `core.regeneration.PredictorDenoiser`.
 
     diffusion:        the conditional mel diffusion run on the predictor's estimate.
     predict:          (predictor network, batch) -> y_hat [B, 1, M, T], the one-step regression.
@@ -151,12 +153,13 @@ class StochasticRegeneration:
 
     def training_loss(self, network: Any, batch: dict,
                       generator: torch.Generator | None = None) -> Tensor:
-        """[B] diffusion loss given sg(P(y)) + predictor_weight * the predictor's MSE."""
-        estimate = self.predict(network.predictor, batch)
-        predictor_mse = (estimate - batch["x0"]).pow(2).flatten(1).mean(1)
-        diffusion = self.diffusion.training_loss(
-            network.denoiser, self.on_estimate(batch, estimate.detach()), generator=generator)
-        return diffusion + self.predictor_weight * predictor_mse
+        """[B] diffusion loss given sg(P(y)) + predictor_weight * the predictor's MSE
+        (`core.regeneration.regeneration_loss`)."""
+        return regeneration_loss(
+            self.predict(network.predictor, batch), batch["x0"],
+            lambda base: self.diffusion.training_loss(
+                network.denoiser, self.on_estimate(batch, base), generator=generator),
+            self.predictor_weight)
 
     def generate(self, network: Any, batch: dict, **options: Any) -> Tensor:
         """Clean log-mel estimates [B, 1, M, T]: one predictor call, then the diffusion's

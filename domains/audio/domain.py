@@ -31,12 +31,13 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from diffusekit.core.regeneration import PredictorDenoiser
 from diffusekit.core.registry import Registry
 from diffusekit.domains.audio.baselines import RegressionProcess, spectral_subtraction
 from diffusekit.domains.audio.diffusion import MelDiffusion, StochasticRegeneration
 from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.domains.audio.metrics import nanmean, score_all
-from diffusekit.domains.audio.network import MelUNet, PredictorDenoiser
+from diffusekit.domains.audio.network import MelUNet
 from diffusekit.plugins import Domain
 
 

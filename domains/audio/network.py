@@ -106,15 +106,3 @@ class MelUNet(nn.Module):
                 h = self.upsample[i](h)
         return self.out(h)
 
-
-class PredictorDenoiser(nn.Module):
-    """The two networks of stochastic regeneration (StoRM): `predictor` (the one-step regression)
-    and `denoiser` (the diffusion model conditioned on the predictor's estimate)."""
-
-    def __init__(self, predictor: nn.Module, denoiser: nn.Module) -> None:
-        super().__init__()
-        self.predictor = predictor
-        self.denoiser = denoiser
-
-    def forward(self, *args, **kwargs) -> Tensor:
-        raise TypeError("PredictorDenoiser is called through its .predictor and .denoiser")

@@ -164,7 +164,8 @@ def test_the_storm_objective_builds_a_network_pair(tiny_cfg):
     from omegaconf import OmegaConf
 
     from diffusekit.domains.audio.domain import AudioDomain
-    from diffusekit.domains.audio.network import MelUNet, PredictorDenoiser
+    from diffusekit.core.regeneration import PredictorDenoiser
+    from diffusekit.domains.audio.network import MelUNet
 
     cfg = OmegaConf.merge(tiny_cfg, {"model": {"objective": "storm"}})
     network = AudioDomain().build_network(cfg)
