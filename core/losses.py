@@ -117,6 +117,26 @@ def time_logit_normal(
     return _clamp_time(torch.sigmoid(mean + std * z) * schedule.t_max, schedule)
 
 
+@TIME_SAMPLERS.register("uniform_terminal")
+def time_uniform_terminal(
+    batch: int, schedule: Schedule, generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu", p_terminal: float = 0.25, stratified: bool = True,
+) -> Tensor:
+    """t = t_max with probability `p_terminal`, else t ~ U(0, t_max) (`time_uniform`).
+
+    A sampler's first step evaluates the denoiser at t_max, where x_t is (almost) pure noise and
+    D(x_t, t_max) is the posterior mean E[x0 | cond]: with one step it is the whole answer. Uniform
+    times almost never visit t_max itself; Lin et al. 2024 ("Common Diffusion Noise Schedules and
+    Sample Steps are Flawed", Sec. 3.3) show that a model must be trained at the time sampling
+    starts from. This mixture trains it there explicitly (with w = 1 + SNR ~ 1 for v, the plain
+    x0 regression of a conditional model's posterior mean) and everywhere else as before."""
+    if not 0.0 <= p_terminal <= 1.0:
+        raise ValueError(f"p_terminal must be in [0, 1], got {p_terminal}")
+    t = time_uniform(batch, schedule, generator, device, stratified)
+    terminal = torch.rand(batch, generator=generator, device=device) < p_terminal
+    return torch.where(terminal, torch.full_like(t, schedule.t_max), t)
+
+
 def denoising_loss(
     denoiser: DenoiserFn,
     x0: Tensor,
