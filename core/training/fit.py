@@ -71,9 +71,15 @@ def prepare_run(domain_name: str, cfg: DictConfig, resume: RunDir | None = None)
 def optim_settings(cfg: DictConfig) -> OptimSettings:
     """`OptimSettings` from the config's `optim` section."""
     o = cfg.optim
-    return OptimSettings(lr=float(o.lr), weight_decay=float(o.weight_decay),
-                         betas=tuple(float(b) for b in o.betas), eps=float(o.eps),
-                         warmup_steps=int(o.warmup_steps))
+    total = cfg.get("trainer", {}).get("max_steps")
+    try:
+        return OptimSettings(
+            lr=float(o.lr), weight_decay=float(o.weight_decay),
+            betas=tuple(float(b) for b in o.betas), eps=float(o.eps),
+            warmup_steps=int(o.warmup_steps), decay=str(o.get("decay", "constant")),
+            total_steps=int(total) if total is not None and int(total) > 0 else None)
+    except ValueError as exc:
+        raise ConfigError(f"optim settings rejected: {exc}") from None
 
 
 def build_trainer(cfg: DictConfig, run: RunDir, callbacks: list[Any]) -> L.Trainer:

@@ -15,6 +15,7 @@ on a non-finite loss (`NonFiniteLossError`). Gradient clipping is the Trainer's
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -23,21 +24,46 @@ import torch
 from torch import Tensor, nn
 
 from diffusekit.core.errors import NonFiniteLossError
+from diffusekit.core.registry import Registry
+
+
+# decay(progress in [0, 1] after the warm-up) -> multiplier of the peak learning rate
+LR_DECAYS: Registry[Callable[[float], float]] = Registry("learning-rate decay")
+LR_DECAYS.register("constant", lambda progress: 1.0)
+# cosine annealing to 0 without restarts (Loshchilov & Hutter 2017, "SGDR", eq. 5)
+LR_DECAYS.register("cosine", lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 @dataclass(frozen=True)
 class OptimSettings:
-    """AdamW + linear warm-up. `lr` is reached after `warmup_steps` optimiser steps."""
+    """AdamW + linear warm-up, then the learning-rate `decay` (LR_DECAYS) over the remaining
+    steps up to `total_steps` (needed by every decay but "constant"; a budget that ends inside
+    the warm-up never decays). `lr` is the peak, reached after `warmup_steps` optimiser steps."""
 
     lr: float = 2e-4
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     warmup_steps: int = 100
+    decay: str = "constant"
+    total_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.warmup_steps < 0:
             raise ValueError(f"need lr > 0 and warmup_steps >= 0, got {self}")
+        LR_DECAYS.get(self.decay)  # an unknown name fails here, with the known ones listed
+        if self.decay != "constant" and not (self.total_steps or 0) > 0:
+            raise ValueError(f"optim.decay={self.decay} needs a step budget (trainer.max_steps "
+                             f"> 0), got {self.total_steps}")
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of `lr` at optimiser step `step` (0-based): the warm-up, then the decay."""
+        if step < self.warmup_steps:
+            return warmup_factor(step, self.warmup_steps)
+        if self.decay == "constant":
+            return 1.0
+        span = max(1, self.total_steps - self.warmup_steps)  # a budget inside the warm-up
+        return LR_DECAYS.get(self.decay)(min(1.0, (step - self.warmup_steps + 1) / span))
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -186,8 +212,7 @@ class DiffusionModule(L.LightningModule):
         o = self.optim
         optimizer = torch.optim.AdamW(self.network.parameters(), lr=o.lr, betas=tuple(o.betas),
                                       eps=o.eps, weight_decay=o.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_factor(step, o.warmup_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: o.lr_factor(step))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 

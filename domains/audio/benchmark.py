@@ -11,6 +11,7 @@ benchmarks/results/audio[_quick].{json,md,png} (see diffusekit.plugins.results).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from omegaconf import DictConfig
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from diffusekit.core.training.fit import optim_settings
+from diffusekit.core.training.module import OptimSettings
 from diffusekit.domains.audio.data import Collate, make_item
 from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.domains.audio.network import MelUNet
@@ -32,12 +35,15 @@ from diffusekit.plugins import results as results_io
 METRICS = ("si_sdr", "pesq", "estoi", "logmel_l1")
 
 
-def fit(network: torch.nn.Module, process: Any, loader, steps: int, lr: float, desc: str,
-        warmup: int = 50) -> float:
-    """`steps` AdamW steps of `process.training_loss` (linear warm-up, grad-norm clip 1);
-    returns the mean loss of the last 100 steps."""
-    opt = torch.optim.AdamW(network.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+def fit(network: torch.nn.Module, process: Any, loader, steps: int, optim: OptimSettings,
+        desc: str) -> float:
+    """`steps` AdamW steps of `process.training_loss` with the toolkit trainer's learning-rate
+    schedule (`optim`: warm-up, then its decay over `steps`) and grad-norm clip 1; returns the
+    mean loss of the last 100 steps."""
+    optim = dataclasses.replace(optim, total_steps=steps)
+    opt = torch.optim.AdamW(network.parameters(), lr=optim.lr, betas=optim.betas, eps=optim.eps,
+                            weight_decay=optim.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, optim.lr_factor)
     network.train()
     losses: list[float] = []
     it = iter(loader)
@@ -94,7 +100,7 @@ def _unets(network: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def _regression_baseline(domain: Any, cfg: DictConfig, network: torch.nn.Module, process: Any,
-                         loader, steps: int, model_steps: int, lr: float,
+                         loader, steps: int, model_steps: int, optim: OptimSettings,
                          b: DictConfig) -> RegressionBaseline:
     """StoRM's predictor when the model has one (trained only by its own MSE, it is exactly the
     regression baseline at the model's `model_steps`); otherwise a separate regression run of
@@ -108,7 +114,7 @@ def _regression_baseline(domain: Any, cfg: DictConfig, network: torch.nn.Module,
     reg_cfg = OmegaConf.merge(cfg, {"model": {"objective": "regression"}})
     torch.manual_seed(int(b.seed))
     reg_network, reg_process = domain.build_network(reg_cfg), domain.process(reg_cfg)
-    fit(reg_network, reg_process, loader, steps, lr, "regression")
+    fit(reg_network, reg_process, loader, steps, optim, "regression")
     return RegressionBaseline(lambda batch: reg_process.generate(reg_network, batch).mel, steps,
                               "separate run")
 
@@ -126,19 +132,19 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     dm.prepare_data()
     dm.setup("fit")
     loader = dm.train_dataloader()
-    lr = float(cfg.optim.lr)
+    optim = optim_settings(cfg)
 
     started = time.perf_counter()
     network = domain.build_network(cfg)
     process = domain.process(cfg)
     metrics: dict[str, Any] = {"train_steps": train_steps, "test_snr_db": cfg.data.test_snr,
                                "objective": str(cfg.model.objective)}
-    metrics["train_loss"] = fit(network, process, loader, train_steps, lr,
+    metrics["train_loss"] = fit(network, process, loader, train_steps, optim,
                                 str(cfg.model.objective))
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
 
     regression = _regression_baseline(domain, cfg, network, process, loader, reg_steps,
-                                      train_steps, lr, b)
+                                      train_steps, optim, b)
     metrics["regression_steps"] = regression.steps
     metrics["regression_source"] = regression.source
 

@@ -1,5 +1,7 @@
 """The generic LightningModule's parts: EMA, warm-up, optimiser, non-finite loss, batch helpers."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -88,3 +90,31 @@ def test_batch_helpers_cut_and_join_nested_batches():
     assert head["x0"].shape == (2, 2) and tail["cond"]["label"].tolist() == [2]
     joined = concat_batches(head, tail)
     assert torch.equal(joined["x0"], batch["x0"]) and joined["name"] == "fixed"
+
+
+def test_cosine_decay_follows_the_warm_up_down_to_zero():
+    o = OptimSettings(lr=1.0, warmup_steps=2, decay="cosine", total_steps=6)
+    got = [o.lr_factor(s) for s in range(7)]
+    # warm-up 0.5, 1; then 0.5 (1 + cos(pi p)) for p = 1/4, 2/4, 3/4, 4/4, and 0 after the budget
+    want = [0.5, 1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4)),
+            0.0, 0.0]
+    assert got == pytest.approx(want, abs=1e-12)
+    assert OptimSettings(lr=1.0, warmup_steps=2).lr_factor(100) == 1.0  # constant by default
+    assert OptimSettings(lr=1.0, warmup_steps=50, decay="cosine", total_steps=4).lr_factor(3) \
+        == pytest.approx(4 / 50)  # a budget inside the warm-up never decays
+    with pytest.raises(ValueError, match="step budget"):
+        OptimSettings(decay="cosine")
+    with pytest.raises(KeyError, match="cosine"):
+        OptimSettings(decay="cosin", total_steps=10)
+
+
+def test_the_trainer_schedules_the_configured_decay():
+    module = DiffusionModule(torch.nn.Linear(2, 2), None,
+                             OptimSettings(lr=0.1, warmup_steps=1, decay="cosine", total_steps=3))
+    scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(3):
+        lrs.append(scheduler.get_last_lr()[0])
+        scheduler.optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([0.1, 0.1 * 0.5 * (1 + math.cos(math.pi / 2)), 0.0])

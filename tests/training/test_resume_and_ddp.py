@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from diffusekit.core.training.runs import check_checkpoint
 
