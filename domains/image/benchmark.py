@@ -204,7 +204,7 @@ def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict, rows: l
     comparison_grid(first, out_dir / f"{name}_grid.png", int(cfg.output.zoom))
     body = [title, "", results_io.markdown_table(headers, table_rows, digits=4), "",
             f"Best at <= 20 steps: {metrics['best_at_most_20_steps']}; PSNR-Y gain over bicubic "
-            f"{metrics['psnr_gain_over_bicubic']:.2f} dB (target >= 1.0: "
+            f"{metrics['psnr_gain_over_bicubic']:.3f} dB (target >= 1.0: "
             f"{'met' if metrics['target_psnr_gain_1db'] else 'not met'}); consistency target > 40 dB: "
             f"{'met' if metrics['target_consistency_40db'] else 'not met'}.",
             f"Training: diffusion {metrics['train_steps']} steps in {metrics['train_seconds']} s, "
