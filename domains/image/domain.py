@@ -24,10 +24,11 @@ from omegaconf import DictConfig
 
 from diffusekit.core.errors import RunDirError
 from diffusekit.core.process import GaussianDiffusion
+from diffusekit.core.regeneration import PredictorDenoiser
 from diffusekit.domains.image.degradation import Degradation
 from diffusekit.domains.image.figures import comparison_grid, save_png
 from diffusekit.domains.image.metrics import image_metrics
-from diffusekit.domains.image.network import NETWORKS, PredictorDenoiser
+from diffusekit.domains.image.network import NETWORKS
 from diffusekit.domains.image.processes import OWN_KEYS, PROCESSES, SRSamples
 from diffusekit.plugins import Domain
 

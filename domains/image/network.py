@@ -194,18 +194,6 @@ class LRSRNet(nn.Module):
         return F.pixel_shuffle(self.head(h), s)[..., :h0, :w0]
 
 
-class PredictorDenoiser(nn.Module):
-    """The two networks of predict and refine (processes.PredictRefine): `predictor` (the one-step
-    regression g) and `denoiser` (the diffusion conditioned on g's estimate), same architecture."""
-
-    def __init__(self, predictor: nn.Module, denoiser: nn.Module) -> None:
-        super().__init__()
-        self.predictor, self.denoiser = predictor, denoiser
-
-    def forward(self, *args, **kwargs) -> Tensor:
-        raise TypeError("PredictorDenoiser is called through its .predictor and .denoiser")
-
-
 # network.kind -> a builder of the denoiser from the `network` config section and the scale
 NETWORKS: Registry = Registry("image network")
 NETWORKS.register("unet", lambda n, scale: SRUNet(

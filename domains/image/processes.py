@@ -27,8 +27,10 @@ draws the residual over it, conditioned on it (in the place of up_s(y)):
 
 with sg a stop-gradient, as StoRM trains its predictor (Lemercier et al. 2023): g is exactly the
 regression baseline, trained in the same run, so what diffusion adds over regression is read off
-one model. Both networks are one `PredictorDenoiser` module. One sampler step from t_max returns
-x_init plus the predicted mean residual, at least as good as the regression in PSNR.
+one model. Both networks are one `core.regeneration.PredictorDenoiser` module, and the loss is
+`core.regeneration.regeneration_loss`, shared with the audio domain's StoRM. One sampler step
+from t_max returns x_init plus the predicted mean residual (at the quick budget it measured below
+the predictor alone, see README).
 
 Optional back-projection (Irani & Peleg 1991) makes any output explain its input exactly up to
 the blur: x <- x + up_s(y - down_s(blur(x))), `back_projection` times. Off by default; the
@@ -45,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffusekit.core.process import GaussianDiffusion
+from diffusekit.core.regeneration import regeneration_loss
 from diffusekit.core.registry import Registry
 from diffusekit.domains.image.degradation import Degradation
 from diffusekit.domains.image.tiling import TiledNetwork
@@ -215,13 +218,14 @@ class PredictRefine(_SRBase):
         predictor's mean squared error (on the same scale as `Regression`'s)."""
         x0 = batch["x0"]
         _, upsampled = self.conditioning(batch)
-        x_init = self.initial(network.predictor, upsampled)
-        scale = self.residual_scale if self.residual else 1.0
-        predictor_mse = ((x_init - x0) / scale).pow(2).flatten(1).mean(dim=1)
-        base = x_init.detach()
-        inner = {"x0": (x0 - base) / self.refine_scale, "cond": {"upsampled": base}}
-        diffusion = self.diffusion.training_loss(network.denoiser, inner, generator=generator)
-        return diffusion + self.predictor_weight * predictor_mse
+
+        def diffusion_loss(base: Tensor) -> Tensor:  # base = sg(x_init)
+            inner = {"x0": (x0 - base) / self.refine_scale, "cond": {"upsampled": base}}
+            return self.diffusion.training_loss(network.denoiser, inner, generator=generator)
+
+        return regeneration_loss(self.initial(network.predictor, upsampled), x0, diffusion_loss,
+                                 self.predictor_weight,
+                                 scale=self.residual_scale if self.residual else 1.0)
 
     def predictor_samples(self, network: Any, batch: dict, *,
                           back_projection: int | None = None, **ignored: Any) -> SRSamples:

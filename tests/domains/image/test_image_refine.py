@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from diffusekit.core import config
+from diffusekit.core.regeneration import PredictorDenoiser
 from diffusekit.domains.image.domain import ImageDomain
-from diffusekit.domains.image.network import PredictorDenoiser
 from diffusekit.domains.image.processes import PredictRefine
 
 SMALL = ["network.channels=8", "network.blocks=1", "process.tile=null"]
