@@ -56,6 +56,14 @@ class OptimSettings:
             raise ValueError(f"optim.decay={self.decay} needs a step budget (trainer.max_steps "
                              f"> 0), got {self.total_steps}")
 
+    def build(self, parameters) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+        """AdamW over `parameters` and its per-step schedule (`lr_factor`): what the toolkit
+        trainer and the benchmarks' plain loops train with."""
+        optimizer = torch.optim.AdamW(parameters, lr=self.lr, betas=tuple(self.betas),
+                                      eps=self.eps, weight_decay=self.weight_decay)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                            lambda step: self.lr_factor(step))
+
     def lr_factor(self, step: int) -> float:
         """Multiplier of `lr` at optimiser step `step` (0-based): the warm-up, then the decay."""
         if step < self.warmup_steps:
@@ -209,10 +217,7 @@ class DiffusionModule(L.LightningModule):
         self.ema.update(self.network)  # after every real optimiser step (accumulation aware)
 
     def configure_optimizers(self) -> dict:
-        o = self.optim
-        optimizer = torch.optim.AdamW(self.network.parameters(), lr=o.lr, betas=tuple(o.betas),
-                                      eps=o.eps, weight_decay=o.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: o.lr_factor(step))
+        optimizer, scheduler = self.optim.build(self.network.parameters())
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 

@@ -4,9 +4,10 @@ One run: train the model (`model.objective`) and the one-step regression model (
 for StoRM its own predictor, otherwise a separate run) with a plain torch loop, then enhance the
 held-out test clips (held-out sentences and voices, at `data.test_snr` dB) with every sampler
 of `benchmark.samplers` at every step count of `benchmark.steps`, and score SI-SDR, PESQ-WB,
-ESTOI and log-mel L1 beside the noisy input, spectral subtraction and the regression model. The real CMU ARCTIC clips, mixed with babble and
-pink noise at the same SNR, are scored too when the corpus has them. Results:
-benchmarks/results/audio[_quick].{json,md,png} (see diffusekit.plugins.results).
+ESTOI and log-mel L1 beside the noisy input, spectral subtraction and the regression model. The
+real CMU ARCTIC clips, mixed with babble and pink noise at the same SNR, are scored too when the
+corpus has them. Results: benchmarks/results/audio[_quick].{json,md,png} (see
+diffusekit.plugins.results).
 """
 
 from __future__ import annotations
@@ -40,10 +41,7 @@ def fit(network: torch.nn.Module, process: Any, loader, steps: int, optim: Optim
     """`steps` AdamW steps of `process.training_loss` with the toolkit trainer's learning-rate
     schedule (`optim`: warm-up, then its decay over `steps`) and grad-norm clip 1; returns the
     mean loss of the last 100 steps."""
-    optim = dataclasses.replace(optim, total_steps=steps)
-    opt = torch.optim.AdamW(network.parameters(), lr=optim.lr, betas=optim.betas, eps=optim.eps,
-                            weight_decay=optim.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, optim.lr_factor)
+    opt, sched = dataclasses.replace(optim, total_steps=steps).build(network.parameters())
     network.train()
     losses: list[float] = []
     it = iter(loader)
