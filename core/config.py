@@ -22,6 +22,7 @@ interpolations `${...}` resolved; no custom resolvers are registered (in particu
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,13 @@ from omegaconf.errors import OmegaConfBaseException
 from diffusekit.core.errors import ConfigError, UnknownConfigKeyError
 
 DEFAULTS_FILE = Path(__file__).parent / "training" / "defaults.yaml"
+
+
+def data_cache(domain: str | None = None) -> Path:
+    """The data cache every domain builds its offline data in: $DIFFUSEKIT_DATA when set (and not
+    empty), else ~/.cache/diffusekit; with `domain`, that domain's folder inside it."""
+    root = Path(os.environ.get("DIFFUSEKIT_DATA") or "~/.cache/diffusekit").expanduser()
+    return root / domain if domain else root
 
 
 def training_defaults() -> DictConfig:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from diffusekit.core.config import data_cache
 from diffusekit.core.errors import DataError
 from diffusekit.domains.audio import corpus, recordings
 from diffusekit.domains.audio.features import MelFeatures
@@ -41,7 +41,7 @@ def data_root(cfg: DictConfig) -> Path:
     """cfg.data.cache_dir, else $DIFFUSEKIT_DATA/audio, else ~/.cache/diffusekit/audio."""
     if cfg.data.get("cache_dir"):
         return Path(str(cfg.data.cache_dir)).expanduser()
-    return Path(os.environ.get("DIFFUSEKIT_DATA", "~/.cache/diffusekit")).expanduser() / "audio"
+    return data_cache("audio")
 
 
 def corpus_dir(cfg: DictConfig) -> Path:

@@ -28,7 +28,6 @@ images (cropped to a multiple of the scale, or centre crops of `data.test_crop`)
 from __future__ import annotations
 
 import logging
-import os
 import random
 import sys
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from diffusekit.core.config import data_cache
 from diffusekit.core.errors import DataError
 from diffusekit.core.registry import Registry
 from diffusekit.domains.image.degradation import Degradation
@@ -129,17 +129,12 @@ def _read_folder(folder: Path, prefix: str, out: ImageSet) -> None:
             out.skipped[name] = f"unreadable ({type(exc).__name__})"
 
 
-def data_cache() -> Path:
-    """$DIFFUSEKIT_DATA/image, else ~/.cache/diffusekit/image (the data cache of every domain)."""
-    return Path(os.environ.get("DIFFUSEKIT_DATA") or "~/.cache/diffusekit").expanduser() / "image"
-
-
 def opencv_dir(d: DictConfig) -> Path:
     """The folder of opencv-doc's example images: `d.opencv_dir` when set, else the copy that
     `toolkit prepare` unpacks into the data cache, else a system-wide install of opencv-doc."""
     if d.get("opencv_dir"):
         return Path(str(d.opencv_dir)).expanduser()
-    cached = data_cache() / OPENCV_PACKAGE / OPENCV_DATA
+    cached = data_cache("image") / OPENCV_PACKAGE / OPENCV_DATA
     system = Path("/") / OPENCV_DATA
     return cached if cached.is_dir() or not system.is_dir() else system
 
@@ -151,7 +146,7 @@ def fetch_opencv(d: DictConfig) -> Path | None:
         return None
     from diffusekit.core.debian_packages import unpack_package
 
-    return unpack_package(OPENCV_PACKAGE, data_cache()) / OPENCV_DATA
+    return unpack_package(OPENCV_PACKAGE, data_cache("image")) / OPENCV_DATA
 
 
 def _opencv(d: DictConfig, out: ImageSet) -> None:

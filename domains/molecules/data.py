@@ -25,7 +25,6 @@ of atom counts drawn from the training split's histogram, as EDM samples the siz
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_dense_batch
 
+from diffusekit.core.config import data_cache
 from diffusekit.core.errors import DataError
 from diffusekit.domains.molecules.charges import CHARGE_SOURCES, derive_formal_charges
 from diffusekit.domains.molecules.structures import (ATOMIC_NUMBERS, ELEMENTS, Structure,
@@ -57,8 +57,7 @@ QM9_UPGRADABLE = "qm9-v2.npz"  # same molecules and SMILES, no charges: upgraded
 def cache_dir() -> Path:
     """`$DIFFUSEKIT_DATA/molecules` (the data cache of every domain), default
     `~/.cache/diffusekit/molecules`."""
-    root = os.environ.get("DIFFUSEKIT_DATA") or Path.home() / ".cache" / "diffusekit"
-    return Path(root) / "molecules"
+    return data_cache("molecules")
 
 
 # ------------------------------------------------------------------------------ molecule sets

