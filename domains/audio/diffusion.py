@@ -132,11 +132,15 @@ class StochasticRegeneration:
     diffusion:        the conditional mel diffusion run on the predictor's estimate.
     predict:          (predictor network, batch) -> y_hat [B, 1, M, T], the one-step regression.
     predictor_weight: weight of the predictor's mean squared error in the training loss.
+    see_mixture:      the denoiser is also conditioned on the noisy mixture y (cond "mixture"),
+                      so that it can restore what the predictor removed wrongly; StoRM's score
+                      network sees y_hat only.
     """
 
     diffusion: MelDiffusion
     predict: Callable[[Callable[..., Tensor], dict], Tensor]
     predictor_weight: float = 1.0
+    see_mixture: bool = False
 
     @property
     def sampler(self) -> str:
@@ -146,10 +150,13 @@ class StochasticRegeneration:
     def steps(self) -> int:
         return self.diffusion.steps
 
-    @staticmethod
-    def on_estimate(batch: dict, estimate: Tensor) -> dict:
-        """The batch with the predictor's estimate [B, 1, M, T] as the diffusion's condition."""
-        return {**batch, "cond": {**batch["cond"], "noisy": estimate}}
+    def on_estimate(self, batch: dict, estimate: Tensor) -> dict:
+        """The batch with the predictor's estimate [B, 1, M, T] as the diffusion's condition
+        "noisy" (and, with `see_mixture`, the noisy mixture as "mixture")."""
+        cond = {**batch["cond"], "noisy": estimate}
+        if self.see_mixture:
+            cond["mixture"] = batch["cond"]["noisy"]
+        return {**batch, "cond": cond}
 
     def training_loss(self, network: Any, batch: dict,
                       generator: torch.Generator | None = None) -> Tensor:

@@ -52,14 +52,22 @@ def regeneration_process(cfg: DictConfig) -> StochasticRegeneration:
     diffusion = dataclasses.replace(diffusion_process(cfg),
                                     t_start=float(cfg.model.get("t_start", 1.0)))
     return StochasticRegeneration(diffusion, RegressionProcess().predict,
-                                  float(cfg.model.get("predictor_weight", 1.0)))
+                                  float(cfg.model.get("predictor_weight", 1.0)),
+                                  see_mixture=bool(cfg.model.get("see_mixture", False)))
 
 
-def mel_unet(cfg: DictConfig) -> MelUNet:
-    """The denoiser network of the `network` section."""
+def mel_unet(cfg: DictConfig, conditions: tuple[str, ...] = ("noisy",)) -> MelUNet:
+    """The denoiser network of the `network` section, conditioned on the log-mels `conditions`."""
     n = cfg.network
     return MelUNet(channels=tuple(int(c) for c in n.channels), blocks=int(n.blocks),
-                   emb_dim=int(n.emb_dim))
+                   emb_dim=int(n.emb_dim), conditions=conditions)
+
+
+def regeneration_pair(cfg: DictConfig) -> PredictorDenoiser:
+    """StoRM's two UNets: the predictor sees the mixture, the denoiser its estimate (and, with
+    `model.see_mixture`, the mixture too)."""
+    seen = ("noisy", "mixture") if cfg.model.get("see_mixture", False) else ("noisy",)
+    return PredictorDenoiser(mel_unet(cfg), mel_unet(cfg, seen))
 
 
 # model.objective -> factory(cfg) -> process with training_loss / generate
@@ -72,7 +80,7 @@ OBJECTIVES.register("storm", regeneration_process)
 NETWORKS: Registry[Callable[[DictConfig], torch.nn.Module]] = Registry("audio network layout")
 NETWORKS.register("diffusion", mel_unet)
 NETWORKS.register("regression", mel_unet)
-NETWORKS.register("storm", lambda cfg: PredictorDenoiser(mel_unet(cfg), mel_unet(cfg)))
+NETWORKS.register("storm", regeneration_pair)
 
 # reconstruct.method -> fn(features, x_hat [B,1,M,T], noisy_wave [B,L], cfg) -> [B, L]
 RECONSTRUCTIONS: Registry[Callable[..., Tensor]] = Registry("waveform reconstruction")

@@ -2,9 +2,11 @@
 
     net = MelUNet(channels=(32, 64, 96))
     out = net(x_in, c_noise, noisy=x_noisy)     # [B, 1, M, T], [B], [B, 1, M, T] -> [B, 1, M, T]
+    net = MelUNet(conditions=("noisy", "mixture"))   # StoRM's denoiser seeing both inputs
+    out = net(x_in, c_noise, noisy=estimate, mixture=x_noisy)
 
-The noisy log-mel conditions the network by channel concatenation with the noised clean mel
-(as SR3 does with the low-resolution image, Saharia et al. 2021). The noise level enters every
+The conditioning log-mels (by default the noisy one) enter by channel concatenation with the
+noised clean mel (as SR3 does with the low-resolution image, Saharia et al. 2021). The noise level enters every
 residual block as a FiLM scale/shift from sinusoidal features of c_noise (Vaswani et al. 2017
 embedding, Dhariwal & Nichol 2021 AdaGN). M and T must be divisible by 2^(levels - 1).
 """
@@ -49,19 +51,21 @@ class ResBlock(nn.Module):
 
 
 class MelUNet(nn.Module):
-    """UNet on [B, 1, M, T] log-mels conditioned on the noisy log-mel `noisy` [B, 1, M, T].
+    """UNet on [B, 1, M, T] log-mels conditioned on log-mels [B, 1, M, T] passed by keyword.
 
     channels: width per level (each level after the first halves M and T); blocks: residual
-    blocks per level; emb_dim: width of the noise embedding.
+    blocks per level; emb_dim: width of the noise embedding; conditions: the keyword names of
+    the conditioning log-mels, concatenated in this order after the input.
     """
 
     def __init__(self, channels: tuple[int, ...] = (32, 64, 96), blocks: int = 1,
-                 emb_dim: int = 128) -> None:
+                 emb_dim: int = 128, conditions: tuple[str, ...] = ("noisy",)) -> None:
         super().__init__()
+        self.conditions = tuple(conditions)
         self.levels = len(channels)
         self.emb_dim = emb_dim
         self.emb = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.stem = nn.Conv2d(2, channels[0], 3, padding=1)
+        self.stem = nn.Conv2d(1 + len(self.conditions), channels[0], 3, padding=1)
         self.down = nn.ModuleList()
         self.pool = nn.ModuleList()
         c_prev = channels[0]
@@ -86,11 +90,15 @@ class MelUNet(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(min(8, channels[0]), channels[0]), nn.SiLU(),
                                  nn.Conv2d(channels[0], 1, 3, padding=1))
 
-    def forward(self, x: Tensor, c_noise: Tensor, noisy: Tensor) -> Tensor:
-        """x [B, 1, M, T] (the scaled noised input), c_noise [B] or scalar, noisy [B, 1, M, T]."""
+    def forward(self, x: Tensor, c_noise: Tensor, **cond: Tensor) -> Tensor:
+        """x [B, 1, M, T] (the scaled noised input), c_noise [B] or scalar, cond: the
+        `conditions` log-mels [B, 1, M, T] by name (others are ignored)."""
+        missing = [name for name in self.conditions if name not in cond]
+        if missing:
+            raise TypeError(f"MelUNet needs the conditioning log-mels {missing}")
         c_noise = c_noise.expand(x.shape[0]) if c_noise.dim() == 0 else c_noise
         emb = self.emb(noise_features(c_noise, self.emb_dim))
-        h = self.stem(torch.cat([x, noisy], dim=1))
+        h = self.stem(torch.cat([x, *(cond[name] for name in self.conditions)], dim=1))
         skips = []
         for i, blocks in enumerate(self.down):
             for block in blocks:

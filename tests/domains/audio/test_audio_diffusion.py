@@ -3,6 +3,8 @@ predictor in front of it."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -174,3 +176,49 @@ def test_the_storm_objective_builds_a_network_pair(tiny_cfg):
     assert isinstance(AudioDomain().process(cfg).inner, StochasticRegeneration)
     with pytest.raises(TypeError, match="predictor"):
         network(torch.zeros(1, 1, 8, 8), torch.zeros(1), torch.zeros(1, 1, 8, 8))
+
+
+def test_storm_with_see_mixture_gives_the_denoiser_estimate_and_mixture():
+    """With see_mixture the denoiser's condition is the estimate ("noisy") and the mixture."""
+    batch = _batch(7)
+    estimate = batch["cond"]["noisy"] * 0.5
+    seen = []
+
+    def denoiser(x, c_noise, noisy, mixture):
+        seen.append((noisy, mixture))
+        return batch["x0"] - noisy
+
+    process = dataclasses.replace(_storm(), see_mixture=True)
+    pair = Pair(lambda x, c, noisy: estimate, denoiser)
+    out = process.generate(pair, batch, sampler="ddim", steps=2,
+                           generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out, batch["x0"], atol=1e-5)
+    loss = process.training_loss(pair, batch, generator=torch.Generator().manual_seed(0))
+    assert loss.shape == (3,) and torch.isfinite(loss).all()
+    assert len(seen) == 3  # two sampler steps, one training call
+    assert all(torch.equal(e, estimate) and torch.equal(m, batch["cond"]["noisy"])
+               for e, m in seen)
+
+
+def test_see_mixture_builds_a_denoiser_with_two_conditioning_channels(tiny_cfg):
+    from omegaconf import OmegaConf
+
+    from diffusekit.domains.audio.domain import AudioDomain
+
+    cfg = OmegaConf.merge(tiny_cfg, {"model": {"objective": "storm", "see_mixture": True}})
+    network = AudioDomain().build_network(cfg)
+    assert network.denoiser.conditions == ("noisy", "mixture")
+    assert network.denoiser.stem.in_channels == 3 and network.predictor.stem.in_channels == 2
+    x = torch.randn(2, 1, 8, 8)
+    out = network.denoiser(x, torch.full((2,), 0.5), noisy=x, mixture=x)
+    assert out.shape == x.shape
+    with pytest.raises(TypeError, match="mixture"):
+        network.denoiser(x, torch.full((2,), 0.5), noisy=x)
+    # the mixture channel reaches the output
+    network.denoiser.stem.weight.data.normal_()
+    for p in network.denoiser.parameters():
+        if p.dim() > 1:
+            p.data.normal_(0, 0.1)
+    a = network.denoiser(x, torch.full((2,), 0.5), noisy=x, mixture=x)
+    b = network.denoiser(x, torch.full((2,), 0.5), noisy=x, mixture=x + 1)
+    assert not torch.allclose(a, b)
