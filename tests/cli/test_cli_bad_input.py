@@ -2,8 +2,6 @@
 
 import shutil
 
-import pytest
-
 
 def _one_error(code, err, *fragments):
     assert code != 0

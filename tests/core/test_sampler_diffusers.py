@@ -13,8 +13,6 @@ diffusers' DPM-Solver computes in float32 internally; the tolerance 1e-4 covers 
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
