@@ -105,8 +105,9 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     train_steps = int(b.quick_train_steps if quick else b.train_steps)
     regression_steps = int(b.quick_regression_steps if quick else b.regression_steps)
     crop = b.quick_test_crop if quick else b.test_crop
-    cfg = OmegaConf.merge(cfg, {"data": {"test_crop": crop},
-                                "process": {"tile": b.get("tile") or cfg.process.tile}})
+    cfg = OmegaConf.merge(cfg, {"data": {"test_crop": crop},  # ensembles: rows of their own
+                                "process": {"tile": b.get("tile") or cfg.process.tile,
+                                            "self_ensemble": 1}})
     if b.get("threads"):
         torch.set_num_threads(int(b.threads))
     if b.get("fetch_opencv"):

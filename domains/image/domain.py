@@ -22,14 +22,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from diffusekit.core.errors import RunDirError
+from diffusekit.core.errors import ConfigError, RunDirError
 from diffusekit.core.process import GaussianDiffusion
 from diffusekit.core.regeneration import PredictorDenoiser
 from diffusekit.domains.image.degradation import Degradation
 from diffusekit.domains.image.figures import comparison_grid, save_png
 from diffusekit.domains.image.metrics import image_metrics
 from diffusekit.domains.image.network import NETWORKS
-from diffusekit.domains.image.processes import OWN_KEYS, PROCESSES, SRSamples
+from diffusekit.domains.image.processes import OWN_KEYS, PROCESSES, SelfEnsemble, SRSamples
 from diffusekit.plugins import Domain
 
 
@@ -73,6 +73,15 @@ class ImageDomain(Domain):
         return build(cfg.network, scale)
 
     def process(self, cfg: DictConfig) -> Any:
+        """The `process.kind` process, wrapped in a `SelfEnsemble` when `process.self_ensemble`
+        asks for more than one symmetry."""
+        single = self._single_process(cfg)
+        transforms = int(cfg.process.get("self_ensemble") or 1)
+        if transforms not in (1, 2, 4, 8):
+            raise ConfigError(f"process.self_ensemble must be 1, 2, 4 or 8, got {transforms}")
+        return SelfEnsemble(single, transforms) if transforms != 1 else single
+
+    def _single_process(self, cfg: DictConfig) -> Any:
         p = cfg.process
         common = dict(degradation=degradation_of(cfg), residual=bool(p.residual),
                       residual_scale=float(p.residual_scale),

@@ -284,8 +284,9 @@ def inverse_transform(x: Tensor, k: int, flip: bool) -> Tensor:
 def self_ensemble(process: Any, network: Any, batch: dict, transforms: int = 8,
                   **options: Any) -> SRSamples:
     """The mean over `transforms` elements of D4 (1, 2, 4 or 8; the identity always among them)
-    of process.generate on the transformed batch (see the module docstring); `options` go to every generate call, so
-    a `generator` draws fresh noise for each. bicubic / low_res / reference are the batch's own.
+    of process.generate on the transformed batch (see the module docstring); `options` go to
+    every generate call, so a `generator` draws fresh noise for each. bicubic / low_res /
+    reference are the batch's own.
 
     batch: {"x0": HR [B, 3, H, W] (optional), "cond": {"low_res": [B, 3, h, w]}}.
     """
@@ -305,6 +306,31 @@ def self_ensemble(process: Any, network: Any, batch: dict, transforms: int = 8,
             plain = out
     mean = (total / len(group)).clamp(-1.0, 1.0)
     return SRSamples(mean, plain.bicubic, plain.low_res, batch.get("x0"))
+
+
+@dataclass(frozen=True, eq=False)
+class SelfEnsemble:
+    """A process whose `generate` is `self_ensemble` of `inner` over `transforms` symmetries
+    (`process.self_ensemble` > 1); training and every other attribute are the inner process's."""
+
+    inner: Any
+    transforms: int = 8
+
+    def __post_init__(self) -> None:
+        if self.transforms not in (1, 2, 4, 8):
+            raise ValueError(f"process.self_ensemble must be 1, 2, 4 or 8, got {self.transforms}")
+
+    def __getattr__(self, name: str) -> Any:  # only reached for names not defined here
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def training_loss(self, network: Any, batch: dict,
+                      generator: torch.Generator | None = None) -> Tensor:
+        return self.inner.training_loss(network, batch, generator=generator)
+
+    def generate(self, network: Any, batch: dict, **options: Any) -> SRSamples:
+        return self_ensemble(self.inner, network, batch, self.transforms, **options)
 
 
 # keys of the `process:` section that are one process class's own fields

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from diffusekit.core import config
+from diffusekit.core.errors import ConfigError
 from diffusekit.domains.image.domain import ImageDomain
 from diffusekit.domains.image.processes import (DIHEDRAL, SRSamples, inverse_transform,
                                                 self_ensemble, transform)
@@ -83,3 +84,34 @@ def test_the_ensemble_of_the_diffusion_process_keeps_shape_range_and_consistency
     plain = process.degradation.downsample(out.bicubic)
     low_res = batch["cond"]["low_res"]
     assert (down - low_res).abs().mean() <= (plain - low_res).abs().mean() + 0.02
+
+
+def test_process_self_ensemble_wraps_the_process_for_train_sample_and_evaluate():
+    """`process.self_ensemble=4`: the domain's process averages 4 symmetries when generating and
+    trains exactly like the plain process; attributes pass through to it."""
+    from diffusekit.domains.image.processes import ResidualDiffusion, SelfEnsemble
+
+    domain = ImageDomain()
+    small = ["network.channels=8", "network.blocks=1", "process.tile=null"]
+    plain_cfg = config.compose(domain.default_config(), domain="image", overrides=small)
+    cfg = config.compose(domain.default_config(), domain="image",
+                         overrides=[*small, "process.self_ensemble=4"])
+    plain, wrapped = domain.process(plain_cfg), domain.process(cfg)
+    assert isinstance(plain, ResidualDiffusion)
+    assert isinstance(wrapped, SelfEnsemble) and wrapped.transforms == 4
+    assert wrapped.sampler == plain.sampler and wrapped.degradation.scale == 4
+    network = domain.build_network(cfg)
+    x0 = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    batch = {"x0": x0, "cond": {"low_res": plain.degradation(x0)}}
+    torch.testing.assert_close(
+        wrapped.training_loss(network, batch, generator=torch.Generator().manual_seed(3)),
+        plain.training_loss(network, batch, generator=torch.Generator().manual_seed(3)))
+    with torch.no_grad():
+        got = wrapped.generate(network, batch, steps=1, generator=torch.Generator().manual_seed(4))
+        want = self_ensemble(plain, network, batch, 4, steps=1,
+                             generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(got.image, want.image)
+    bad = config.compose(domain.default_config(), domain="image",
+                         overrides=[*small, "process.self_ensemble=3"])
+    with pytest.raises(ConfigError, match="1, 2, 4 or 8"):
+        domain.process(bad)
