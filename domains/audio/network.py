@@ -6,9 +6,9 @@
     out = net(x_in, c_noise, noisy=estimate, mixture=x_noisy)
 
 The conditioning log-mels (by default the noisy one) enter by channel concatenation with the
-noised clean mel (as SR3 does with the low-resolution image, Saharia et al. 2021). The noise level enters every
-residual block as a FiLM scale/shift from sinusoidal features of c_noise (Vaswani et al. 2017
-embedding, Dhariwal & Nichol 2021 AdaGN). M and T must be divisible by 2^(levels - 1).
+noised clean mel (as SR3 does with the low-resolution image, Saharia et al. 2021). The noise
+level enters every residual block as a FiLM scale/shift from sinusoidal features of c_noise
+(Vaswani et al. 2017 embedding, Dhariwal & Nichol 2021 AdaGN). M and T must be divisible by 2^(levels - 1).
 """
 
 from __future__ import annotations

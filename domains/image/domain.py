@@ -29,7 +29,8 @@ from diffusekit.domains.image.degradation import Degradation
 from diffusekit.domains.image.figures import comparison_grid, save_png
 from diffusekit.domains.image.metrics import image_metrics
 from diffusekit.domains.image.network import NETWORKS
-from diffusekit.domains.image.processes import OWN_KEYS, PROCESSES, SelfEnsemble, SRSamples
+from diffusekit.domains.image.processes import (ENSEMBLE_SIZES, OWN_KEYS, PROCESSES,
+                                                SelfEnsemble, SRSamples)
 from diffusekit.plugins import Domain
 
 
@@ -77,7 +78,7 @@ class ImageDomain(Domain):
         asks for more than one symmetry."""
         single = self._single_process(cfg)
         transforms = int(cfg.process.get("self_ensemble") or 1)
-        if transforms not in (1, 2, 4, 8):
+        if transforms not in ENSEMBLE_SIZES:
             raise ConfigError(f"process.self_ensemble must be 1, 2, 4 or 8, got {transforms}")
         return SelfEnsemble(single, transforms) if transforms != 1 else single
 

@@ -265,6 +265,8 @@ class PredictRefine(_SRBase):
 # the elements of D4 as (quarter turns k, flipped first): identity first
 DIHEDRAL: tuple[tuple[int, bool], ...] = tuple((k, flip) for flip in (False, True)
                                                for k in range(4))
+# ensemble sizes: every (8 // n)-th element of DIHEDRAL, a subgroup that holds the identity
+ENSEMBLE_SIZES = (1, 2, 4, 8)
 
 
 def transform(x: Tensor, k: int, flip: bool) -> Tensor:
@@ -290,9 +292,9 @@ def self_ensemble(process: Any, network: Any, batch: dict, transforms: int = 8,
 
     batch: {"x0": HR [B, 3, H, W] (optional), "cond": {"low_res": [B, 3, h, w]}}.
     """
-    if transforms not in (1, 2, 4, 8):
+    if transforms not in ENSEMBLE_SIZES:
         raise ValueError(f"self-ensemble over 1, 2, 4 or 8 transforms, got {transforms}")
-    group = DIHEDRAL[:: 8 // transforms] if transforms < 8 else DIHEDRAL
+    group = DIHEDRAL[:: 8 // transforms]
     total, plain = None, None
     for k, flip in group:
         moved = {**batch, "cond": {**batch["cond"],
@@ -301,9 +303,10 @@ def self_ensemble(process: Any, network: Any, batch: dict, transforms: int = 8,
             moved["x0"] = transform(batch["x0"], k, flip)
         out = process.generate(network, moved, **options)
         image = inverse_transform(out.image, k, flip)
-        total = image if total is None else total + image
-        if (k, flip) == (0, False):
-            plain = out
+        if total is None:  # the identity comes first: its output gives bicubic and low_res
+            total, plain = image, out
+        else:
+            total = total + image
     mean = (total / len(group)).clamp(-1.0, 1.0)
     return SRSamples(mean, plain.bicubic, plain.low_res, batch.get("x0"))
 
@@ -314,11 +317,7 @@ class SelfEnsemble:
     (`process.self_ensemble` > 1); training and every other attribute are the inner process's."""
 
     inner: Any
-    transforms: int = 8
-
-    def __post_init__(self) -> None:
-        if self.transforms not in (1, 2, 4, 8):
-            raise ValueError(f"process.self_ensemble must be 1, 2, 4 or 8, got {self.transforms}")
+    transforms: int = 8  # one of ENSEMBLE_SIZES (self_ensemble checks it)
 
     def __getattr__(self, name: str) -> Any:  # only reached for names not defined here
         if name == "inner":
