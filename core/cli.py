@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from omegaconf.errors import OmegaConfBaseException
 
 from diffusekit.core import config as configuration
 from diffusekit.core.errors import ConfigError, DiffusekitError, RunDirError
@@ -68,11 +69,13 @@ def _open_run(path: str) -> Any:
 
 
 def _run_domain(run: Any) -> tuple[Any, Any]:
-    """The domain a run folder was trained with, and the run's config."""
-    cfg = run.load_config()
-    if not cfg.get("domain"):
+    """The domain a run folder was trained with, and the run's config checked against that
+    domain's defaults (a config of another domain is one `ConfigError` line)."""
+    name = run.load_config().get("domain")
+    if not name or not isinstance(name, str):
         raise RunDirError(f"run {str(run.path)!r}: config.yaml names no domain")
-    return get_domain(cfg.domain), cfg
+    domain = get_domain(name)
+    return domain, run.load_config(domain)
 
 
 def _echo_paths(paths: list[Path], what: str) -> None:
@@ -179,6 +182,10 @@ def train(domain: str | None, files: tuple[str, ...], resume: str | None,
     if is_launched_worker():
         return None
     m = result.read_metrics()
+    if run is not None and m.get("resumed_at_steps", [None])[-1] == m.get("step"):
+        click.echo(f"run {result.path} is already at step {m.get('step')} (trainer.max_steps); "
+                   "nothing trained, its weights re-exported from the last checkpoint")
+        return None
     loss = m.get("val_loss")
     loss_text = f", validation loss {loss:.4g}" if isinstance(loss, float) else ""
     click.echo(f"trained {dom.name} to step {m.get('step')} in {m.get('train_seconds')} s"
@@ -301,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except UnknownNameError as exc:
         click.echo(f"error: {_one_line(exc)}", err=True)
+        return 2
+    except OmegaConfBaseException as exc:  # a config value of the wrong kind or a missing key
+        click.echo(f"error: config: {_one_line(exc)}", err=True)
         return 2
     except OSError as exc:  # a file that cannot be read or written
         click.echo(f"error: {_one_line(exc)}", err=True)

@@ -25,7 +25,7 @@ import difflib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -200,6 +200,40 @@ def load_saved(path: str | Path) -> DictConfig:
     """A config written by `save` (a run's `config.yaml`), in struct mode."""
     cfg = load_file(path)
     return finalize(cfg, _open_paths(cfg))
+
+
+def typed(cfg: DictConfig, key: str, kind: Callable[[Any], Any]) -> Any:
+    """The value at dotted `key` converted by `kind` (int, float, str, ...); a `ConfigError` that
+    names the key and the value when it does not convert (`trainer.max_steps=abc`). A bool where
+    a number is wanted is refused too (YAML reads `yes` as true)."""
+    value = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if value is None or (isinstance(value, bool) and kind in (int, float)):
+        raise ConfigError(f"config key {key!r} must be {_KIND_NAMES.get(kind, kind.__name__)}, "
+                          f"got {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {key!r} must be {_KIND_NAMES.get(kind, kind.__name__)}, "
+                          f"got {value!r}") from None
+
+
+_KIND_NAMES = {int: "a whole number", float: "a number", str: "a string"}
+
+
+def fit_to_defaults(saved: DictConfig, defaults: Mapping | DictConfig, source: str,
+                    domain: str) -> DictConfig:
+    """A run's saved config checked against its domain's current defaults: every key it holds
+    must exist in `compose(defaults)` (else a `ConfigError` saying the run does not fit the
+    domain, naming the key), and keys added to the defaults since the run was saved take their
+    default value. The saved values win."""
+    base = compose(defaults, domain=domain)
+    layer = _as_config(saved)
+    try:
+        check_keys(base, layer, source)
+    except UnknownConfigKeyError as exc:
+        raise ConfigError(f"{source} does not fit domain {domain!r}: it holds the key "
+                          f"{exc.key!r}, which the domain does not define") from None
+    return finalize(OmegaConf.merge(_as_config(base), layer), _open_paths(base))
 
 
 def to_yaml(cfg: DictConfig) -> str:

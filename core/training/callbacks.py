@@ -10,21 +10,26 @@ Each callback gets paths and plain functions, never a domain or a config:
                         checkpoint did not just write it)
     LossCurve           loss.png from the CSV logs of every (re)start of the run
 
+and the checkpoint writer `AtomicCheckpointIO` (a Lightning plugin): a checkpoint is written
+next to its final name and renamed into place, and read back without unpickling code.
+
 All files are written by the global rank 0 only.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
 from diffusekit.core.training.module import batch_size, concat_batches, slice_batch
-from diffusekit.core.training.runs import export_weights
+from diffusekit.core.training.runs import TEMPORARY_SUFFIX, check_checkpoint, export_weights
 
 
 class ValidationSamples(Callback):
@@ -104,6 +109,35 @@ class FinalCheckpoint(Callback):
         step = trainer.global_step
         if step > 0 and (self.every <= 0 or step % self.every != 0):
             trainer.save_checkpoint(self.path, weights_only=False)  # collective: all ranks call it
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O, made safe for a run folder.
+
+    Writing: the checkpoint goes to a temporary file in its own folder (never $TMPDIR, so a
+    kill -9 leaves nothing outside the run, and the final step is a same-file-system
+    `os.replace`: a reader sees the old checkpoint or the new one, never half of one). A stale
+    temporary is removed when the run resumes (`RunDir.remove_stale_temporaries`).
+    Reading: `torch.load(weights_only=True)` through `check_checkpoint`: a checkpoint that carries
+    a pickled callable is refused with a `CheckpointError` instead of running it."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
+                        storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        return check_checkpoint(Path(path))
 
 
 class LossCurve(Callback):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -24,14 +25,15 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from diffusekit.core.config import as_dict
+from diffusekit.core.config import as_dict, typed
 from diffusekit.core.errors import ConfigError
-from diffusekit.core.training.callbacks import (ExportEMAWeights, FinalCheckpoint, LossCurve,
-                                                ValidationSamples)
+from diffusekit.core.training.callbacks import (AtomicCheckpointIO, ExportEMAWeights,
+                                                FinalCheckpoint, LossCurve, ValidationSamples)
 from diffusekit.core.training.module import DiffusionModule, OptimSettings
-from diffusekit.core.training.runs import RUN_DIR_ENV, RunDir
+from diffusekit.core.training.runs import (RUN_DIR_ENV, RunDir, check_checkpoint,
+                                           export_weights)
 
 
 class _DropTips(logging.Filter):
@@ -69,15 +71,19 @@ def prepare_run(domain_name: str, cfg: DictConfig, resume: RunDir | None = None)
 
 
 def optim_settings(cfg: DictConfig) -> OptimSettings:
-    """`OptimSettings` from the config's `optim` section."""
-    o = cfg.optim
-    total = cfg.get("trainer", {}).get("max_steps")
+    """`OptimSettings` from the config's `optim` section; a `ConfigError` naming the key of a
+    value that is not a number (`trainer.max_steps=abc`) or that the optimiser refuses."""
+    total = typed(cfg, "trainer.max_steps", int)
+    betas = cfg.optim.betas
+    if not OmegaConf.is_list(betas) or len(betas) != 2:
+        raise ConfigError(f"config key 'optim.betas' must be a list of two numbers, got {betas!r}")
     try:
         return OptimSettings(
-            lr=float(o.lr), weight_decay=float(o.weight_decay),
-            betas=tuple(float(b) for b in o.betas), eps=float(o.eps),
-            warmup_steps=int(o.warmup_steps), decay=str(o.get("decay", "constant")),
-            total_steps=int(total) if total is not None and int(total) > 0 else None)
+            lr=typed(cfg, "optim.lr", float), weight_decay=typed(cfg, "optim.weight_decay", float),
+            betas=(typed(cfg, "optim.betas.0", float), typed(cfg, "optim.betas.1", float)),
+            eps=typed(cfg, "optim.eps", float), warmup_steps=typed(cfg, "optim.warmup_steps", int),
+            decay=str(cfg.optim.get("decay", "constant")),
+            total_steps=total if total > 0 else None)
     except ValueError as exc:
         raise ConfigError(f"optim settings rejected: {exc}") from None
 
@@ -85,24 +91,26 @@ def optim_settings(cfg: DictConfig) -> OptimSettings:
 def build_trainer(cfg: DictConfig, run: RunDir, callbacks: list[Any]) -> L.Trainer:
     """A Lightning Trainer from the config's `trainer` section and the toolkit's intervals."""
     t = cfg.trainer
-    accumulate = int(t.accumulate_grad_batches)
-    every = int(cfg.checkpoint_every)
+    accumulate = typed(cfg, "trainer.accumulate_grad_batches", int)
+    every = typed(cfg, "checkpoint_every", int)
     periodic = ModelCheckpoint(dirpath=run.checkpoints, every_n_train_steps=every or None,
                                save_top_k=0, save_last=True, enable_version_counter=False)
     best = ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor="val/loss",
                            mode="min", save_top_k=1, enable_version_counter=False)
-    grad_clip = cfg.optim.grad_clip
+    grad_clip = typed(cfg, "optim.grad_clip", float) if cfg.optim.grad_clip else None
     try:
         return L.Trainer(
-            max_steps=int(t.max_steps), max_epochs=-1,
-            accelerator=t.accelerator, devices=as_dict(t.devices), num_nodes=int(t.num_nodes),
+            max_steps=typed(cfg, "trainer.max_steps", int), max_epochs=-1,
+            accelerator=t.accelerator, devices=as_dict(t.devices),
+            num_nodes=typed(cfg, "trainer.num_nodes", int),
             strategy=t.strategy, precision=t.precision,
             accumulate_grad_batches=accumulate,
-            gradient_clip_val=float(grad_clip) if grad_clip else None,
+            gradient_clip_val=grad_clip,
             gradient_clip_algorithm="norm",
-            val_check_interval=int(cfg.val_every) * accumulate, check_val_every_n_epoch=None,
+            val_check_interval=typed(cfg, "val_every", int) * accumulate,
+            check_val_every_n_epoch=None,
             limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0,
-            log_every_n_steps=int(t.log_every_n_steps),
+            log_every_n_steps=typed(cfg, "trainer.log_every_n_steps", int),
             enable_progress_bar=bool(t.progress_bar), enable_model_summary=False,
             deterministic=bool(t.deterministic),
             default_root_dir=str(run.path),
@@ -110,6 +118,7 @@ def build_trainer(cfg: DictConfig, run: RunDir, callbacks: list[Any]) -> L.Train
             logger=CSVLogger(save_dir=str(run.path), name="logs",
                              flush_logs_every_n_steps=max(1, every or 100)),
             callbacks=[periodic, best, *callbacks],
+            plugins=[AtomicCheckpointIO()],
         )
     except (ValueError, TypeError, RuntimeError) as exc:  # MisconfigurationException included
         raise ConfigError(f"trainer settings rejected: {' '.join(str(exc).split())}") from None
@@ -119,24 +128,42 @@ def train(domain: Any, cfg: DictConfig, resume: RunDir | None = None) -> RunDir:
     """Train `domain` with the resolved config `cfg`; return the run folder.
 
     With `resume`, training continues from the run's last checkpoint (optimiser, EMA, step
-    counter, data position) up to `cfg.trainer.max_steps`."""
+    counter, data position) up to `cfg.trainer.max_steps`; a run already there trains nothing,
+    keeps its recorded losses and re-exports its weights from the checkpoint. Everything is built
+    and checked before a new run folder is made, and a new run that fails before its first
+    checkpoint (a data error inside the data module's setup, say) leaves no folder behind."""
     ckpt_path, ckpt_step = resume.resume_checkpoint() if resume is not None else (None, 0)
-    run = prepare_run(domain.name, cfg, resume)
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-
+    L.seed_everything(typed(cfg, "seed", int), workers=True, verbose=False)
     network = domain.build_network(cfg)
     process = domain.process(cfg)
     datamodule = domain.build_datamodule(cfg)
     module = DiffusionModule(network, process, optim_settings(cfg),
-                             ema_decay=float(cfg.ema.decay), ema_warmup=bool(cfg.ema.warmup))
+                             ema_decay=typed(cfg, "ema.decay", float),
+                             ema_warmup=bool(cfg.ema.warmup))
+    if resume is not None and ckpt_step >= typed(cfg, "trainer.max_steps", int):
+        return _reexport_finished(domain, module, resume, ckpt_path, ckpt_step)
 
+    run = prepare_run(domain.name, cfg, resume)
+    try:
+        return _fit(domain, cfg, run, module, datamodule, ckpt_path, ckpt_step, resume)
+    except BaseException:
+        if resume is None and not is_launched_worker() and not run.last_checkpoint.exists():
+            shutil.rmtree(run.path, ignore_errors=True)  # nothing to resume: no half-made run
+        raise
+
+
+def _fit(domain: Any, cfg: DictConfig, run: RunDir, module: DiffusionModule, datamodule: Any,
+         ckpt_path: Path | None, ckpt_step: int, resume: RunDir | None) -> RunDir:
+    if resume is not None:
+        run.remove_stale_temporaries()
     callbacks = [
         ExportEMAWeights(run.weights, {"domain": domain.name}),
-        FinalCheckpoint(run.last_checkpoint, int(cfg.checkpoint_every)),
+        FinalCheckpoint(run.last_checkpoint, typed(cfg, "checkpoint_every", int)),
         LossCurve(run.logs, run.loss_curve),
         ValidationSamples(lambda samples, out: domain.write_samples(samples, out, cfg),
-                          run.samples, n=int(cfg.sample.val_n), sampler=cfg.sample.sampler,
-                          steps=int(cfg.sample.steps), seed=int(cfg.seed)),
+                          run.samples, n=typed(cfg, "sample.val_n", int),
+                          sampler=cfg.sample.sampler, steps=typed(cfg, "sample.steps", int),
+                          seed=typed(cfg, "seed", int)),
     ]
     _quiet_lightning()
     trainer = build_trainer(cfg, run, callbacks)
@@ -145,7 +172,7 @@ def train(domain: Any, cfg: DictConfig, resume: RunDir | None = None) -> RunDir:
     previous = os.environ.get(RUN_DIR_ENV)
     os.environ[RUN_DIR_ENV] = str(run.path.resolve())  # for the ranks a DDP launcher starts
     try:
-        trainer.fit(module, datamodule=datamodule,
+        trainer.fit(module, datamodule=datamodule, weights_only=True,
                     ckpt_path=str(ckpt_path) if ckpt_path else None)
     finally:
         if previous is None:
@@ -169,6 +196,22 @@ def train(domain: Any, cfg: DictConfig, resume: RunDir | None = None) -> RunDir:
             summary["train_seconds"] += previous_metrics.get("train_seconds", 0.0)
             summary["resumed_at_steps"] = [*previous_metrics.get("resumed_at_steps", []),
                                            ckpt_step]
-        run.update_metrics(summary)
+        # a loss this start did not measure never erases the one recorded before
+        run.update_metrics({k: v for k, v in summary.items() if v is not None})
     return run
 
+
+def _reexport_finished(domain: Any, module: DiffusionModule, run: RunDir, ckpt_path: Path,
+                       step: int) -> RunDir:
+    """A resumed run that is already at `trainer.max_steps`: nothing to train. Its EMA weights
+    are written again from the checkpoint (a damaged model.safetensors is mended) and its
+    metrics keep their losses; the resume is recorded."""
+    if is_launched_worker():
+        return run
+    run.remove_stale_temporaries()
+    module.load_state_dict(check_checkpoint(ckpt_path)["state_dict"])
+    export_weights(module.ema.network, run.weights, {"domain": domain.name, "step": str(step)})
+    previous = run.read_metrics()
+    run.update_metrics({"step": step,
+                        "resumed_at_steps": [*previous.get("resumed_at_steps", []), step]})
+    return run

@@ -23,12 +23,14 @@ from tqdm.auto import tqdm
 
 from diffusekit.core.errors import DataError
 from diffusekit.core.training.module import batch_size, concat_batches, slice_batch
-from diffusekit.core.training.runs import RunDir, load_weights
+from diffusekit.core.training.runs import RunDir, check_plain_name, child_path, load_weights
 
 
 def load_run(domain: Any, run: RunDir) -> tuple[torch.nn.Module, Any, DictConfig]:
     """The run's network with its EMA weights (eval mode), its process and its config."""
-    cfg = run.load_config()
+    cfg = run.load_config(domain)
+    if cfg.sample.sampler is not None:  # it names the samples' folder: no path from bad input
+        check_plain_name(cfg.sample.sampler, "sample.sampler")
     network = domain.build_network(cfg)
     load_weights(network, run.weights)
     return network.eval().requires_grad_(False), domain.process(cfg), cfg
@@ -79,7 +81,8 @@ def sample_run(domain: Any, run: RunDir, *, sampler: str | None = None, steps: i
     steps = int(steps or cfg.sample.steps)
     n = int(n or cfg.sample.n)
     generator = torch.Generator().manual_seed(int(cfg.seed if seed is None else seed))
-    out = Path(out_dir) if out_dir else run.samples / f"{sampler or 'default'}-{steps}"
+    name = f"{sampler or 'default'}-{steps}"
+    out = Path(out_dir) if out_dir else child_path(run.samples, name, "sample folder")
     out.mkdir(parents=True, exist_ok=True)
     datamodule = domain.build_datamodule(cfg)
     paths: list[Path] = []

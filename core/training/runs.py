@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from diffusekit.core import config as configuration
 from diffusekit.core.errors import CheckpointError, ConfigError, RunDirError
 
 RUN_DIR_ENV = "DIFFUSEKIT_RUN_DIR"  # a fixed run folder (DDP children, multi-node launchers)
+TEMPORARY_SUFFIX = ".tmp"  # files being written: <name>.tmp, renamed into place when complete
 
 
 @dataclass(frozen=True)
@@ -113,12 +116,18 @@ class RunDir:
         return cls(runs[-1])
 
     # ------------------------------------------------------------------ config
-    def load_config(self) -> DictConfig:
-        """The run's resolved config; `RunDirError` when it is missing or unreadable."""
+    def load_config(self, domain: Any | None = None) -> DictConfig:
+        """The run's resolved config; `RunDirError` when it is missing or unreadable. With the
+        run's `domain`, the config is checked against the domain's defaults (a key the domain
+        does not define is a `ConfigError`; keys added since the run take their defaults)."""
         try:
-            return configuration.load_saved(self.config_file)
+            cfg = configuration.load_saved(self.config_file)
         except ConfigError as exc:
             raise RunDirError(f"run {str(self.path)!r}: {exc}") from None
+        if domain is None:
+            return cfg
+        return configuration.fit_to_defaults(cfg, domain.default_config(),
+                                             f"run {str(self.path)!r}'s config.yaml", domain.name)
 
     def save_config(self, cfg: DictConfig) -> Path:
         """Write the resolved config (atomically)."""
@@ -134,6 +143,15 @@ class RunDir:
                 f"run {str(self.path)!r} has no checkpoint to resume from ({path.name} is missing;"
                 " the run stopped before its first checkpoint)")
         return path, int(check_checkpoint(path)["global_step"])
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the half-written files a killed run left (`*.tmp` in the run folder and in
+        checkpoints/, hidden or not); return what was removed."""
+        stale = sorted(p for folder in (self.path, self.checkpoints) if folder.is_dir()
+                       for p in folder.glob(f"*{TEMPORARY_SUFFIX}") if p.is_file())
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
 
     # ----------------------------------------------------------------- metrics
     def read_metrics(self) -> dict[str, Any]:
@@ -152,11 +170,35 @@ class RunDir:
         return self.metrics_file
 
 
+def check_plain_name(name: str, what: str) -> str:
+    """`name` (from a config or a command line) when it is one plain path component of letters,
+    digits and `._+-` that does not start with a dot, so that no path built from it can leave
+    its folder; a `ConfigError` naming `what` otherwise."""
+    if not _PLAIN_NAME.fullmatch(str(name)):
+        raise ConfigError(f"{what} {name!r} is not a plain name (letters, digits, '._+-'); "
+                          "no file or folder may be named after it")
+    return str(name)
+
+
+def child_path(folder: Path, name: str, what: str) -> Path:
+    """`folder / name`, with `name` checked by `check_plain_name` first."""
+    return Path(folder) / check_plain_name(name, what)
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
 def check_checkpoint(path: Path) -> dict:
-    """Load a Lightning checkpoint on the CPU; `CheckpointError` when it cannot be read."""
+    """Load a Lightning checkpoint on the CPU without unpickling code (`weights_only=True`: only
+    tensors and plain containers); `CheckpointError` when it cannot be read or carries anything
+    else, such as a pickled callable planted in it."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle garbage, permissions: all the same to a user
+        if isinstance(exc, pickle.UnpicklingError) and "GLOBAL" in str(exc):
+            raise CheckpointError(  # torch names the global it refused to import
+                f"checkpoint {str(path)!r} refused: it holds objects other than tensors and "
+                "plain values, and loading them could run code") from None
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: "
                               f"{' '.join(str(exc).split())[:200]}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
@@ -166,7 +208,7 @@ def check_checkpoint(path: Path) -> dict:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write `data` as indented JSON to `path` via a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.name + TEMPORARY_SUFFIX)
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
     os.replace(tmp, path)
 
@@ -176,7 +218,7 @@ def export_weights(network: torch.nn.Module, path: Path, metadata: dict[str, str
     """Save `network`'s weights as safetensors (atomically), with string `metadata`."""
     from safetensors.torch import save_model
 
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.name + TEMPORARY_SUFFIX)
     save_model(network, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
     os.replace(tmp, path)
     return path
