@@ -27,8 +27,12 @@ Look-ups (each discovers the plugins on first use, once per process):
 Importing this package also makes `diffusekit.core.samplers.names()` / `schedules.names()`
 include the plugins' samplers and schedules (a lazy loader in each registry).
 `DIFFUSEKIT_PLUGINS=a,b` loads only the entry points named a and b; `DIFFUSEKIT_PLUGINS=` loads
-none. A plugin that fails to import or whose hook raises is reported by `plugin_report()` (and
-`toolkit plugins`) with its error; the others load regardless.
+none; a listed name that is not installed is named in one `warning:` line on stderr. A plugin
+that fails to import, whose hook raises, or that registers a name another plugin owns is
+reported by `plugin_report()` (and `toolkit plugins`) with its error, and in one `warning:` line
+on stderr; the others load regardless. The built-ins (the entry points of the diffusekit
+distribution itself) load before every third-party plugin, so their domains, samplers,
+schedules and commands cannot be taken over, whatever a plugin's entry-point name.
 
 Adding a built-in domain works exactly like a third-party one, and is the only way:
 

@@ -2,9 +2,11 @@
 
 Built-ins go through the same door as third parties (declared in the main pyproject.toml as the
 entry point `builtin = "diffusekit.plugins.builtin"`), so `toolkit plugins` shows where every
-name comes from. The engine registers these at import already (core never imports plugins);
-registering the very same objects again is a no-op, so this module only claims them. It claims
-exactly what `diffusekit.core` defines, never what a plugin added to the same registries.
+name comes from; like every entry point of the diffusekit distribution it loads before any
+third-party plugin, so a plugin's sampler or schedule cannot replace these. The engine
+registers these at import already (core never imports plugins); registering the very same
+objects again is a no-op, so this module only claims them. It claims exactly what
+`diffusekit.core` defines, never what a plugin added to the same registries.
 """
 
 from __future__ import annotations

@@ -5,15 +5,20 @@ Nothing is discovered when `diffusekit.plugins` is imported. The first look-up (
 engine's sampler / schedule registries, where `install_loaders` puts a lazy loader) runs
 `discover()` once per process:
 
-1. list the entry points of group "diffusekit" (`importlib.metadata`), sorted by name;
+1. list the entry points of group "diffusekit" (`importlib.metadata`); the built-ins (declared by
+   the diffusekit distribution itself, see `is_builtin`) load first, then the others in name
+   order, so no third-party plugin can take a built-in domain, sampler, schedule or command
+   whatever its entry-point name;
 2. honour the allow-list `DIFFUSEKIT_PLUGINS=a,b` (names of entry points; unset = all, set but
-   empty = none); the others are recorded as "skipped";
+   empty = none); the others are recorded as "skipped"; an allowed name that no entry point has
+   is recorded as "failed" and named in one warning line;
 3. for each plugin: import it, register it with pluggy (a hook name that no specification knows
    fails the plugin: it is almost always a typo), then call *its own* implementations of the
    registration hooks with `register` callbacks that validate and stage what it registers;
 4. commit the staged registrations only when the whole plugin succeeded and none of its names is
-   owned by another plugin. Otherwise the plugin is recorded as "failed" with a one-line error,
-   unregistered, and nothing of it takes effect. The other plugins always still load.
+   owned by another plugin. Otherwise the plugin is recorded as "failed" with a one-line error
+   (also printed on stderr as one `warning: plugin ...` line), unregistered, and nothing of it
+   takes effect. The other plugins always still load.
 
 Each plugin's hooks are called one implementation at a time (not through one pluggy hook call)
 precisely so that one plugin's exception cannot stop the others' registrations.
@@ -21,8 +26,9 @@ precisely so that one plugin's exception cannot stop the others' registrations.
 
 from __future__ import annotations
 
-import logging
 import os
+import re
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -36,10 +42,9 @@ from diffusekit.core.registry import Registry, UnknownNameError
 from diffusekit.plugins import hookspecs
 from diffusekit.plugins.domain import Domain
 
-log = logging.getLogger(__name__)
-
 ENTRY_POINT_GROUP = "diffusekit"
 ENV_VAR = "DIFFUSEKIT_PLUGINS"
+DISTRIBUTION = "diffusekit"  # the distribution whose entry points are the built-ins
 REGISTRATION_HOOKS = {  # hook name -> what its `register` callback registers
     "register_domains": "domains",
     "register_samplers": "samplers",
@@ -96,6 +101,30 @@ def find_entry_points() -> list[metadata.EntryPoint]:
     return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
 
 
+def is_builtin(ep: metadata.EntryPoint) -> bool:
+    """Whether `ep` is one of diffusekit's own plugins: declared by the diffusekit distribution.
+    Only an entry point whose distribution is unknown is judged by its target module
+    ("diffusekit.…"): a third-party distribution stays third party even if it points into the
+    diffusekit package, so it cannot jump the queue by naming a module there."""
+    dist = getattr(ep, "dist", None)
+    if dist is not None and dist.name:
+        return re.sub(r"[-_.]+", "-", dist.name).lower() == DISTRIBUTION
+    return ep.value.startswith(DISTRIBUTION + ".")
+
+
+def load_order(eps: list[metadata.EntryPoint]) -> list[metadata.EntryPoint]:
+    """The order plugins load in: built-ins first, then third parties, each by name. The first
+    to register a name keeps it, so this order is what makes built-in names win."""
+    return sorted(eps, key=lambda ep: (not is_builtin(ep), ep.name))
+
+
+def warn(message: str) -> None:
+    """One `warning: ...` line on the current stderr. Not `logging`: with no logging configured
+    that prints only by accident (the last-resort handler), and a user must see why a plugin or
+    an allow-listed name did nothing."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 class _Staging:
     """The `register` callbacks handed to one plugin's hooks; they validate and collect."""
 
@@ -148,7 +177,8 @@ class _Plugins:
         self.domains: Registry[Domain] = Registry("domain")
         self.owners: dict[tuple[str, str], str] = {}  # (kind, name) -> plugin that registered it
         self.records: list[PluginRecord] = []
-        self.command_owners: list[tuple[Any, str]] = []  # (click command, plugin that added it)
+        self.builtins: set[str] = set()  # names of the built-in plugins that loaded
+        self.order: dict[str, int] = {}  # plugin name -> its place in the load order
 
     def ensure_loaded(self) -> None:
         with self.lock:
@@ -163,18 +193,29 @@ class _Plugins:
 
     def discover(self) -> None:
         allowed = allow_list()
-        found = find_entry_points()
+        found = load_order(find_entry_points())
         for ep in found:
             dist = getattr(ep, "dist", None)
             record = PluginRecord(ep.name, ep.value, dist.name if dist else None,
                                   dist.version if dist else None, "skipped")
             if allowed is None or ep.name in allowed:
+                self.order.setdefault(ep.name, len(self.order))
                 record = self.load(ep, record)
+                if record.status == "loaded" and is_builtin(ep):
+                    self.builtins.add(ep.name)
             self.records.append(record)
-        for name in sorted((allowed or set()) - {ep.name for ep in found}):
+        unknown = sorted((allowed or set()) - {ep.name for ep in found})
+        for name in unknown:
             self.records.append(PluginRecord(name, "", None, None, "failed",
                                              f"not installed: no entry point {name!r} in group "
                                              f"{ENTRY_POINT_GROUP!r} (from {ENV_VAR})"))
+        self.records.sort(key=lambda r: r.name)  # the report is in name order, not load order
+        if unknown:  # one line for all of them, not one per name
+            names = ", ".join(repr(name) for name in unknown)
+            verb = "is" if len(unknown) == 1 else "are"
+            known = ", ".join(sorted({ep.name for ep in found})) or "none"
+            warn(f"{ENV_VAR} names {names}, which {verb} not installed "
+                 f"(installed plugins: {known})")
 
     def load(self, ep: metadata.EntryPoint, record: PluginRecord) -> PluginRecord:
         """Import one plugin, run its registration hooks and commit; never raises."""
@@ -217,14 +258,20 @@ class _Plugins:
         """Why `staging` cannot be committed (a name owned by someone else), or None."""
         for name in staging.domains:
             if name in self.domains:
-                return f"domain {name!r} is already registered by plugin {self.owner('domains', name)!r}"
+                return self.taken("domain", name, self.owner("domains", name), "plugin ")
         for kind, table, registry in (("samplers", staging.samplers, samplers.REGISTRY),
                                       ("schedules", staging.schedules, schedules.REGISTRY)):
             for name, entry in table.items():
                 if name in registry and registry.get(name) is not entry:
-                    return (f"{registry.kind} {name!r} is already registered by "
-                            f"{self.owner(kind, name)!r}")
+                    return self.taken(registry.kind, name, self.owner(kind, name))
         return None
+
+    def taken(self, kind: str, name: str, owner: str, prefix: str = "") -> str:
+        """The one-line reason a `kind` called `name`, owned by `owner`, cannot be registered."""
+        if owner in self.builtins:
+            return (f"{kind} {name!r} is built in (registered by diffusekit's plugin {owner!r}) "
+                    f"and cannot be replaced")
+        return f"{kind} {name!r} is already registered by {prefix}{owner!r}"
 
     def owner(self, kind: str, name: str) -> str:
         return self.owners.get((kind, name), "diffusekit.core")
@@ -246,13 +293,16 @@ class _Plugins:
     def fail(self, record: PluginRecord, error: str, plugin: object | None = None) -> PluginRecord:
         if plugin is not None and self.pm.is_registered(plugin):
             self.pm.unregister(plugin)
-        log.warning("diffusekit plugin %r failed: %s", record.name, error)
+        warn(f"plugin {record.name!r} failed: {error}")
         return replace(record, status="failed", error=error, provides={})
 
     def add_commands(self, cli: Any) -> None:
-        """Run every loaded plugin's `register_commands(cli)`, each on its own: a plugin that
-        raises or replaces an existing command is undone and marked failed."""
-        for impl in self.pm.hook.register_commands.get_hookimpls():
+        """Run every loaded plugin's `register_commands(cli)`, each on its own, in the load
+        order (built-ins first, whatever pluggy's tryfirst/trylast say): a plugin that raises or
+        replaces an existing command is undone and marked failed."""
+        impls = sorted(self.pm.hook.register_commands.get_hookimpls(),
+                       key=lambda impl: self.order.get(impl.plugin_name, len(self.order)))
+        for impl in impls:
             before = dict(cli.commands)
             error = None
             try:
@@ -262,7 +312,10 @@ class _Plugins:
                 taken = [n for n, cmd in before.items() if cli.commands.get(n) is not cmd
                          and not self.added_by(cmd, impl.plugin_name)]  # a re-run may replace its own
                 if taken:
-                    error = f"register_commands: command {taken[0]!r} already exists"
+                    owner = self.command_owner(before[taken[0]])
+                    reason = (self.taken("command", taken[0], owner) if owner in self.builtins
+                              else f"command {taken[0]!r} already exists")
+                    error = f"register_commands: {reason}"
             except (Exception, SystemExit) as exc:
                 error = one_line(exc, "register_commands")
             added = tuple(sorted(n for n in cli.commands if before.get(n) is not cli.commands[n]))
@@ -271,24 +324,32 @@ class _Plugins:
                 cli.commands.update(before)
                 self.pm.unregister(impl.plugin)
             else:
-                self.command_owners.extend((cli.commands[n], impl.plugin_name) for n in added)
+                _COMMAND_OWNERS.extend((cli.commands[n], impl.plugin_name) for n in added)
             self.update_record(impl.plugin_name, error, added)
 
-    def added_by(self, command: Any, plugin_name: str) -> bool:
-        """Whether `plugin_name` added this very command object in an earlier call."""
-        return any(cmd is command and owner == plugin_name for cmd, owner in self.command_owners)
+    @staticmethod
+    def added_by(command: Any, plugin_name: str) -> bool:
+        """Whether `plugin_name` added this very command object in an earlier call (also
+        before a `reset()`: the commands stay in the click group, like samplers in theirs)."""
+        return any(cmd is command and owner == plugin_name for cmd, owner in _COMMAND_OWNERS)
+
+    @staticmethod
+    def command_owner(command: Any) -> str | None:
+        """The plugin that added this command object, or None (the toolkit's own commands)."""
+        return next((owner for cmd, owner in _COMMAND_OWNERS if cmd is command), None)
 
     def update_record(self, name: str, error: str | None, commands: tuple[str, ...]) -> None:
         for i, record in enumerate(self.records):
             if record.name != name:
                 continue
             if error:
-                log.warning("diffusekit plugin %r failed: %s", name, error)
+                warn(f"plugin {name!r} failed: {error}")
                 self.records[i] = replace(record, status="failed", error=error)
             elif commands:
                 self.records[i] = replace(record, provides={**record.provides, "commands": commands})
 
 
+_COMMAND_OWNERS: list[tuple[Any, str]] = []  # (click command, plugin that added it), all states
 _plugins = _Plugins()
 
 
@@ -356,5 +417,6 @@ def reset() -> None:
 
 
 __all__ = ["ENTRY_POINT_GROUP", "ENV_VAR", "PluginRecord", "allow_list", "find_entry_points",
+           "is_builtin", "load_order", "warn",
            "get_domain", "domain_names", "plugin_report", "get_plugin_manager",
            "register_commands", "install_loaders", "reset", "one_line"]
