@@ -138,10 +138,12 @@ INSTANTIATE = """
 import json, sys
 from diffusekit import plugins
 from diffusekit.core import config
+data_overrides = json.loads(sys.argv[1])
 built = {}
 for name in plugins.domain_names():
     domain = plugins.get_domain(name)
-    cfg = config.compose(domain.default_config(), domain=name)
+    cfg = config.compose(domain.default_config(), overrides=data_overrides.get(name, []),
+                         domain=name)
     network = domain.build_network(cfg)
     process = domain.process(cfg)
     built[name] = {
@@ -153,25 +155,67 @@ for name in plugins.domain_names():
 print(json.dumps(built))
 """
 
+WATER = "3\nwater\nO 0.0 0.0 0.1173\nH 0.0 0.7572 -0.4692\nH 0.0 -0.7572 -0.4692\n"
+METHANE = ("5\nmethane\nC 0.0 0.0 0.0\nH 0.629 0.629 0.629\nH -0.629 -0.629 0.629\n"
+           "H -0.629 0.629 -0.629\nH 0.629 -0.629 -0.629\n")
+AMMONIA = ("4\nammonia\nN 0.0 0.0 0.1162\nH 0.0 0.9377 -0.2711\nH 0.8121 -0.4689 -0.2711\n"
+           "H -0.8121 -0.4689 -0.2711\n")
+
+
+def tiny_data_sources(folder):
+    """Each built-in domain's smallest local data, as the config overrides that select it: a
+    few WAV pairs, three molecules, a few KB of text. Building a domain's data module from its
+    default source would synthesise or download the full data set (the speech corpus, QM9,
+    Shakespeare), which a test that only checks that the module builds must not do."""
+    import numpy as np
+    import soundfile
+
+    rng = np.random.default_rng(0)
+    audio = folder / "audio"
+    for kind in ("clean", "noisy"):
+        (audio / kind).mkdir(parents=True)
+        for i in range(3):
+            soundfile.write(audio / kind / f"pair{i}.wav",
+                            0.1 * rng.standard_normal(8000).astype(np.float32), 16000)
+    molecules = folder / "molecules"
+    molecules.mkdir()
+    for name, xyz in {"water": WATER, "methane": METHANE, "ammonia": AMMONIA}.items():
+        (molecules / f"{name}.xyz").write_text(xyz)
+    text = folder / "sonnets.txt"
+    text.write_text("Shall I compare thee to a summer's day? Thou art more lovely and more "
+                    "temperate.\n" * 60)
+    return {"audio": [f"data.folder={audio}"], "molecules": [f"data.source={molecules}"],
+            "text": [f"data.source={text}"]}
+
 
 def test_every_installed_domain_default_config_instantiates(example_site, tmp_path):
     """Each installed domain (built-ins and the example plugin) composes its defaults with the
-    toolkit's, and its network, process and data module build. In a fresh interpreter, so the
-    plugin installed into `example_site` is discovered through its entry point."""
+    toolkit's, and its network, process and data module build: the data module on a tiny local
+    source (`tiny_data_sources`; every other setting stays the default) and with an empty data
+    cache, which must stay (nearly) empty: nothing is downloaded or synthesised. In a fresh
+    interpreter, so the plugin installed into `example_site` is discovered through its entry
+    point."""
     import json
     import os
     import subprocess
     import sys
 
+    overrides = tiny_data_sources(tmp_path / "sources")
+    cache = tmp_path / "cache"
     env = {k: v for k, v in os.environ.items() if k != "DIFFUSEKIT_PLUGINS"}
-    env["PYTHONPATH"] = str(example_site)
-    out = subprocess.run([sys.executable, "-c", INSTANTIATE], capture_output=True, text=True,
-                         env=env, cwd=tmp_path, timeout=300)
+    env.update(PYTHONPATH=str(example_site), DIFFUSEKIT_DATA=str(cache))
+    out = subprocess.run([sys.executable, "-c", INSTANTIATE, json.dumps(overrides)],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     built = json.loads(out.stdout.strip().splitlines()[-1])
-    assert "example" in built
+    assert {"example", *overrides} <= set(built)
     for name, parts in built.items():
-        assert parts["max_steps"] > 0 and parts["parameters"] > 0 and parts["process"], (name, parts)
+        assert parts["max_steps"] > 0 and parts["parameters"] > 0, (name, parts)
+        assert parts["process"], (name, parts)
+        assert parts["datamodule"].endswith("DataModule"), (name, parts)
+    # only the text domain's encoded tokens of the few KB above (the cache of a user's source)
+    cached = [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
+    assert sum(p.stat().st_size for p in cached) < 1_000_000, [str(p) for p in cached][:10]
 
 
 def test_the_data_cache_follows_diffusekit_data_and_defaults_to_home(monkeypatch, tmp_path):

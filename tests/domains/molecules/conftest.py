@@ -1,13 +1,26 @@
 """Small local molecule fixtures: hand-built geometries and a few RDKit-embedded ones, written as
-XYZ and SDF files into tmp_path (never the network, never the QM9 cache)."""
+XYZ and SDF files into tmp_path (never the network, never the QM9 cache); and, for the slow
+tests only, the real QM9 cache prepared into the session's own data cache."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from diffusekit.domains.molecules.structures import Structure, write_xyz
 from molecule_builders import EMBEDDED, embedded, methane
+
+
+@pytest.fixture(scope="session")
+def qm9_cache() -> Path:
+    """The prepared QM9 cache (`toolkit prepare --domain molecules`: the qm9pack wheel from PyPI,
+    130,831 molecules, a few minutes), built once per session in the session's data cache, which
+    tests/conftest.py points at a temporary folder: never the user's."""
+    from diffusekit.domains.molecules.data import cache_dir, prepare_qm9
+
+    return prepare_qm9(cache_dir(), progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -118,15 +118,11 @@ def test_items_and_batches_carry_charges_and_the_optional_channel(zwitterion):
 
 
 @pytest.mark.slow
-def test_qm9_cache_charges():
+def test_qm9_cache_charges(qm9_cache):
     """Every QM9 molecule sums to 0; dsgdb9nsd_000271 (beta-alanine, row 263 of qm9pack: the
     3,054 molecules QM9 flags as uncharacterised are not in it) is the zwitterion; all 443
-    charged SMILES map onto their geometries. Needs the prepared cache."""
-    from diffusekit.domains.molecules.data import QM9_CACHE, cache_dir
-
-    if not (cache_dir() / QM9_CACHE).exists():
-        pytest.skip("the QM9 cache is not prepared (toolkit prepare --domain molecules)")
-    qm9 = MoleculeSet.load(cache_dir() / QM9_CACHE)
+    charged SMILES map onto their geometries. Prepares the real cache (in a temporary folder)."""
+    qm9 = MoleculeSet.load(qm9_cache)
     sums = np.add.reduceat(qm9.charges.astype(np.int64), qm9.offsets[:-1])
     assert (sums == 0).all()
     beta_alanine = qm9.structure(263)
