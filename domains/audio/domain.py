@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +31,9 @@ import soundfile as sf
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from diffusekit.core.errors import ConfigError
 from diffusekit.core.regeneration import PredictorDenoiser
 from diffusekit.core.registry import Registry
 from diffusekit.domains.audio.baselines import RegressionProcess, spectral_subtraction
@@ -187,15 +190,22 @@ class AudioDomain(Domain):
         return summarise(score_systems(batch, _mel(samples), cfg))
 
     def write_samples(self, samples: Enhanced, out_dir: Path, cfg: DictConfig) -> list[Path]:
-        """For the first `outputs.write_n` clips: NN-noisy.wav, NN-enhanced.wav, NN-clean.wav;
-        spectrograms.png (rows: clips; columns: noisy | enhanced | clean); metrics.json (the
-        batch's metrics, see `evaluate`)."""
+        """For every clip of the batch (the number asked for: `toolkit sample -n`, sample.n,
+        sample.val_n), or the first `outputs.write_n` when that is set: NN-noisy.wav,
+        NN-enhanced.wav, NN-clean.wav; spectrograms.png (rows: the first 4 clips; columns:
+        noisy | enhanced | clean); metrics.json (the batch's metrics, see `evaluate`). A cap
+        that leaves clips unwritten is reported in one line on stderr."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         batch, mel = samples.batch, _mel(samples)
         sr = int(cfg.features.sample_rate)
         enhanced = reconstruct(cfg, mel, batch["noisy_wave"])
-        n = min(int(cfg.outputs.write_n), mel.shape[0])
+        n = written_clips(cfg, mel.shape[0])
+        if n < mel.shape[0]:
+            # tqdm.write: a sampling progress bar may be on the line
+            tqdm.write(f"note: wrote {n} of the {mel.shape[0]} enhanced clips as WAV files "
+                       f"(outputs.write_n is {n}; set it to null in the run's config.yaml to "
+                       "write every clip)", file=sys.stderr)
         paths: list[Path] = []
         for i in range(n):
             length = int(batch["length"][i]) if "length" in batch else enhanced.shape[-1]
@@ -215,6 +225,18 @@ class AudioDomain(Domain):
         from diffusekit.domains.audio.benchmark import run_benchmark
 
         return run_benchmark(self, cfg)
+
+
+def written_clips(cfg: DictConfig, generated: int) -> int:
+    """How many of `generated` clips `write_samples` writes: all of them, or `outputs.write_n`
+    when that is a number (a `ConfigError` naming the key when it is not a whole number >= 0)."""
+    cap = cfg.outputs.get("write_n")
+    if cap is None:
+        return generated
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
+        raise ConfigError(f"config key 'outputs.write_n' must be null or a whole number >= 0, "
+                          f"got {cap!r}")
+    return min(cap, generated)
 
 
 def _mel(samples: Any) -> Tensor:

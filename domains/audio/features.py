@@ -5,6 +5,8 @@
     y = feats.mask_reconstruct(x_hat, noisy_wave)   # mel-derived mask on the noisy STFT
     y = feats.griffin_lim(x_hat, length)   # phase from Griffin-Lim instead
     x_hat = enhance_in_chunks(fn, x_noisy, chunk=256, overlap=64)   # long recordings
+    x = encode_in_segments(feats, wave)    # the same as encode, a long [L] a segment at a time
+    y = reconstruct_in_segments(feats.mask_reconstruct, x_hat, wave, hop, n_fft)   # likewise
 
 Features (all frames centred, periodic Hann window):
     S = STFT(y)                            [F = n_fft/2 + 1, T]
@@ -161,3 +163,40 @@ def enhance_in_chunks(fn: Callable[[Tensor], Tensor], x_noisy: Tensor, chunk: in
         weight[s:s + chunk] += w
     return (acc / weight.clamp_min(1e-8))[..., :t]
 
+
+def encode_in_segments(f: MelFeatures, wave: Tensor, segment: int = 4096) -> Tensor:
+    """`f.encode(wave)` [M, T] of one long waveform [L], computed `segment` frames at a time:
+    each frame depends only on the samples under its window, so every segment is the encoding
+    of its own stretch of samples plus one window (n_fft) of context on each side, and the STFT
+    of the whole file (about 15 MB per minute at 16 kHz) is never held at once. Equal to
+    `f.encode(wave)`."""
+    n, hop = wave.shape[-1], f.hop
+    total, context = f.frames(n), _context(hop, f.n_fft)
+    pieces = []
+    for a in range(0, total, segment):
+        b = min(total, a + segment)
+        o, e = max(0, a * hop - context), min(n, (b - 1) * hop + context)
+        pieces.append(f.encode(wave[o:e])[..., a - o // hop:b - o // hop])
+    return torch.cat(pieces, dim=-1)
+
+
+def reconstruct_in_segments(fn: Callable[[Tensor, Tensor], Tensor], x_hat: Tensor, wave: Tensor,
+                            hop: int, n_fft: int, segment: int = 4096) -> Tensor:
+    """`fn(x_hat, wave)` [L] for a frame-local reconstruction `fn` (the mask: the gain of each
+    frame from that frame alone, then the ISTFT's overlap-add) of a long waveform [L] and its
+    estimate x_hat [..., M, T], computed `segment` frames' worth of samples at a time with one
+    window of context on each side (discarded). Equal to `fn(x_hat, wave)`."""
+    n, context = wave.shape[-1], _context(hop, n_fft)
+    pieces = []
+    for start in range(0, n, segment * hop):
+        stop = min(n, start + segment * hop)
+        o, e = max(0, start - context), min(n, stop + context)
+        first = o // hop
+        sub = fn(x_hat[..., first:first + (e - o) // hop + 1], wave[o:e])
+        pieces.append(sub[..., start - o:stop - o])
+    return torch.cat(pieces, dim=-1)
+
+
+def _context(hop: int, n_fft: int) -> int:
+    """One window of context rounded up to whole hops: segment starts stay on the frame grid."""
+    return -(-n_fft // hop) * hop

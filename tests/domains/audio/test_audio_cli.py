@@ -54,7 +54,8 @@ def test_train_then_sample_through_the_cli(tiny_cfg, tmp_path, capsys, monkeypat
                           str(tmp_path / "enhanced"), str(tmp_path / "long.wav"),
                           str(tmp_path / "broken.wav"))  # ~1000 frames: 5 chunks of 256
     assert code == 0, err
-    assert "1 unreadable file(s) skipped" in out
+    assert "enhanced 1 file(s)" in out and "skipped 1 of 2" in out
+    assert len(err) == 1 and err[0].startswith("warning: skipped ") and "broken.wav" in err[0]
     enhanced, rate = sf.read(str(tmp_path / "enhanced" / "long.wav"))
     assert rate == 16000 and enhanced.shape == long.shape and np.isfinite(enhanced).all()
 
