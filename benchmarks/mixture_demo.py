@@ -24,7 +24,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from diffusekit.plugins.results import fmt, make_record, markdown_table, write_results  # noqa: E402
+from diffusekit.core.app.results import fmt, make_record, markdown_table, write_results  # noqa: E402
 from benchmarks.samplers import SlicedW2ToReference, exact_denoiser  # noqa: E402
 from diffusekit.core import samplers, schedules  # noqa: E402
 from diffusekit.core.analytic import GaussianMixture  # noqa: E402

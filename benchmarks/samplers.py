@@ -40,7 +40,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import sampler_baselines as base  # noqa: E402
-from diffusekit.plugins.results import RESULTS_DIR, fmt, make_record, markdown_table, write_results  # noqa: E402
+from diffusekit.core.app.results import RESULTS_DIR, fmt, make_record, markdown_table, write_results  # noqa: E402
 from diffusekit.core import samplers, schedules  # noqa: E402
 from diffusekit.core.analytic import GaussianMixture  # noqa: E402
 from diffusekit.core.parameterization import Denoiser  # noqa: E402

@@ -12,5 +12,7 @@ Importing it needs torch only. Modules:
     analytic           a Gaussian mixture with an exact denoiser, sliced Wasserstein
     registry           the name -> component tables everything is chosen from
 
-`training`, `config` and `cli` (Lightning, OmegaConf, click) are imported only when used.
+The application layer (configuration, training, the command line, benchmark records, data
+sources) lives in the sub-package `app` on top of the engine; no engine module imports it, nor
+`diffusekit.plugins` or a domain (tests/test_import_graph.py checks this).
 """

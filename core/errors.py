@@ -2,7 +2,7 @@
 
 Everything the user can get wrong (a config key, a run folder, a checkpoint, a data file) or that
 stops a run for a reason they must act on (a non-finite loss) raises a subclass of
-`DiffusekitError`. `diffusekit.core.cli.main` prints these as one `error: ...` line and exits
+`DiffusekitError`. `diffusekit.core.app.cli.main` prints these as one `error: ...` line and exits
 non-zero; a genuine bug still shows its traceback. Registry look-ups of unknown names raise
 `diffusekit.core.registry.UnknownNameError` (a KeyError), which the command line treats alike.
 

@@ -101,7 +101,7 @@ def _go_hermetic() -> tuple[Path, RealPlaces, dict[str, str | None]]:
     Run when this conftest is imported: before pytest_configure, before the conftests of the
     folders given on the command line (which pytest imports first) and before any test module,
     so no library has read a real folder yet (matplotlib, for one, keeps what it read)."""
-    from diffusekit.core.config import data_cache
+    from diffusekit.core.app.config import data_cache
 
     real = RealPlaces(Path.home(), data_cache())
     saved = {k: os.environ.get(k) for k in
@@ -213,7 +213,7 @@ def toolkit(monkeypatch, capsys, tmp_path):
     """toolkit(*args) -> (exit status, stdout, stderr lines): the command line's `main` in this
     process, in tmp_path, with the data cache of every domain in tmp_path/cache (never a real
     cache). Test folders may wrap it (tests/cli adds the toy domain)."""
-    from diffusekit.core import cli
+    from diffusekit.core.app import cli
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DIFFUSEKIT_DATA", str(tmp_path / "cache"))

@@ -27,7 +27,7 @@ def _inside(path: str | Path, root: Path) -> bool:
 
 
 def test_home_variables_and_the_data_cache_point_into_the_session_folder(session_root):
-    from diffusekit.core.config import data_cache
+    from diffusekit.core.app.config import data_cache
 
     for name in HOME_VARIABLES:
         assert _inside(os.environ[name], session_root), (name, os.environ[name])
@@ -53,7 +53,7 @@ def test_libraries_find_their_folders_in_the_session_folder(session_root):
 
 def test_a_subprocess_inherits_the_moved_home(session_root):
     """The tests that run `toolkit` or pip in a subprocess see the same temporary home."""
-    script = ("import json, pathlib, os; from diffusekit.core.config import data_cache; "
+    script = ("import json, pathlib, os; from diffusekit.core.app.config import data_cache; "
               "print(json.dumps([str(pathlib.Path.home()), str(data_cache())]))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120)

@@ -76,7 +76,7 @@ def test_plain_wheel_contains_every_package(tmp_path):
         "s = schedules.get('vp_cosine'); gm = GaussianMixture.ring_2d()\n"
         "x = samplers.get('dpmpp_2m')(gm.denoiser(s), torch.randn(64, 2), schedules.time_grid(s, 10), s)\n"
         "assert x.shape == (64, 2) and torch.isfinite(x).all()\n"
-        "from diffusekit.core import config\n"
+        "from diffusekit.core.app import config\n"
         "assert config.DEFAULTS_FILE.is_file(), config.DEFAULTS_FILE\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}

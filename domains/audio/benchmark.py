@@ -7,7 +7,7 @@ of `benchmark.samplers` at every step count of `benchmark.steps`, and score SI-S
 ESTOI and log-mel L1 beside the noisy input, spectral subtraction and the regression model. The
 real CMU ARCTIC clips, mixed with babble and pink noise at the same SNR, are scored too when the
 corpus has them. Results: benchmarks/results/audio[_quick].{json,md,png} (see
-diffusekit.plugins.results).
+diffusekit.core.app.results).
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from omegaconf import DictConfig
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from diffusekit.core.training.fit import optim_settings
-from diffusekit.core.training.module import OptimSettings
+from diffusekit.core.app.training.fit import optim_settings
+from diffusekit.core.app.training.module import OptimSettings
 from diffusekit.domains.audio.data import Collate, make_item
 from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.domains.audio.network import MelUNet
 from diffusekit.domains.audio.noise import NOISES, NoisePool, mix
-from diffusekit.plugins import results as results_io
+from diffusekit.core.app import results as results_io
 
 METRICS = ("si_sdr", "pesq", "estoi", "logmel_l1")
 

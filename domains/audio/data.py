@@ -30,7 +30,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from diffusekit.core.config import data_cache
+from diffusekit.core.app.config import data_cache
 from diffusekit.core.errors import DataError
 from diffusekit.domains.audio import corpus, recordings
 from diffusekit.domains.audio.features import MelFeatures

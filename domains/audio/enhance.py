@@ -103,8 +103,8 @@ def _aligned(batch_size: int, chunk_values: int) -> int:
 def open_run(run_path: str) -> tuple[torch.nn.Module, object, DictConfig]:
     """The network, process and config of an audio run; one-line errors for a folder that is
     not a run, a run of another domain, or a config that does not fit the audio domain."""
-    from diffusekit.core.training.inference import load_run
-    from diffusekit.core.training.runs import RunDir
+    from diffusekit.core.app.training.inference import load_run
+    from diffusekit.core.app.training.runs import RunDir
     from diffusekit.domains.audio.domain import AudioDomain
 
     run = RunDir.open(run_path)

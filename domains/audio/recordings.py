@@ -2,7 +2,7 @@
 
     fetch_recordings(cfg)         `toolkit prepare`: unpack each package of `data.packages` into
                                   the data root (apt-get download + dpkg -x, no root needed; see
-                                  core/debian_packages.py); offline, it says so and goes on
+                                  core/app/debian_packages.py); offline, it says so and goes on
     load_recordings(cfg, sr)      the unpacked packages' clips at `sr`: Recordings(noise, speech)
 
 The only package known today is Debian's `alsa-utils` (DATA.md beside DESIGN.md): its
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from diffusekit.core import debian_packages
+from diffusekit.core.app import debian_packages
 from diffusekit.core.errors import DataError
 from diffusekit.core.registry import Registry
 from diffusekit.domains.audio.corpus import load_wav

@@ -17,7 +17,7 @@
    best PSNR-Y at no more than 20 network evaluations (NFE).
 
 Results go to benchmarks/results/image[_quick].{json,md,png} through the checkout's
-diffusekit.plugins.results (the record names command, commit, machine and date); the PNG plots
+diffusekit.core.app.results (the record names command, commit, machine and date); the PNG plots
 quality against steps, and image[_quick]_grid.png shows bicubic | diffusion | ground truth.
 """
 
@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from diffusekit.domains.image.figures import comparison_grid, quality_plot
 from diffusekit.domains.image.metrics import image_metrics
 from diffusekit.domains.image.processes import SRSamples, back_project, self_ensemble
-from diffusekit.plugins import results as results_io
+from diffusekit.core.app import results as results_io
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BACK_PROJECTION_ITERATIONS = 10

@@ -41,7 +41,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from diffusekit.core.config import data_cache
+from diffusekit.core.app.config import data_cache
 from diffusekit.core.errors import DataError
 from diffusekit.core.registry import Registry
 from diffusekit.domains.image.degradation import Degradation
@@ -144,7 +144,7 @@ def fetch_opencv(d: DictConfig) -> Path | None:
     the opencv source is used and `d.opencv_dir` is not set; the photo folder, or None."""
     if "opencv" not in list(d.sources) or d.get("folder") or d.get("opencv_dir"):
         return None
-    from diffusekit.core.debian_packages import unpack_package
+    from diffusekit.core.app.debian_packages import unpack_package
 
     return unpack_package(OPENCV_PACKAGE, data_cache("image")) / OPENCV_DATA
 

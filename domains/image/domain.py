@@ -101,8 +101,8 @@ class ImageDomain(Domain):
         if not path:
             return None
         if self._regression is None or self._regression[0] != str(path):
-            from diffusekit.core.training.inference import load_run
-            from diffusekit.core.training.runs import RunDir
+            from diffusekit.core.app.training.inference import load_run
+            from diffusekit.core.app.training.runs import RunDir
 
             network, process, run_cfg = load_run(self, RunDir.open(str(path)))
             if run_cfg.process.kind != "regression":

@@ -1,14 +1,14 @@
 """`toolkit benchmark --domain molecules [--quick]`: EDM's metrics per sampler and step count.
 
 1. A model: the run in `benchmark.run`, or a new one trained through the toolkit's Lightning
-   trainer (`diffusekit.core.training.fit.train`) for `benchmark.train_steps` steps
+   trainer (`diffusekit.core.app.training.fit.train`) for `benchmark.train_steps` steps
    (`quick_train_steps` with --quick, where the network may also be shrunk by `quick_network`).
 2. Molecule sizes: `n_samples` draws from the training set's atom-count histogram (EDM), sorted and
    cut into batches padded to their largest molecule (padding costs O(N^2) edges).
 3. For every sampler in `samplers` and every step count in `steps`: generate from the same noise
    seed, then atom / molecule stability, validity, uniqueness and novelty (metrics.py), and the
    wall time. The QM9 test molecules themselves give the data row (EDM's "Data" line).
-4. benchmarks/results/molecules[_quick].{json,md,png} through diffusekit.plugins.results (command,
+4. benchmarks/results/molecules[_quick].{json,md,png} through diffusekit.core.app.results (command,
    commit, machine and date recorded), EDM's published numbers as baselines.
 """
 
@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from diffusekit.domains.molecules.metrics import molecule_metrics
-from diffusekit.plugins import results as results_io
+from diffusekit.core.app import results as results_io
 
 METRICS = ("atom_stability", "mol_stability", "validity", "valid_unique", "novelty")
 # EDM, Hoogeboom et al. 2022, Table 1 (QM9, 10,000 samples, 1000 steps); see ANCHORS.md
@@ -40,14 +40,14 @@ BASELINES = {
 def _model(domain: Any, cfg: DictConfig) -> tuple[torch.nn.Module, Any, DictConfig, str]:
     """(network with EMA weights, process, the run's config, run folder) of benchmark.run or of
     a run trained now."""
-    from diffusekit.core.training.inference import load_run
-    from diffusekit.core.training.runs import RunDir
+    from diffusekit.core.app.training.inference import load_run
+    from diffusekit.core.app.training.runs import RunDir
 
     b = cfg.benchmark
     if b.run:
         run = RunDir(Path(b.run))
     else:
-        from diffusekit.core.training.fit import train
+        from diffusekit.core.app.training.fit import train
 
         train_cfg = cfg.copy()
         OmegaConf.set_readonly(train_cfg, False)

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_dense_batch
 
-from diffusekit.core.config import data_cache
+from diffusekit.core.app.config import data_cache
 from diffusekit.core.errors import DataError
 from diffusekit.domains.molecules.charges import CHARGE_SOURCES, derive_formal_charges
 from diffusekit.domains.molecules.structures import (ATOMIC_NUMBERS, ELEMENTS, Structure,

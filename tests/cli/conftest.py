@@ -10,7 +10,7 @@ sys.path.insert(0, str(TRAINING_TESTS))
 
 from toy_domain import ToyDomain  # noqa: E402
 
-from diffusekit.core import cli  # noqa: E402
+from diffusekit.core.app import cli  # noqa: E402
 from diffusekit.core.registry import Registry, UnknownNameError  # noqa: E402
 
 

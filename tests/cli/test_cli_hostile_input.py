@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from diffusekit.core.errors import CheckpointError
-from diffusekit.core.training.callbacks import AtomicCheckpointIO
-from diffusekit.core.training.runs import RunDir, check_checkpoint, load_weights
+from diffusekit.core.app.training.callbacks import AtomicCheckpointIO
+from diffusekit.core.app.training.runs import RunDir, check_checkpoint, load_weights
 
 
 def _one_error(code, err, *needles):

@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
-from diffusekit.core import config
+from diffusekit.core.app import config
 from diffusekit.core.errors import ConfigError, UnknownConfigKeyError
 
 DOMAIN = {
@@ -137,7 +137,7 @@ def test_saved_config_round_trips(tmp_path):
 INSTANTIATE = """
 import json, sys
 from diffusekit import plugins
-from diffusekit.core import config
+from diffusekit.core.app import config
 data_overrides = json.loads(sys.argv[1])
 built = {}
 for name in plugins.domain_names():
@@ -221,7 +221,7 @@ def test_every_installed_domain_default_config_instantiates(example_site, tmp_pa
 def test_the_data_cache_follows_diffusekit_data_and_defaults_to_home(monkeypatch, tmp_path):
     from pathlib import Path
 
-    from diffusekit.core.config import data_cache
+    from diffusekit.core.app.config import data_cache
 
     monkeypatch.setenv("DIFFUSEKIT_DATA", str(tmp_path))
     assert data_cache() == tmp_path and data_cache("audio") == tmp_path / "audio"

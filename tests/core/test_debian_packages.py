@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from diffusekit.core import debian_packages
-from diffusekit.core.debian_packages import MARKER, is_unpacked, unpack_package
+from diffusekit.core.app import debian_packages
+from diffusekit.core.app.debian_packages import MARKER, is_unpacked, unpack_package
 from diffusekit.core.errors import DataError
 
 needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")

@@ -11,7 +11,7 @@ import torch
 
 from diffusekit.core import samplers, schedules
 from diffusekit.core.analytic import GaussianMixture
-from diffusekit.core.config import compose
+from diffusekit.core.app.config import compose
 from diffusekit.core.process import GaussianDiffusion
 
 

@@ -80,7 +80,7 @@ def _toolkit(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     """The command line in a fresh interpreter (so the fake distribution's metadata is read)."""
     env = {k: v for k, v in os.environ.items() if k not in ("DIFFUSEKIT_PLUGINS", "PYTHONPATH")}
     env.update(PYTHONPATH=str(site), DIFFUSEKIT_DATA=str(cwd / "cache"))
-    return subprocess.run([sys.executable, "-m", "diffusekit.core.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "diffusekit.core.app.cli", *args], capture_output=True,
                           text=True, env=env, cwd=cwd, timeout=300)
 
 

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from toy_domain import ToyDomain  # noqa: E402
 
-from diffusekit.core import config  # noqa: E402
+from diffusekit.core.app import config  # noqa: E402
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from torch import nn
 
 from diffusekit.core.errors import NonFiniteLossError
 from diffusekit.core.process import GaussianDiffusion
-from diffusekit.core.training.module import (EMA, DiffusionModule, OptimSettings, concat_batches,
+from diffusekit.core.app.training.module import (EMA, DiffusionModule, OptimSettings, concat_batches,
                                              slice_batch, warmup_factor)
 
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 
-from diffusekit.core.training.runs import check_checkpoint
+from diffusekit.core.app.training.runs import check_checkpoint
 
 TOOLKIT = [sys.executable, str(Path(__file__).resolve().parent / "toy_toolkit.py")]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}

@@ -8,10 +8,10 @@ import torch
 from omegaconf import OmegaConf
 from toy_domain import ToyDomain
 
-from diffusekit.core import config
+from diffusekit.core.app import config
 from diffusekit.core.errors import CheckpointError, NonFiniteLossError, RunDirError
-from diffusekit.core.training import RunDir, evaluate_run, load_run, sample_run, train
-from diffusekit.core.training.runs import check_checkpoint, load_weights
+from diffusekit.core.app.training import RunDir, evaluate_run, load_run, sample_run, train
+from diffusekit.core.app.training.runs import check_checkpoint, load_weights
 
 
 @pytest.fixture(scope="module")

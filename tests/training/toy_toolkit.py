@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from toy_domain import ToyDomain  # noqa: E402
 
-from diffusekit.core import cli  # noqa: E402
+from diffusekit.core.app import cli  # noqa: E402
 
 TOY = ToyDomain()
 _installed_get_domain = cli.get_domain

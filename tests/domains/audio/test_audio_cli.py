@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from diffusekit.core import cli
+from diffusekit.core.app import cli
 from diffusekit.domains.audio.corpus import load_wav
 from diffusekit.domains.audio.data import corpus_dir
 

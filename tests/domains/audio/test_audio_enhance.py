@@ -10,10 +10,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from diffusekit.core import config as configuration
-from diffusekit.core.cli import get_domain
-from diffusekit.core.training.inference import load_run
-from diffusekit.core.training.runs import RunDir, export_weights
+from diffusekit.core.app import config as configuration
+from diffusekit.core.app.cli import get_domain
+from diffusekit.core.app.training.inference import load_run
+from diffusekit.core.app.training.runs import RunDir, export_weights
 from diffusekit.domains.audio.domain import AudioDomain
 from diffusekit.domains.audio.enhance import enhance_waveform
 from diffusekit.domains.audio.features import (MelFeatures, encode_in_segments,

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 from omegaconf import OmegaConf
 
-from diffusekit.core import debian_packages
+from diffusekit.core.app import debian_packages
 from diffusekit.core.errors import DataError
 from diffusekit.domains.audio import recordings
 from diffusekit.domains.audio.data import AudioDataModule

@@ -9,7 +9,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from diffusekit.core import cli
+from diffusekit.core.app import cli
 
 TINY = ["network.channels=8", "network.mults=[1,2]", "data.patch_size=32", "data.batch_size=4",
         "data.val_patches=4", "data.test_crop=64", "trainer.max_steps=4", "checkpoint_every=2",

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusekit.core import cli, config
+from diffusekit.core.app import cli, config
 from diffusekit.core.errors import DataError
 from diffusekit.domains.image.data import SRDataModule, load_images, split_images
 from diffusekit.domains.image.degradation import Degradation

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from diffusekit.core import config
+from diffusekit.core.app import config
 from diffusekit.core.errors import ConfigError
 from diffusekit.domains.image.domain import ImageDomain
 from diffusekit.domains.image.processes import (DIHEDRAL, SRSamples, inverse_transform,

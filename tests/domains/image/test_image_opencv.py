@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from diffusekit.core import config, debian_packages
+from diffusekit.core.app import config, debian_packages
 from diffusekit.domains.image import data
 from diffusekit.domains.image.data import (OPENCV_DATA, OPENCV_PHOTOS, fetch_opencv, load_images,
                                            opencv_dir, split_images)

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from diffusekit.core import config
+from diffusekit.core.app import config
 from diffusekit.core.regeneration import PredictorDenoiser
 from diffusekit.domains.image.domain import ImageDomain
 from diffusekit.domains.image.processes import PredictRefine

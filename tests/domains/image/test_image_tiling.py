@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from diffusekit.core import config
+from diffusekit.core.app import config
 from diffusekit.domains.image.domain import ImageDomain
 from diffusekit.domains.image.network import SRUNet
 from diffusekit.domains.image.tiling import TiledNetwork, tile_starts, window

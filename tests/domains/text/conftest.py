@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from diffusekit.core import config as configuration
+from diffusekit.core.app import config as configuration
 
 from text_settings import TINY
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusekit.core import config as configuration
+from diffusekit.core.app import config as configuration
 from diffusekit.domains.text.data import TextDataModule, prepare_corpus
 
 

@@ -28,8 +28,8 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
-from diffusekit.core.training.module import batch_size, concat_batches, slice_batch
-from diffusekit.core.training.runs import TEMPORARY_SUFFIX, check_checkpoint, export_weights
+from diffusekit.core.app.training.module import batch_size, concat_batches, slice_batch
+from diffusekit.core.app.training.runs import TEMPORARY_SUFFIX, check_checkpoint, export_weights
 
 
 class ValidationSamples(Callback):

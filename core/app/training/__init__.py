@@ -6,15 +6,15 @@
     runs.py        the run folder layout (RunDir), checkpoint checks, safetensors export / load
     fit.py         train(domain, cfg, resume=None): Trainer, checkpoints, DDP via Lightning
     inference.py   sample_run / evaluate_run from a run folder
-    defaults.yaml  the toolkit's training defaults (see diffusekit.core.config)
+    defaults.yaml  the toolkit's training defaults (see diffusekit.core.app.config)
 
 Importing this package imports Lightning; `diffusekit.core` itself does not.
 """
 
-from diffusekit.core.training.fit import train
-from diffusekit.core.training.inference import evaluate_run, load_run, sample_run
-from diffusekit.core.training.module import EMA, DiffusionModule, OptimSettings
-from diffusekit.core.training.runs import RunDir
+from diffusekit.core.app.training.fit import train
+from diffusekit.core.app.training.inference import evaluate_run, load_run, sample_run
+from diffusekit.core.app.training.module import EMA, DiffusionModule, OptimSettings
+from diffusekit.core.app.training.runs import RunDir
 
 __all__ = ["EMA", "DiffusionModule", "OptimSettings", "RunDir", "train", "sample_run",
            "evaluate_run", "load_run"]

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from diffusekit.core import config as configuration
+from diffusekit.core.app import config as configuration
 from diffusekit.core.errors import CheckpointError, ConfigError, RunDirError
 
 RUN_DIR_ENV = "DIFFUSEKIT_RUN_DIR"  # a fixed run folder (DDP children, multi-node launchers)

@@ -26,7 +26,7 @@ from typing import Any
 import click
 from omegaconf.errors import OmegaConfBaseException
 
-from diffusekit.core import config as configuration
+from diffusekit.core.app import config as configuration
 from diffusekit.core.errors import ConfigError, DiffusekitError, RunDirError
 from diffusekit.core.registry import UnknownNameError
 
@@ -63,7 +63,7 @@ def _check_sampler(name: str | None) -> None:
 
 
 def _open_run(path: str) -> Any:
-    from diffusekit.core.training.runs import RunDir
+    from diffusekit.core.app.training.runs import RunDir
 
     return RunDir.open(path)
 
@@ -176,7 +176,7 @@ def train(domain: str | None, files: tuple[str, ...], resume: str | None,
         cfg = configuration.override(cfg, files=files, overrides=overrides)
     _check_sampler(cfg.sample.sampler)
 
-    from diffusekit.core.training.fit import is_launched_worker, train as train_run
+    from diffusekit.core.app.training.fit import is_launched_worker, train as train_run
 
     result = train_run(dom, cfg, resume=run)
     if is_launched_worker():
@@ -194,7 +194,7 @@ def train(domain: str | None, files: tuple[str, ...], resume: str | None,
 
 
 def _resume_target(resume: str, domain: str | None) -> tuple[Any, Any, Any]:
-    from diffusekit.core.training.runs import RunDir
+    from diffusekit.core.app.training.runs import RunDir
 
     if resume == "latest":
         if not domain:
@@ -224,7 +224,7 @@ def sample(run_dir: str, sampler: str | None, steps: int | None, n: int | None,
     run = _open_run(run_dir)
     dom, _ = _run_domain(run)
     _check_sampler(sampler)
-    from diffusekit.core.training.inference import sample_run
+    from diffusekit.core.app.training.inference import sample_run
 
     paths = sample_run(dom, run, sampler=sampler, steps=steps, n=n, seed=seed,
                        out_dir=Path(out) if out else None)
@@ -242,7 +242,7 @@ def evaluate(run_dir: str, sampler: str | None, steps: int | None, n: int | None
     run = _open_run(run_dir)
     dom, _ = _run_domain(run)
     _check_sampler(sampler)
-    from diffusekit.core.training.inference import evaluate_run
+    from diffusekit.core.app.training.inference import evaluate_run
 
     result = evaluate_run(dom, run, sampler=sampler, steps=steps, n=n)
     click.echo(f"evaluated {result['n']} examples with {result['sampler']}, "

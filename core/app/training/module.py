@@ -4,7 +4,7 @@
 `training_loss(network, batch, generator=None) -> [B]` and `generate(network, batch, ...)`, e.g.
 `diffusekit.core.process.GaussianDiffusion` or a discrete process) and `OptimSettings`. It never
 sees a config file, builds no data and computes no domain metrics; the data module, the callbacks
-and the domain do that (see `diffusekit.core.training.fit`).
+and the domain do that (see `diffusekit.core.app.training.fit`).
 
 What it adds: AdamW with linear warm-up (Loshchilov & Hutter 2019), an `EMA` of the weights (in
 this file) that is checkpointed with the model and used for validation and sampling, and a stop

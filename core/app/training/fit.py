@@ -27,12 +27,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from diffusekit.core.config import as_dict, typed
+from diffusekit.core.app.config import as_dict, typed
 from diffusekit.core.errors import ConfigError
-from diffusekit.core.training.callbacks import (AtomicCheckpointIO, ExportEMAWeights,
+from diffusekit.core.app.training.callbacks import (AtomicCheckpointIO, ExportEMAWeights,
                                                 FinalCheckpoint, LossCurve, ValidationSamples)
-from diffusekit.core.training.module import DiffusionModule, OptimSettings
-from diffusekit.core.training.runs import (RUN_DIR_ENV, RunDir, check_checkpoint,
+from diffusekit.core.app.training.module import DiffusionModule, OptimSettings
+from diffusekit.core.app.training.runs import (RUN_DIR_ENV, RunDir, check_checkpoint,
                                            export_weights)
 
 

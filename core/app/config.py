@@ -5,7 +5,7 @@
 
 Layers, later wins:
 
-1. the toolkit's training defaults (`diffusekit/core/training/defaults.yaml`: trainer, optim,
+1. the toolkit's training defaults (`diffusekit/core/app/training/defaults.yaml`: trainer, optim,
    ema, sample, checkpoint_every, ...);
 2. the domain's defaults: may change any toolkit value and add its own top-level sections
    (model, data, process, ...);

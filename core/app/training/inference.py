@@ -22,8 +22,8 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from diffusekit.core.errors import DataError
-from diffusekit.core.training.module import batch_size, concat_batches, slice_batch
-from diffusekit.core.training.runs import RunDir, check_plain_name, child_path, load_weights
+from diffusekit.core.app.training.module import batch_size, concat_batches, slice_batch
+from diffusekit.core.app.training.runs import RunDir, check_plain_name, child_path, load_weights
 
 
 def load_run(domain: Any, run: RunDir) -> tuple[torch.nn.Module, Any, DictConfig]:
