@@ -179,3 +179,23 @@ def test_a_run_config_of_another_domain_is_one_line(toolkit, trained_run, tmp_pa
                  ("train", "--resume", str(other))):
         code, _, err = toolkit(*args)
         _one_error(code, err, "does not fit domain 'image'")
+
+
+# -------------------------------------- 3 (real domains). data errors leave no run folder either
+def test_an_empty_text_file_leaves_no_text_run(toolkit, tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    code, _, err = toolkit("train", "--domain", "text", "data.source=empty.txt",
+                           "trainer.max_steps=2")
+    _one_error(code, err, "empty.txt is empty")
+    assert not list((tmp_path / "runs").rglob("config.yaml"))
+
+
+def test_a_folder_of_unreadable_molecules_leaves_no_molecule_run(toolkit, tmp_path):
+    folder = tmp_path / "mols"
+    folder.mkdir()
+    (folder / "a.sdf").write_text("garbage\n")
+    (folder / "b.xyz").write_text("3\nnot a molecule\nXx 0 0\n")
+    code, _, err = toolkit("train", "--domain", "molecules", f"data.source={folder}",
+                           "trainer.max_steps=2")
+    _one_error(code, err, "no readable", "2 skipped")
+    assert not list((tmp_path / "runs").rglob("config.yaml"))
