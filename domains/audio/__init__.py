@@ -1,8 +1,11 @@
 """The built-in "audio" domain: mel-spectrogram speech denoising (see `domain.AudioDomain`).
 
 Registered through the same hooks a third-party plugin uses (the domain, and the command
-`toolkit audio-enhance`); the heavier modules (torchaudio, Lightning) are imported only when
-they are used.
+`toolkit audio-enhance` of commands.py); the heavier modules (torchaudio, Lightning) are imported
+only when they are used. The files follow the domain skeleton of `diffusekit.domains`; besides
+it: features.py (log-mels and back to waveforms), baselines.py (spectral subtraction, the
+one-step regression), outputs.py (what `toolkit sample` writes), enhance.py (whole recordings),
+corpus.py / noise.py / recordings.py (the speech and noise data), torchaudio_cpu.py.
 """
 
 from __future__ import annotations
@@ -21,6 +24,6 @@ def register_domains(register):
 @hookimpl
 def register_commands(cli):
     """`toolkit audio-enhance --run RUN FILE.wav ...`: denoise recordings of any length."""
-    from diffusekit.domains.audio.enhance import register
+    from diffusekit.domains.audio.commands import register
 
     register(cli)

@@ -1,4 +1,5 @@
-"""Enhance whole recordings of any length with a trained run: `toolkit audio-enhance`.
+"""Enhance whole recordings of any length with a trained run (the work behind the command
+`toolkit audio-enhance`, which commands.py adds):
 
     toolkit audio-enhance --run runs/audio/<ts> noisy.wav [more.wav ...] --out enhanced/
 
@@ -44,7 +45,7 @@ from torch import Tensor
 from diffusekit.core.errors import ConfigError, DataError, RunDirError
 from diffusekit.domains.audio.corpus import load_wav
 from diffusekit.domains.audio.features import (MelFeatures, encode_in_segments, enhance_in_chunks,
-                                              reconstruct_in_segments)
+                                              reconstruct, reconstruct_in_segments)
 from diffusekit.domains.audio.torchaudio_cpu import torchaudio
 
 # chunks per network batch when a run's config predates `reconstruct.chunk_batch`
@@ -61,8 +62,6 @@ def enhance_waveform(network: torch.nn.Module, process, cfg: DictConfig, wave: n
     """The enhanced version of one noisy waveform [L] (float32, at features.sample_rate); its
     chunks go through the network `batch_size` at a time. `DataError` for a waveform shorter
     than one STFT window (n_fft samples)."""
-    from diffusekit.domains.audio.domain import reconstruct
-
     f = MelFeatures.from_config(cfg.features)
     if len(wave) < f.n_fft:  # the centred STFT's reflection padding needs more samples
         raise DataError(f"{len(wave) / f.sample_rate:.3f} s is shorter than one STFT window "
@@ -199,30 +198,3 @@ def write_wav(path: Path, wave: np.ndarray, rate: int) -> None:
     finally:
         tmp.unlink(missing_ok=True)
 
-
-def register(cli) -> None:
-    """Add `toolkit audio-enhance` to the command group `cli`."""
-    import click
-
-    @cli.command("audio-enhance")
-    @click.option("--run", "run_path", required=True, help="A run folder of the audio domain.")
-    @click.option("--out", "out_dir", default="enhanced", show_default=True,
-                  help="Folder for the enhanced files.")
-    @click.option("--sampler", default=None, help="Sampler (default: the run's).")
-    @click.option("--steps", type=click.IntRange(min=1), default=None,
-                  help="Sampler steps (default: the run's sample.steps).")
-    @click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=None,
-                  help="Chunks per network batch (default: the run's reconstruct.chunk_batch); "
-                       "bounds the memory: a 10-minute file peaks at about 1 GB at 8.")
-    @click.argument("inputs", nargs=-1, required=True)
-    def audio_enhance(run_path, out_dir, sampler, steps, batch_size, inputs):
-        """Denoise speech recordings of any length with a trained audio run.
-
-        Each output is a mono float WAV at its input's sample rate (several channels are mixed
-        down). A file that cannot be enhanced (unreadable, shorter than 32 ms, ...) is skipped
-        with a warning; the exit status is non-zero only when no file was enhanced.
-        """
-        written, skipped = enhance_files(run_path, list(inputs), out_dir, sampler, steps,
-                                         batch_size)
-        note = f"; skipped {skipped} of {len(inputs)} (see the warnings)" if skipped else ""
-        click.echo(f"enhanced {len(written)} file(s) into {out_dir}{note}")

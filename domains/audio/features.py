@@ -7,6 +7,7 @@
     x_hat = enhance_in_chunks(fn, x_noisy, chunk=256, overlap=64)   # long recordings
     x = encode_in_segments(feats, wave)    # the same as encode, a long [L] a segment at a time
     y = reconstruct_in_segments(feats.mask_reconstruct, x_hat, wave, hop, n_fft)   # likewise
+    y = reconstruct(cfg, x_hat, noisy_wave)   # by the config's reconstruct.method (RECONSTRUCTIONS)
 
 Features (all frames centred, periodic Hann window):
     S = STFT(y)                            [F = n_fft/2 + 1, T]
@@ -28,8 +29,10 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor
 
+from diffusekit.core.registry import Registry
 from diffusekit.domains.audio.torchaudio_cpu import torchaudio
 
 
@@ -200,3 +203,20 @@ def reconstruct_in_segments(fn: Callable[[Tensor, Tensor], Tensor], x_hat: Tenso
 def _context(hop: int, n_fft: int) -> int:
     """One window of context rounded up to whole hops: segment starts stay on the frame grid."""
     return -(-n_fft // hop) * hop
+
+
+# reconstruct.method -> fn(features, x_hat [B,1,M,T], noisy_wave [B,L], cfg) -> [B, L]
+RECONSTRUCTIONS: Registry[Callable[..., Tensor]] = Registry("waveform reconstruction")
+RECONSTRUCTIONS.register(
+    "mask", lambda f, x_hat, noisy, cfg: f.mask_reconstruct(x_hat[:, 0], noisy))
+RECONSTRUCTIONS.register(
+    "griffin_lim", lambda f, x_hat, noisy, cfg: f.griffin_lim(
+        x_hat[:, 0], noisy.shape[-1], int(cfg.reconstruct.griffin_lim_iters)))
+
+
+def reconstruct(cfg: DictConfig, x_hat: Tensor, noisy_wave: Tensor) -> Tensor:
+    """Waveforms [B, L] from log-mel estimates [B, 1, M, T] (method `reconstruct.method`)."""
+    f = MelFeatures.from_config(cfg.features)
+    with torch.no_grad():
+        return RECONSTRUCTIONS.get(cfg.reconstruct.method)(f, x_hat.float().cpu(),
+                                                           noisy_wave.float().cpu(), cfg)

@@ -8,7 +8,9 @@
     logmel_l1(x_hat, x)           mean |x_hat - x| of normalised log-mels (feature-domain error)
 
 `score_all` computes them all for a batch; PESQ that cannot score a clip (no utterance detected)
-gives NaN for that clip, and averages skip NaNs.
+gives NaN for that clip, and averages skip NaNs. `score_systems` scores the model's estimate, the
+noisy input and spectral subtraction side by side; `summarise` averages them into the domain's
+metrics (model's under their names, the others prefixed noisy_ / baseline_, and si_sdr_gain).
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ import math
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import Tensor
+
+from diffusekit.domains.audio.baselines import spectral_subtraction
+from diffusekit.domains.audio.features import MelFeatures, reconstruct
 
 
 def si_sdr(estimate: Tensor, reference: Tensor, eps: float = 1e-10) -> Tensor:
@@ -77,3 +83,38 @@ def nanmean(values: list[float]) -> float:
     """Mean of the finite values (NaN when none is finite)."""
     finite = [v for v in values if math.isfinite(v)]
     return sum(finite) / len(finite) if finite else math.nan
+
+
+def score_systems(batch: dict, mel: Tensor, cfg: DictConfig,
+                  systems: tuple[str, ...] = ("model", "noisy", "baseline"),
+                  ) -> dict[str, dict[str, list[float]]]:
+    """Per-clip scores {system: {metric: [B]}} of the model ("model"), the noisy input ("noisy")
+    and spectral subtraction ("baseline") against the clean waves of `batch` (those of
+    `systems` only)."""
+    f = MelFeatures.from_config(cfg.features)
+    sr = f.sample_rate
+    clean, noisy = batch["clean_wave"].cpu(), batch["noisy_wave"].cpu()
+    lengths, x0 = batch.get("length"), batch["x0"].cpu()
+    out = {}
+    if "model" in systems:
+        enhanced = reconstruct(cfg, mel, noisy)
+        out["model"] = score_all(enhanced, clean, sr, mel.cpu(), x0, lengths)
+    if "noisy" in systems:
+        out["noisy"] = score_all(noisy, clean, sr, batch["cond"]["noisy"].cpu(), x0, lengths)
+    if "baseline" in systems:
+        base = spectral_subtraction(noisy, f)
+        out["baseline"] = score_all(base, clean, sr, f.encode(base)[:, None], x0, lengths)
+    return out
+
+
+def summarise(scores: dict[str, dict[str, list[float]]]) -> dict[str, float]:
+    """Means: the model's metrics under their names, the others as noisy_* and baseline_*, and
+    si_sdr_gain = model SI-SDR - noisy SI-SDR."""
+    out: dict[str, float] = {}
+    for system, metrics in scores.items():
+        prefix = "" if system == "model" else f"{system}_"
+        for name, values in metrics.items():
+            out[prefix + name] = nanmean(values)
+    if "si_sdr" in out and "noisy_si_sdr" in out:
+        out["si_sdr_gain"] = out["si_sdr"] - out["noisy_si_sdr"]
+    return out

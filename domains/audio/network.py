@@ -9,14 +9,22 @@ The conditioning log-mels (by default the noisy one) enter by channel concatenat
 noised clean mel (as SR3 does with the low-resolution image, Saharia et al. 2021). The noise
 level enters every residual block as a FiLM scale/shift from sinusoidal features of c_noise
 (Vaswani et al. 2017 embedding, Dhariwal & Nichol 2021 AdaGN). M and T must be divisible by 2^(levels - 1).
+
+`NETWORKS[model.objective](cfg)` builds the network an objective trains: one MelUNet of the
+`network` section, or for StoRM a `core.regeneration.PredictorDenoiser` pair of them.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
+
+from diffusekit.core.regeneration import PredictorDenoiser
+from diffusekit.core.registry import Registry
 
 
 def noise_features(c_noise: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -114,3 +122,23 @@ class MelUNet(nn.Module):
                 h = self.upsample[i](h)
         return self.out(h)
 
+
+def mel_unet(cfg: DictConfig, conditions: tuple[str, ...] = ("noisy",)) -> MelUNet:
+    """The denoiser network of the `network` section, conditioned on the log-mels `conditions`."""
+    n = cfg.network
+    return MelUNet(channels=tuple(int(c) for c in n.channels), blocks=int(n.blocks),
+                   emb_dim=int(n.emb_dim), conditions=conditions)
+
+
+def regeneration_pair(cfg: DictConfig) -> PredictorDenoiser:
+    """StoRM's two UNets: the predictor sees the mixture, the denoiser its estimate (and, with
+    `model.see_mixture`, the mixture too)."""
+    seen = ("noisy", "mixture") if cfg.model.get("see_mixture", False) else ("noisy",)
+    return PredictorDenoiser(mel_unet(cfg), mel_unet(cfg, seen))
+
+
+# model.objective -> factory(cfg) -> the network that objective's process trains
+NETWORKS: Registry[Callable[[DictConfig], torch.nn.Module]] = Registry("audio network layout")
+NETWORKS.register("diffusion", mel_unet)
+NETWORKS.register("regression", mel_unet)
+NETWORKS.register("storm", regeneration_pair)

@@ -32,19 +32,29 @@ steps, and "what diffusion adds over regression" is read off one model; see core
 which holds the loss and the network pair.) The predictor removes most
 of the noise; the diffusion regenerates what it over-suppressed, without the breathing and
 phoneme-confusion artefacts of a diffusion started from the mixture alone (StoRM, Sec. I).
+
+`OBJECTIVES[model.objective](cfg)` builds the process of a config: `MelDiffusion` ("diffusion"),
+the one-step `baselines.RegressionProcess` ("regression") or `StochasticRegeneration` ("storm").
+The domain wraps it in `Enhancer`, whose `generate` returns an `Enhanced` record (the clean
+log-mel estimate together with the batch it was made for), so that the writers have the noisy
+and clean references at hand.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusekit.core.process import GaussianDiffusion
 from diffusekit.core.regeneration import regeneration_loss
+from diffusekit.core.registry import Registry
+from diffusekit.domains.audio.baselines import RegressionProcess
 
 # keys of the `process:` section read here (the rest build the engine's GaussianDiffusion)
 OWN_KEYS = ("residual", "residual_scale", "t_start")
@@ -174,3 +184,56 @@ class StochasticRegeneration:
         estimate = self.predict(network.predictor, batch)
         return self.diffusion.generate(network.denoiser, self.on_estimate(batch, estimate),
                                        **options)
+
+
+def diffusion_process(cfg: DictConfig) -> MelDiffusion:
+    """The conditional mel diffusion (the engine's Gaussian process inside) from `process`."""
+    return MelDiffusion.from_config(cfg.process)
+
+
+def regeneration_process(cfg: DictConfig) -> StochasticRegeneration:
+    """StoRM: the one-step regression in front of the mel diffusion (`model.predictor_weight`),
+    whose sampling starts at `model.t_start` from the forward-noised estimate."""
+    diffusion = dataclasses.replace(diffusion_process(cfg),
+                                    t_start=float(cfg.model.get("t_start", 1.0)))
+    return StochasticRegeneration(diffusion, RegressionProcess().predict,
+                                  float(cfg.model.get("predictor_weight", 1.0)),
+                                  see_mixture=bool(cfg.model.get("see_mixture", False)))
+
+
+# model.objective -> factory(cfg) -> process with training_loss / generate
+OBJECTIVES: Registry[Callable[[DictConfig], Any]] = Registry("audio objective")
+OBJECTIVES.register("diffusion", diffusion_process)
+OBJECTIVES.register("regression", lambda cfg: RegressionProcess())
+OBJECTIVES.register("storm", regeneration_process)
+
+
+@dataclass
+class Enhanced:
+    """A clean log-mel estimate `mel` [B, 1, M, T] and the batch it was generated for."""
+
+    mel: Tensor
+    batch: dict
+
+
+@dataclass(frozen=True, eq=False)
+class Enhancer:
+    """A process whose `generate` returns `Enhanced` (training is the inner process's)."""
+
+    inner: Any
+
+    @property
+    def sampler(self) -> str | None:
+        return getattr(self.inner, "sampler", None)
+
+    def training_loss(self, network, batch: dict, generator: torch.Generator | None = None,
+                      ) -> Tensor:
+        return self.inner.training_loss(network, batch, generator=generator)
+
+    def generate(self, network, batch: dict, **options: Any) -> Enhanced:
+        return Enhanced(self.inner.generate(network, batch, **options), batch)
+
+
+def mel_of(samples: Any) -> Tensor:
+    """The log-mel estimate [B, 1, M, T] of `Enhanced` samples (or of a bare tensor)."""
+    return samples.mel if isinstance(samples, Enhanced) else samples

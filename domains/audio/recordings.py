@@ -5,7 +5,7 @@
                                   core/app/debian_packages.py); offline, it says so and goes on
     load_recordings(cfg, sr)      the unpacked packages' clips at `sr`: Recordings(noise, speech)
 
-The only package known today is Debian's `alsa-utils` (DATA.md beside DESIGN.md): its
+The only package known today is Debian's `alsa-utils`: its
 /usr/share/sounds/alsa/ holds `Noise.wav` (1.4 s of coloured noise recorded at 48 kHz) and eight
 spoken channel names by one speaker ("Front Left", ... at 48 kHz). The noise joins the `recorded`
 noise kind (audio/noise.py; without it that kind falls back to pink noise); the speech joins the

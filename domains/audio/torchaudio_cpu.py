@@ -6,9 +6,9 @@ this project pins, `import torchaudio` fails: `torchaudio._extension.utils._load
 native library `_torchaudio.abi3.so`, cannot load it (`libc10_cuda.so` is missing) and re-raises
 the `OSError`. torchaudio itself treats an *absent* native library as optional ("pure-Python
 mode"), and in that mode everything this domain uses works on CPU: `transforms.MelSpectrogram`,
-`InverseMelScale`, `GriffinLim`, `functional.resample`, `functional.melscale_fbanks` (see
-/work/shared/DATA.md). So this module wraps `_load_lib` while torchaudio imports: a library that
-is found but cannot be loaded counts as absent (returns False) instead of aborting the import.
+`InverseMelScale`, `GriffinLim`, `functional.resample`, `functional.melscale_fbanks`. So this
+module wraps `_load_lib` while torchaudio imports: a library that is found but cannot be loaded
+counts as absent (returns False) instead of aborting the import.
 Where the native library does load (a matching CUDA torch), nothing changes.
 
 Audio file I/O does not go through torchaudio at all (its load/save need torchcodec): this domain

@@ -1,6 +1,6 @@
 """The image domain's data: natural photographs that installed packages ship, or a user's folder.
 
-Sources (see ../shared/DATA.md, "Images"), each image named "<source>/<name>":
+Sources, each image named "<source>/<name>":
 
     skimage/*   scikit-image's sample photographs (astronaut, coffee, rocket, retina, ...)
     sklearn/*   scikit-learn's two photos (china, flower)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import Tensor
 
 # ITU-R BT.601 luma for R, G, B in [0, 1] (studio swing, Y in [16, 235]):
@@ -122,3 +123,9 @@ class Degradation:
     def downsample(self, x: Tensor) -> Tensor:
         """The noise-free degradation down_s(blur(x)) (the consistency metric compares it with y)."""
         return bicubic_down(gaussian_blur(x, self.blur_sigma), self.scale)
+
+
+def degradation_of(cfg: DictConfig) -> Degradation:
+    """The `Degradation` of the config's `degradation` section."""
+    g = cfg.degradation
+    return Degradation(int(g.scale), float(g.blur_sigma), float(g.noise_std))

@@ -6,7 +6,7 @@
     prepare(cfg)           unpacks Debian opencv-doc's photos into the data cache (data.fetch_opencv)
     build_datamodule(cfg)  -> data.SRDataModule     {"x0": HR, "cond": {"low_res": LR}}
     build_network(cfg)     -> network.LRSRNet / SRUNet  net(x_in, c_noise, upsampled=up_s(LR))
-    process(cfg)           -> processes.ResidualDiffusion (or Regression, PredictRefine: `process.kind`)
+    process(cfg)           -> process.ResidualDiffusion (or Regression, PredictRefine: `process.kind`)
     evaluate(batch, samples, cfg)      PSNR-Y, SSIM-Y, consistency of the samples, of bicubic,
                                        and of a regression run when `evaluate.regression_run` is set
     write_samples(samples, out, cfg)   sr/bicubic/low-res/reference PNGs and grid.png
@@ -15,29 +15,20 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from diffusekit.core.errors import ConfigError, RunDirError
-from diffusekit.core.process import GaussianDiffusion
+from diffusekit.core.errors import RunDirError
 from diffusekit.core.regeneration import PredictorDenoiser
-from diffusekit.domains.image.degradation import Degradation
+from diffusekit.domains.image.degradation import degradation_of
 from diffusekit.domains.image.figures import comparison_grid, save_png
 from diffusekit.domains.image.metrics import image_metrics
 from diffusekit.domains.image.network import NETWORKS
-from diffusekit.domains.image.processes import (ENSEMBLE_SIZES, OWN_KEYS, PROCESSES,
-                                                SelfEnsemble, SRSamples)
+from diffusekit.domains.image.process import PROCESSES, SRSamples, build_process
 from diffusekit.plugins import Domain
-
-
-def degradation_of(cfg: DictConfig) -> Degradation:
-    """The `Degradation` of the config's `degradation` section."""
-    g = cfg.degradation
-    return Degradation(int(g.scale), float(g.blur_sigma), float(g.noise_std))
 
 
 class ImageDomain(Domain):
@@ -75,26 +66,8 @@ class ImageDomain(Domain):
 
     def process(self, cfg: DictConfig) -> Any:
         """The `process.kind` process, wrapped in a `SelfEnsemble` when `process.self_ensemble`
-        asks for more than one symmetry."""
-        single = self._single_process(cfg)
-        transforms = int(cfg.process.get("self_ensemble") or 1)
-        if transforms not in ENSEMBLE_SIZES:
-            raise ConfigError(f"process.self_ensemble must be 1, 2, 4 or 8, got {transforms}")
-        return SelfEnsemble(single, transforms) if transforms != 1 else single
-
-    def _single_process(self, cfg: DictConfig) -> Any:
-        p = cfg.process
-        common = dict(degradation=degradation_of(cfg), residual=bool(p.residual),
-                      residual_scale=float(p.residual_scale),
-                      tile=int(p.tile) if p.tile else None, tile_overlap=int(p.tile_overlap),
-                      batch_tiles=int(p.batch_tiles), back_projection=int(p.back_projection))
-        kind = PROCESSES.get(p.kind)
-        if p.kind == "regression":
-            return kind(**common)
-        diffusion = GaussianDiffusion.from_config(p)
-        names = {f.name for f in fields(kind)}
-        own = {k: float(p[k]) for k in OWN_KEYS if k in names and p.get(k) is not None}
-        return kind(**common, **own, diffusion=diffusion)
+        asks for more than one symmetry (`process.build_process`)."""
+        return build_process(cfg)
 
     def _regression_model(self, cfg: DictConfig) -> tuple[Any, Any] | None:
         path = cfg.evaluate.get("regression_run")

@@ -51,17 +51,19 @@ benchmark reports outputs with and without it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import Tensor
 
+from diffusekit.core.errors import ConfigError
 from diffusekit.core.process import GaussianDiffusion
 from diffusekit.core.regeneration import regeneration_loss
 from diffusekit.core.registry import Registry
-from diffusekit.domains.image.degradation import Degradation
+from diffusekit.domains.image.degradation import Degradation, degradation_of
 from diffusekit.domains.image.tiling import TiledNetwork
 
 
@@ -335,8 +337,33 @@ class SelfEnsemble:
 # keys of the `process:` section that are one process class's own fields
 OWN_KEYS = ("refine_scale", "predictor_weight")
 
-# process.kind -> the class built by `ImageDomain.process`
+# process.kind -> the class `build_process` builds
 PROCESSES: Registry[type] = Registry("image process")
 PROCESSES.register("diffusion", ResidualDiffusion)
 PROCESSES.register("regression", Regression)
 PROCESSES.register("refine", PredictRefine)
+
+
+def build_process(cfg: DictConfig) -> Any:
+    """The `process.kind` process of a config, wrapped in a `SelfEnsemble` when
+    `process.self_ensemble` asks for more than one symmetry."""
+    single = _single_process(cfg)
+    transforms = int(cfg.process.get("self_ensemble") or 1)
+    if transforms not in ENSEMBLE_SIZES:
+        raise ConfigError(f"process.self_ensemble must be 1, 2, 4 or 8, got {transforms}")
+    return SelfEnsemble(single, transforms) if transforms != 1 else single
+
+
+def _single_process(cfg: DictConfig) -> Any:
+    p = cfg.process
+    common = dict(degradation=degradation_of(cfg), residual=bool(p.residual),
+                  residual_scale=float(p.residual_scale),
+                  tile=int(p.tile) if p.tile else None, tile_overlap=int(p.tile_overlap),
+                  batch_tiles=int(p.batch_tiles), back_projection=int(p.back_projection))
+    kind = PROCESSES.get(p.kind)
+    if p.kind == "regression":
+        return kind(**common)
+    diffusion = GaussianDiffusion.from_config(p)
+    names = {f.name for f in fields(kind)}
+    own = {k: float(p[k]) for k in OWN_KEYS if k in names and p.get(k) is not None}
+    return kind(**common, **own, diffusion=diffusion)

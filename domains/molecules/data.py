@@ -10,7 +10,7 @@ arrays are kept and only the charges are derived. The split is fixed by a seeded
 
 Molecules are torch-geometric `Data(pos [n, 3], z [n], formal_charge [n])` items (z: index into
 H C N O F); the loaders collate them through a PyG `Batch` into the engine's dense layout
-(DESIGN.md, "Molecule states"):
+(the `core.spaces.ZeroCoM` layout: positions, then features; padding zero):
 
     {"x0": [B, N, 3 + F], "mask": [B, N], "cond": {"node_mask": [B, N]}, "formal_charge": [B, N]}
 

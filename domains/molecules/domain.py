@@ -5,7 +5,7 @@
     build_datamodule(cfg)  -> data.MoleculeDataModule   {"x0": [B, N, 3 + F], "mask", "cond":
                                                           {node_mask}, "formal_charge"}
     build_network(cfg)     -> network.MoleculeEGNN      net(x_in, c_noise, node_mask=...) -> eps
-    process(cfg)           -> core.process.GaussianDiffusion in the ZeroCoM space
+    process(cfg)           -> core.process.GaussianDiffusion in the ZeroCoM space (process.py)
     evaluate(batch, samples, cfg)      EDM's stability / validity / uniqueness / novelty (percent)
     write_samples(samples, out, cfg)   samples.sdf, samples.xyz, molecules.png (valid ones, 2D)
     benchmark(cfg)                     benchmark.run_benchmark: samplers x steps on QM9
@@ -25,24 +25,9 @@ from diffusekit.core.process import GaussianDiffusion
 from diffusekit.domains.molecules.metrics import (largest_fragment_smiles, molecule_metrics,
                                                   rdkit_molecule)
 from diffusekit.domains.molecules.network import MoleculeEGNN
+from diffusekit.domains.molecules.process import build_process, decode, generate_sized
 from diffusekit.domains.molecules.structures import Structure, write_sdf, write_xyz
 from diffusekit.plugins import Domain
-
-
-def atom_mask(samples: Tensor) -> Tensor:
-    """[B, N] real atoms of generated states [B, N, 3 + F]: the ZeroCoM space keeps padding
-    exactly zero in every channel, while a real atom always has non-zero features."""
-    return (samples[..., 3:] != 0).any(-1)
-
-
-def decode(samples: Tensor, mask: Tensor | None = None, cfg: DictConfig | None = None
-           ) -> list[Structure]:
-    """Generated states [B, N, 3 + F] -> Structures (types from the one-hot channels, formal
-    charges from theirs when `cfg.data` has one)."""
-    from diffusekit.domains.molecules.data import FeatureCodec
-
-    codec = FeatureCodec() if cfg is None else FeatureCodec.from_config(cfg.data)
-    return codec.decode(samples, atom_mask(samples) if mask is None else mask)
 
 
 class MoleculeDomain(Domain):
@@ -85,7 +70,7 @@ class MoleculeDomain(Domain):
 
     def process(self, cfg: DictConfig) -> GaussianDiffusion:
         """The `process:` section as a GaussianDiffusion (space zero_com: EDM's ZeroCoM)."""
-        return GaussianDiffusion.from_config(cfg.process)
+        return build_process(cfg)
 
     def training_smiles(self, cfg: DictConfig) -> set[str]:
         """The training split's SMILES (cached per data source)."""
@@ -147,14 +132,5 @@ class MoleculeDomain(Domain):
     @staticmethod
     def generate_sized(network: torch.nn.Module, process: GaussianDiffusion, sizes: Tensor,
                        n_features: int | None = None, **options) -> list[Structure]:
-        """Molecules with the given numbers of atoms [K]: one batch padded to max(sizes),
-        noise in the ZeroCoM space, any engine sampler (options: sampler, steps, generator).
-        n_features: F of the states (default: the network's)."""
-        n = int(sizes.max())
-        mask = torch.arange(n)[None, :] < sizes[:, None]
-        n_features = int(n_features or getattr(network, "n_features", 6))
-        x_like = torch.zeros(len(sizes), n, 3 + n_features)
-        batch = {"x0": x_like, "mask": mask, "cond": {"node_mask": mask}}
-        with torch.no_grad():
-            samples = process.generate(network, batch, **options)
-        return decode(samples, mask)
+        """Molecules with the given numbers of atoms [K] (see `process.generate_sized`)."""
+        return generate_sized(network, process, sizes, n_features, **options)

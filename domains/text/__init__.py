@@ -1,7 +1,10 @@
 """The built-in text domain: a masked discrete diffusion language model (see `domain.TextDomain`).
 
-Registered through the same hook as any third-party plugin (entry point `text` in the group
-"diffusekit"); the heavier modules are imported only when the domain is used.
+Registered through the same hooks as any third-party plugin (entry point `text` in the group
+"diffusekit"): the domain, and the command `toolkit text-generate` of commands.py; the heavier
+modules are imported only when the domain is used. The files follow the domain skeleton of
+`diffusekit.domains`; besides it: corpus.py (the Shakespeare corpus or a user's text),
+tokenization.py (character and BPE tokenizers), generation.py (prompted generation and infilling).
 """
 
 from __future__ import annotations
@@ -20,25 +23,6 @@ def register_domains(register):
 @hookimpl
 def register_commands(cli):
     """`toolkit text-generate --run RUN --text "...[MASK]..."`: prompted generation and infilling."""
-    import click
+    from diffusekit.domains.text.commands import register
 
-    @cli.command("text-generate")
-    @click.option("--run", "run_dir", required=True, type=click.Path(), help="A text run folder.")
-    @click.option("--text", default="", help="A prompt; every [MASK] in it is a span to infill "
-                  "(--span tokens). The rest of the sequence after the text is generated.")
-    @click.option("--span", type=click.IntRange(min=1), default=16, show_default=True,
-                  help="Tokens each [MASK] stands for.")
-    @click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampler steps.")
-    @click.option("-n", "n", type=click.IntRange(min=1), default=4, show_default=True,
-                  help="Samples.")
-    @click.option("--block-size", type=click.IntRange(min=1), default=None,
-                  help="Semi-autoregressive blocks of this many tokens.")
-    @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
-    def text_generate(run_dir, text, span, steps, n, block_size, seed):
-        """Fill in a text run's samples around a prompt or masked spans; print them ([[...]]
-        marks what the model wrote) and write them to RUN/samples/generate-<steps>/."""
-        from diffusekit.domains.text.generation import generate_from_text
-
-        for line in generate_from_text(run_dir, text, span=span, steps=steps, n=n,
-                                       block_size=block_size, seed=seed):
-            click.echo(line)
+    register(cli)

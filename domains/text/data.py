@@ -25,12 +25,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from diffusekit.domains.text.corpus import data_root, load_works, split_works
-from diffusekit.domains.text.tokenization import (Tokenizer, build_tokenizer, load_tokenizer,
-                                                  tokenizer_vocab_size)
+from diffusekit.domains.text.tokenization import (TOKENIZER_FILE, Tokenizer, build_tokenizer,
+                                                  load_tokenizer, tokenizer_vocab_size)
 from diffusekit.core.errors import DataError
 
 SPLITS = ("train", "val", "test")
-TOKENIZER_FILE = "tokenizer.json"
 
 
 class TokenChunks(Dataset):

@@ -5,7 +5,8 @@ and the command line come from the toolkit. From the resolved config (config.yam
 
     build_datamodule(cfg) -> data.TextDataModule      batches {"x0": [B, L] tokens, "n_chars": [B]}
     build_network(cfg)    -> network.NETWORKS[model.kind]   net(tokens, t) -> [B, L, V] logits
-    process(cfg)          -> MaskedTextProcess (model.kind=mdlm) | AutoregressiveProcess (ar)
+    process(cfg)          -> process.PROCESSES[model.kind]: MaskedTextProcess (mdlm) |
+                             AutoregressiveProcess (ar)
     evaluate(batch, samples, cfg)    entropy, kept share, generative perplexity under a baseline
     write_samples(samples, out, cfg) samples.txt and samples.md, decoded with the run's tokenizer
     benchmark(cfg)                   see `benchmark.run_benchmark`
@@ -19,76 +20,19 @@ and the command line come from the toolkit. From the resolved config (config.yam
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from diffusekit.core.discrete import MaskedDiffusion
-from diffusekit.core.discrete import schedules as masking_schedules
-from diffusekit.core.registry import Registry
 from diffusekit.domains.text import metrics
 from diffusekit.domains.text.network import build_text_network
-from diffusekit.domains.text.process import (SAMPLER_NAME, AutoregressiveProcess, Generation,
-                                             MaskedTextProcess)
-from diffusekit.domains.text.tokenization import (Tokenizer, load_tokenizer,
-                                                  tokenizer_vocab_size)
+from diffusekit.domains.text.process import (PROCESSES, SAMPLER_NAME, AutoregressiveProcess,
+                                             generation_settings)
+from diffusekit.domains.text.tokenization import (TOKENIZER_FILE, Tokenizer, load_tokenizer,
+                                                  run_folder_of, tokenizer_vocab_size)
 from diffusekit.plugins import Domain
-
-TOKENIZER_FILE = "tokenizer.json"
-
-
-def generation_settings(cfg: DictConfig) -> Generation:
-    """`Generation` from the `generate` config section."""
-    g = cfg.generate
-    return Generation(mode=str(g.mode), prompt_tokens=int(g.prompt_tokens),
-                      infill_start=float(g.infill_start), infill_length=float(g.infill_length))
-
-
-def _mdlm_process(cfg: DictConfig) -> MaskedTextProcess:
-    p, vocab = cfg.process, tokenizer_vocab_size(cfg.tokenizer)
-    diffusion = MaskedDiffusion(vocab, vocab, masking_schedules.get(str(p.schedule)),
-                                t_min=float(p.t_min))
-    return MaskedTextProcess(diffusion, generation_settings(cfg),
-                             mask_draws=int(p.get("mask_draws", 1)), steps=int(p.steps),
-                             temperature=float(p.temperature), top_p=float(p.top_p),
-                             block_size=None if p.block_size is None else int(p.block_size),
-                             context_size=None if p.context_size is None else int(p.context_size),
-                             cache=bool(p.cache))
-
-
-def _ar_process(cfg: DictConfig) -> AutoregressiveProcess:
-    p = cfg.process
-    return AutoregressiveProcess(tokenizer_vocab_size(cfg.tokenizer), generation_settings(cfg),
-                                 temperature=float(p.temperature), top_p=float(p.top_p))
-
-
-PROCESSES: Registry[Callable[[DictConfig], Any]] = Registry("text model kind")
-PROCESSES.register("mdlm", _mdlm_process)
-PROCESSES.register("ar", _ar_process)
-
-
-def run_folder_of(path: Path) -> Path | None:
-    """The run folder that holds `path` (the nearest parent with config.yaml and a tokenizer)."""
-    for folder in [Path(path), *Path(path).resolve().parents]:
-        if (folder / "config.yaml").is_file() and (folder / TOKENIZER_FILE).is_file():
-            return folder
-    return None
-
-
-def load_baseline(run_path: str | Path) -> tuple[torch.nn.Module, AutoregressiveProcess]:
-    """The EMA network and process of a finished `model.kind=ar` run."""
-    from diffusekit.core.errors import RunDirError
-    from diffusekit.core.app.training.inference import load_run
-    from diffusekit.core.app.training.runs import RunDir
-
-    run = RunDir.open(run_path)
-    network, process, cfg = load_run(TextDomain(), run)
-    if str(cfg.model.kind) != "ar":
-        raise RunDirError(f"evaluate.baseline_run {str(run_path)!r} is a {cfg.model.kind!r} run, "
-                          "not an autoregressive (model.kind=ar) one")
-    return network, process
 
 
 class TextDomain(Domain):
@@ -128,10 +72,24 @@ class TextDomain(Domain):
                "data_entropy": metrics.sample_entropy(x0),
                "kept": metrics.kept_fraction(samples, x0, keep)}
         if cfg.evaluate.baseline_run:
-            network, process = load_baseline(cfg.evaluate.baseline_run)
+            network, process = self.load_baseline(cfg.evaluate.baseline_run)
             out["gen_ppl"] = metrics.generative_perplexity(network, process, samples.cpu())
             out["data_ppl"] = metrics.generative_perplexity(network, process, x0.cpu())
         return out
+
+    def load_baseline(self, run_path: str | Path
+                      ) -> tuple[torch.nn.Module, AutoregressiveProcess]:
+        """The EMA network and process of a finished `model.kind=ar` run."""
+        from diffusekit.core.app.training.inference import load_run
+        from diffusekit.core.app.training.runs import RunDir
+        from diffusekit.core.errors import RunDirError
+
+        run = RunDir.open(run_path)
+        network, process, cfg = load_run(self, run)
+        if str(cfg.model.kind) != "ar":
+            raise RunDirError(f"evaluate.baseline_run {str(run_path)!r} is a {cfg.model.kind!r} "
+                              "run, not an autoregressive (model.kind=ar) one")
+        return network, process
 
     def write_samples(self, samples: Tensor, out_dir: Path, cfg: DictConfig) -> list[Path]:
         """samples.txt (one sample after another, separated by a rule) and samples.md (a page

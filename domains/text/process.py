@@ -10,6 +10,9 @@ Both losses are per sequence, in nats per token. What is kept fixed while genera
 by name (`MODES`): "unconditional" (nothing), "prefix" (the first `generate.prompt_tokens` tokens
 of the batch's text) or "infill" (everything outside one span). A left-to-right model cannot
 infill; asking it to is a `ConfigError`.
+
+`PROCESSES[model.kind](cfg)` builds the process of a config ("mdlm" or "ar");
+`generation_settings(cfg)` reads the `generate` section.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusekit.core.discrete import MaskedDiffusion, filtered_probs, sample_categorical
+from diffusekit.core.discrete import schedules as masking_schedules
 from diffusekit.core.errors import ConfigError
 from diffusekit.core.registry import Registry
+from diffusekit.domains.text.tokenization import tokenizer_vocab_size
 
 SAMPLER_NAME = {"mdlm": "mdlm", "ar": "autoregressive"}
 
@@ -187,3 +193,34 @@ class AutoregressiveProcess:
             if callback is not None:
                 callback({"step": i, "z": z})
         return z
+
+
+def generation_settings(cfg: DictConfig) -> Generation:
+    """`Generation` from the `generate` config section."""
+    g = cfg.generate
+    return Generation(mode=str(g.mode), prompt_tokens=int(g.prompt_tokens),
+                      infill_start=float(g.infill_start), infill_length=float(g.infill_length))
+
+
+def _mdlm_process(cfg: DictConfig) -> MaskedTextProcess:
+    p, vocab = cfg.process, tokenizer_vocab_size(cfg.tokenizer)
+    diffusion = MaskedDiffusion(vocab, vocab, masking_schedules.get(str(p.schedule)),
+                                t_min=float(p.t_min))
+    return MaskedTextProcess(diffusion, generation_settings(cfg),
+                             mask_draws=int(p.get("mask_draws", 1)), steps=int(p.steps),
+                             temperature=float(p.temperature), top_p=float(p.top_p),
+                             block_size=None if p.block_size is None else int(p.block_size),
+                             context_size=None if p.context_size is None else int(p.context_size),
+                             cache=bool(p.cache))
+
+
+def _ar_process(cfg: DictConfig) -> AutoregressiveProcess:
+    p = cfg.process
+    return AutoregressiveProcess(tokenizer_vocab_size(cfg.tokenizer), generation_settings(cfg),
+                                 temperature=float(p.temperature), top_p=float(p.top_p))
+
+
+# model.kind -> factory(cfg) -> the process that kind trains and samples with
+PROCESSES: Registry[Callable[[DictConfig], Any]] = Registry("text model kind")
+PROCESSES.register("mdlm", _mdlm_process)
+PROCESSES.register("ar", _ar_process)

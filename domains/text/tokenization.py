@@ -6,6 +6,7 @@ which every run keeps as `tokenizer.json` in its folder.
     ids = tok.encode("To be, or not to be")                # list[int] in [0, tok.vocab_size)
     tok.decode(ids) == "To be, or not to be"               # exact for text in its alphabet
     tok.save(run / "tokenizer.json"); load_tokenizer(run / "tokenizer.json")
+    run_folder_of(path)                                    # the run folder holding a path
 
 `vocab_size` is fixed by the config before any data is read (the network is built from it): the
 character alphabet is a config string, the BPE size a config number. `char_lengths` gives the
@@ -28,6 +29,8 @@ from diffusekit.core.errors import DataError
 from diffusekit.core.registry import Registry
 
 DEFAULT_ALPHABET = "\n" + string.printable[:95]  # newline + printable ASCII (space ... ~)
+# the file a prepared corpus and every run keep their tokenizer in
+TOKENIZER_FILE = "tokenizer.json"
 
 
 class Tokenizer(Protocol):
@@ -166,3 +169,11 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         return TOKENIZERS.get(data["kind"])["from_json"](data)
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"tokenizer {str(path)!r} cannot be read: {exc}") from None
+
+
+def run_folder_of(path: Path) -> Path | None:
+    """The run folder that holds `path` (the nearest parent with config.yaml and a tokenizer)."""
+    for folder in [Path(path), *Path(path).resolve().parents]:
+        if (folder / "config.yaml").is_file() and (folder / TOKENIZER_FILE).is_file():
+            return folder
+    return None

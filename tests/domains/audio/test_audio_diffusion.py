@@ -10,7 +10,7 @@ import torch
 
 from diffusekit.core.process import GaussianDiffusion
 from diffusekit.domains.audio.baselines import RegressionProcess
-from diffusekit.domains.audio.diffusion import MelDiffusion, StochasticRegeneration
+from diffusekit.domains.audio.process import MelDiffusion, StochasticRegeneration
 
 
 def _batch(seed: int = 0) -> dict:

@@ -10,8 +10,8 @@ import torch
 from diffusekit.core.app import config
 from diffusekit.core.errors import ConfigError
 from diffusekit.domains.image.domain import ImageDomain
-from diffusekit.domains.image.processes import (DIHEDRAL, SRSamples, inverse_transform,
-                                                self_ensemble, transform)
+from diffusekit.domains.image.process import (DIHEDRAL, SRSamples, inverse_transform,
+                                              self_ensemble, transform)
 
 
 def test_the_eight_symmetries_are_distinct_and_inverted():
@@ -89,7 +89,7 @@ def test_the_ensemble_of_the_diffusion_process_keeps_shape_range_and_consistency
 def test_process_self_ensemble_wraps_the_process_for_train_sample_and_evaluate():
     """`process.self_ensemble=4`: the domain's process averages 4 symmetries when generating and
     trains exactly like the plain process; attributes pass through to it."""
-    from diffusekit.domains.image.processes import ResidualDiffusion, SelfEnsemble
+    from diffusekit.domains.image.process import ResidualDiffusion, SelfEnsemble
 
     domain = ImageDomain()
     small = ["network.channels=8", "network.blocks=1", "process.tile=null"]

@@ -11,7 +11,7 @@ import torch
 from diffusekit.core.app import config
 from diffusekit.core.regeneration import PredictorDenoiser
 from diffusekit.domains.image.domain import ImageDomain
-from diffusekit.domains.image.processes import PredictRefine
+from diffusekit.domains.image.process import PredictRefine
 
 SMALL = ["network.channels=8", "network.blocks=1", "process.tile=null"]
 
