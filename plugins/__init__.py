@@ -36,8 +36,10 @@ schedules and commands cannot be taken over, whatever a plugin's entry-point nam
 
 Adding a built-in domain works exactly like a third-party one, and is the only way:
 
-1. write the package `domains/<name>/` (`__init__.py` with the `register_domains` hookimpl,
-   `domain.py` with the `Domain` subclass, `config.yaml`, `data.py`, `network.py`, `metrics.py`);
+1. write the package `domains/<name>/` in the domain skeleton (documented in
+   `diffusekit.domains` and docs/architecture.md): `__init__.py` with the hookimpls only,
+   `domain.py` with the `Domain` subclass only, `config.yaml`, `data.py`, `network.py`,
+   `process.py`, `metrics.py`, `benchmark.py`, and `commands.py` when it adds commands;
 2. add `"diffusekit.domains.<name>"` to `[tool.setuptools].packages` in the main pyproject.toml;
 3. declare it under `[project.entry-points.diffusekit]` there: `<name> = "diffusekit.domains.<name>"`;
 4. reinstall the distribution (`make venv` does, as pyproject.toml changed) so the entry point is
