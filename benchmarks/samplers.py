@@ -739,8 +739,10 @@ def run_benchmark(settings: Settings, out_dir: Path = RESULTS_DIR, command: str 
     if settings.kdiffusion:
         try:
             kd = base.load_kdiffusion_sampling()
-            k_status = (f"k-diffusion {base.KDIFFUSION_VERSION} sampling.py loaded from the wheel "
-                        f"({kd.__file__}) under a stub package; samplers "
+            # where it came from, without this machine's paths (the record is committed)
+            source = ("the installed package" if kd.__name__ == "k_diffusion.sampling" else
+                      "sampling.py alone from the wheel (kept in $DIFFUSEKIT_DATA/k-diffusion/), under a stub package")
+            k_status = (f"k-diffusion {base.KDIFFUSION_VERSION} {source}; samplers "
                         + ", ".join(base.KDIFFUSION_SAMPLERS))
         except base.KDiffusionUnavailable as err:
             k_status = f"unavailable: {err}"

@@ -19,7 +19,8 @@ With x_t = alpha x0 + sigma eps (see `schedules`), the targets and their inversi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Callable, Protocol
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -174,6 +175,46 @@ def _train_step(t: Tensor, schedule: Schedule) -> Tensor:
 NOISE_INPUTS.register("train_step", _train_step)
 
 
+@dataclass(slots=True, eq=False)
+class _PreparedTime:
+    """What `Denoiser.prepare_times` evaluated for one 0-dim time tensor t, so that
+    D(x, t) = a x + b net(x * scale, c_noise) needs no schedule arithmetic.
+
+    t:       the time tensor itself (held, so that its id stays its own while prepared).
+    a, b:    0-dim x0 coefficients, x0_hat = a x + b out.
+    scale:   0-dim input scale (preconditioning), or None for none.
+    c_noise: the 0-dim noise input, or None when only `c_noise_batch` was made.
+    c_noise_batch: c_noise expanded to [B] in the dtype of the batch last seen (or None yet);
+             its element 0 stands for the 0-dim value when `c_noise` is None.
+    """
+
+    t: Tensor
+    a: Tensor
+    b: Tensor
+    scale: Tensor | None
+    c_noise: Tensor | None
+    c_noise_batch: Tensor | None
+
+    def noise_input_for(self, x: Tensor) -> Tensor:
+        """c_noise as [B] in x's dtype (x: [B, ...]), kept for the next call with that batch."""
+        batch = self.c_noise_batch
+        if batch is None or batch.shape[0] != x.shape[0] or batch.dtype != x.dtype:
+            value = self.c_noise if self.c_noise is not None else batch[0]
+            batch = self.c_noise_batch = value.to(x.dtype).expand(x.shape[0])
+        return batch
+
+
+class _PreparedCall(NamedTuple):
+    """The callable `prepare_times` returned last, with what it was made for (to reuse it)."""
+
+    times: Sequence[Tensor]
+    batch: int | None
+    net: Callable[..., Tensor]
+    prediction: Prediction
+    noise_input: Callable[[Tensor, Schedule], Tensor]
+    call: Callable[..., Tensor]
+
+
 class Denoiser(nn.Module):
     """D(x, t, **cond) -> x0_hat around a raw network.
 
@@ -212,7 +253,7 @@ class Denoiser(nn.Module):
         if noise_input is None:
             noise_input = "edm" if isinstance(prediction, EDMPreconditioning) else "t"
         self.noise_input = NOISE_INPUTS.get(noise_input) if isinstance(noise_input, str) else noise_input
-        self._prepared: dict[int, tuple] = {}
+        self._prepared: dict[int, _PreparedTime] = {}
 
     def prepare_times(self, times: Sequence[Tensor], stacked: Tensor | None = None, *,
                       alpha_sigma: tuple[Tensor, Tensor] | None = None, schedule: Schedule | None = None,
@@ -231,8 +272,9 @@ class Denoiser(nn.Module):
         except that a call with the very list of times of the previous call (and the same
         batch, network and parameterisation) keeps it: samplers hand out the same time tensors
         for every run of an equal grid (`scalar_cache`). Entries are keyed by identity and hold
-        a reference to their tensor (so an id cannot be reused while cached) and its version
-        counter (an in-place change invalidates it); any other time takes the ordinary path.
+        their tensor (so that no other tensor can have its id while it is prepared); any other
+        time, even an equal one, takes the ordinary path. The prepared times must not be
+        changed in place afterwards (samplers never do; see `diffusekit.core.samplers`).
 
         Returns the callable a sampling loop should use: with no module hooks registered on this
         denoiser, a closure over the table and the network that does exactly what `forward`
@@ -241,10 +283,11 @@ class Denoiser(nn.Module):
         """
         hooked = bool(self._forward_hooks or self._forward_pre_hooks)
         kept = self.__dict__.get("_prepared_call")
-        if (kept is not None and not hooked and len(times) > 0 and kept[0] is times and kept[1] == batch
-                and kept[2] is self.net and kept[3] is self.prediction and kept[4] is self.noise_input):
-            return kept[5]
-        table: dict[int, list] = {}
+        if (kept is not None and not hooked and len(times) > 0 and kept.times is times and kept.batch == batch
+                and kept.net is self.net and kept.prediction is self.prediction
+                and kept.noise_input is self.noise_input):
+            return kept.call
+        table: dict[int, _PreparedTime] = {}
         if len(times) > 0:
             t = torch.stack(list(times)) if stacked is None else stacked
             if alpha_sigma is None or schedule is not self.schedule:
@@ -264,9 +307,7 @@ class Denoiser(nn.Module):
                 c_col, expanded = c_noise.unbind(0), [None] * len(times)
             else:  # [B] views per time, made here (their element 0 stands for the 0-dim value)
                 c_col, expanded = [None] * len(times), c_noise[:, None].expand(len(times), batch).unbind(0)
-            # entry: [t_i, its version, a_i, b_i, c_noise_i (0-dim) or None, scale_i,
-            #         c_noise_i expanded to the batch]
-            table = {id(ti): [ti, ti._version, a_i, b_i, c_i, s_i, e_i] for ti, a_i, b_i, c_i, s_i, e_i
+            table = {id(ti): _PreparedTime(ti, a_i, b_i, s_i, c_i, e_i) for ti, a_i, b_i, c_i, s_i, e_i
                      in zip(times, a_col, b_col, c_col, s_col, expanded)}
         # plain attributes: nn.Module.__setattr__ would cost more than the whole lookup saves
         self.__dict__["_prepared"] = table
@@ -277,18 +318,18 @@ class Denoiser(nn.Module):
 
         def prepared_denoiser(x: Tensor, t: Tensor, **cond) -> Tensor:
             """D(x, t, **cond) for a prepared grid time t (else `forward`): x: [B, ...]."""
-            entry = table.get(id(t))
-            if entry is None or entry[0] is not t or entry[1] != t._version:
+            entry = table.get(id(t))  # found: t is entry.t (the entry keeps that id taken)
+            if entry is None:
                 return forward(x, t, **cond)
-            c_noise = entry[6]
+            c_noise = entry.c_noise_batch
             if c_noise is None or c_noise.shape[0] != x.shape[0] or c_noise.dtype != x.dtype:
-                c_noise = _batch_noise_input(entry, x)
-            scale = entry[5]
+                c_noise = entry.noise_input_for(x)
+            scale = entry.scale
             out = net(x if scale is None else x * scale, c_noise, **cond)
-            return (entry[2] * x).addcmul_(entry[3], out)  # x0_hat = a x + b out
+            return (entry.a * x).addcmul_(entry.b, out)  # x0_hat = a x + b out
 
-        self.__dict__["_prepared_call"] = (times, batch, net, self.prediction, self.noise_input,
-                                           prepared_denoiser)
+        self.__dict__["_prepared_call"] = _PreparedCall(times, batch, net, self.prediction, self.noise_input,
+                                                        prepared_denoiser)
         return prepared_denoiser
 
     def __getstate__(self) -> dict:
@@ -313,11 +354,8 @@ class Denoiser(nn.Module):
     def forward(self, x: Tensor, t: Tensor | float, **cond) -> Tensor:
         """x: [B, ...] noisy state at time t ([B] or scalar) -> x0_hat: [B, ...]."""
         entry = self._prepared.get(id(t))
-        if entry is not None and entry[0] is t and entry[1] == t._version:
-            # a prepared grid time (this very tensor, unchanged): 0-dim coefficients
-            _, _, a, b, _, scale, c_noise = entry
-            if c_noise is None or c_noise.shape[0] != x.shape[0] or c_noise.dtype != x.dtype:
-                c_noise = _batch_noise_input(entry, x)
+        if entry is not None:  # a prepared grid time (this very tensor): 0-dim coefficients
+            a, b, scale, c_noise = entry.a, entry.b, entry.scale, entry.noise_input_for(x)
         else:
             a, b, c_noise, scale = self._coefficients_at(expand_time(t, x))  # [B] each
             a, b, c_noise = broadcast_to(a, x), broadcast_to(b, x), c_noise.to(x.dtype)
@@ -329,14 +367,6 @@ class Denoiser(nn.Module):
         """The raw network's regression target for data x0 and noise eps at time t."""
         _, alpha, sigma = self.coefficients(x0, t)
         return self.prediction.target(x0, eps, alpha, sigma)
-
-
-def _batch_noise_input(entry: list, x: Tensor) -> Tensor:
-    """A prepared time's c_noise as [B] in x's dtype (x: [B, ...]), kept in the entry for the
-    next call: from its 0-dim value, or from element 0 of a view made for another batch."""
-    c_noise = entry[4] if entry[4] is not None else entry[6][0]
-    entry[6] = c_noise.to(x.dtype).expand(x.shape[0])
-    return entry[6]
 
 
 def guided(denoiser: DenoiserFn, scale: float, uncond: dict) -> DenoiserFn:

@@ -19,13 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffusekit.core.samplers import register
 from diffusekit.core.samplers.grid_coefficients import (
     Callback,
     Grid,
     finite_or_zero,
     run_first_order,
-    start_state,
 )
 from diffusekit.core.schedules import Schedule
 from diffusekit.core.spaces import Euclidean
@@ -67,7 +65,6 @@ def ddim_coefficients(grid: Grid, eta: float) -> tuple[Tensor, Tensor, Tensor]:
     return finite_or_zero(c_x), finite_or_zero(c_d), finite_or_zero(c_z)
 
 
-@register("ddpm")
 def sample_ddpm(
     denoiser: Callable[..., Tensor],
     noise: Tensor,
@@ -88,13 +85,12 @@ def sample_ddpm(
     """
     grid = Grid.build(schedule, ts)
     c_x, c_d, c_z = posterior_coefficients(grid)
-    x = start_state(noise, grid, space)
+    x = grid.start_state(noise, space)
     # x_s = c_x x_t + c_d D + c_z z   (Ho et al. 2020, eq. 7: mean mu~_t, std sqrt(beta~_t))
     return run_first_order(denoiser, x, grid, c_x, c_d, c_z, space=space, generator=generator,
                            callback=callback, cond=cond)
 
 
-@register("ddim")
 def sample_ddim(
     denoiser: Callable[..., Tensor],
     noise: Tensor,
@@ -120,7 +116,7 @@ def sample_ddim(
         raise ValueError(f"ddim needs 0 <= eta <= 1, got eta={eta}")
     grid = Grid.build(schedule, ts)
     c_x, c_d, c_z = ddim_coefficients(grid, eta)
-    x = start_state(noise, grid, space)
+    x = grid.start_state(noise, space)
     # x_s = alpha_s D + sqrt(sigma_s^2 - c^2) (x_t - alpha_t D) / sigma_t + c z   (eq. 12)
     return run_first_order(denoiser, x, grid, c_x, c_d, c_z, space=space, generator=generator,
                            callback=callback, cond=cond)

@@ -35,14 +35,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffusekit.core.samplers import register
 from diffusekit.core.samplers.grid_coefficients import (
     Callback,
     Grid,
     finite_or_zero,
-    host_flags,
-    start_state,
-    step_rows,
+    step_scalars,
 )
 from diffusekit.core.schedules import Schedule
 from diffusekit.core.spaces import Euclidean
@@ -133,10 +130,10 @@ def _multistep_loop(
     cond = dict(cond or {})
     grid = Grid.build(schedule, ts)
     co = multistep_coefficients(grid, max_order, eta)
-    rows = step_rows([co.c_x, co.w_0, co.w_1, co.w_2, co.c_z], noise)
-    noisy = host_flags(co.c_z != 0)
+    rows = step_scalars(noise, co.c_x, co.w_0, co.w_1, co.w_2, co.c_z)
+    noisy = (co.c_z != 0).tolist()
     times, denoiser = grid.times_for(noise, denoiser)
-    x = start_state(noise, grid, space)
+    x = grid.start_state(noise, space)
     m_1 = m_2 = x  # history D_{i-1}, D_{i-2}; unused (weight 0, skipped) until it exists
     for i, (cx, w0, w1, w2, cz) in enumerate(rows):
         denoised = denoiser(x, times[i], **cond)
@@ -155,7 +152,6 @@ def _multistep_loop(
     return x
 
 
-@register("dpmpp_2m")
 def sample_dpmpp_2m(
     denoiser: Callable[..., Tensor],
     noise: Tensor,
@@ -176,7 +172,6 @@ def sample_dpmpp_2m(
                            generator=generator, callback=callback, cond=cond)
 
 
-@register("dpmpp_2m_sde")
 def sample_dpmpp_2m_sde(
     denoiser: Callable[..., Tensor],
     noise: Tensor,
@@ -199,7 +194,6 @@ def sample_dpmpp_2m_sde(
                            generator=generator, callback=callback, cond=cond)
 
 
-@register("dpmpp_3m")
 def sample_dpmpp_3m(
     denoiser: Callable[..., Tensor],
     noise: Tensor,
@@ -220,7 +214,6 @@ def sample_dpmpp_3m(
                            generator=generator, callback=callback, cond=cond)
 
 
-@register("dpmpp_3m_sde")
 def sample_dpmpp_3m_sde(
     denoiser: Callable[..., Tensor],
     noise: Tensor,

@@ -1,22 +1,28 @@
-"""Per-grid and per-step quantities that every Gaussian sampler precomputes before its loop.
+"""The public building blocks of a sampler: per-grid quantities and per-step 0-dim tensors.
 
 A sampler walks a descending grid ts = [t_0 > t_1 > ... > t_n = 0] of a schedule with
-x_t = alpha(t) x0 + sigma(t) eps. Everything that depends only on the grid is computed here,
-once, vectorised and in float64 on the host:
+x_t = alpha(t) x0 + sigma(t) eps. Everything that depends only on the grid is computed once,
+vectorised and in float64 on the host (`Grid`):
 
     alpha_i, sigma_i,  lambda_i = log(alpha_i / sigma_i) = log_snr(t_i) / 2,
     h_i = lambda_{i+1} - lambda_i   (the step length in half-log-SNR, Lu et al. 2022),
 
-plus Python flags (`zero_snr_start`: alpha(t_0) = 0, lambda_0 = -inf, as for rectified flow) and
-Python lists of 0-dim tensors on the state's device (`step_rows`), so that the sampling loop only
+plus a Python flag (`zero_snr_start`: alpha(t_0) = 0, lambda_0 = -inf, as for rectified flow).
+A sampler then computes its own per-step coefficients as [n] float64 columns and turns them into
+Python lists of 0-dim tensors on the state's device (`step_scalars`), so that its loop only
 indexes Python lists and multiplies tensors: no `.item()`, no `bool(tensor)`, no host sync.
+Per-step decisions (does step i add noise?) become Python bools before the loop (`.tolist()`).
 
 Infinite quantities are legal here and handled by the formulas' limits: the final step to t = 0
 has h = +inf (exp(-h) = 0, sigma_n = 0), and a zero-SNR start has h_0 = +inf too. Each sampler
 builds its coefficients so that these limits are finite (e.g. sigma_{i+1}/sigma_i instead of
 ratios of VE noise levels), and `finite_or_zero` guards entries that a step does not use.
 
-`run_first_order` is the one loop shared by the samplers whose every step has the form
+The 0-dim tensors (`Grid.times`, `step_scalars`) are shared by every run of an equal grid
+(`scalar_cache`): they are read-only. Nothing in the engine writes to them, and a sampler, a
+denoiser or a callback must not either (`t = 1000 * t`, never `t *= 1000`).
+
+`run_first_order` is the one loop shared by the built-in samplers whose every step has the form
 x_{i+1} = c_x x_i + c_d D(x_i, t_i) + c_z z (DDPM, DDIM, Euler): they differ only in c_x, c_d, c_z.
 """
 
@@ -32,7 +38,7 @@ from torch import Tensor
 from diffusekit.core.samplers.scalar_cache import interned
 from diffusekit.core.schedules import Schedule
 
-StepRow = tuple[Tensor, ...]
+#: The callback of a sampler: called after each step i with {i, t, t_next, x, denoised}.
 Callback = Callable[[dict[str, Any]], None]
 
 
@@ -103,6 +109,13 @@ class Grid:
             raise ValueError("the schedule must have sigma(t) > 0 for t > 0 on the grid")
         return cls(t=t, alpha=alpha, sigma=sigma, lam=lam, zero_snr_start=zero_snr_start, schedule=schedule)
 
+    def start_state(self, noise: Tensor, space: Any) -> Tensor:
+        """x_{t_0} = sigma(t_0) * space.project(noise): [B, ...] in noise's dtype, the prior
+        sample (the usual approximation of N(alpha_0 x0, sigma_0^2) for alpha_0 > 0; exact
+        when alpha_0 = 0)."""
+        sigma0 = self.sigma[0].to(device=noise.device, dtype=compute_dtype(noise.dtype))
+        return (sigma0 * space.project(noise)).to(noise.dtype)
+
     def _time_lists(self, like: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
         """(all n + 1 times, the first n, the first n stacked): 0-dim tensors in the compute
         dtype on like's device, the same objects for every run of an equal grid (`interned`)."""
@@ -114,58 +127,49 @@ class Grid:
         return interned("times", self.t, like.device, compute_dtype(like.dtype), make)
 
     def times(self, like: Tensor) -> list[Tensor]:
-        """[n + 1] 0-dim time tensors in the compute dtype on like's device (passed to D).
-        Samplers that pass D only these use `times_for`, which also prepares the denoiser."""
+        """The n + 1 grid times as 0-dim tensors on like's device (at least float32), to pass
+        to D and the callback; read-only and shared by equal grids. Samplers that pass D only
+        these use `times_for`, which also prepares the denoiser."""
         return self._time_lists(like)[0]
 
     def times_for(self, like: Tensor, denoiser: Callable[..., Tensor]
                   ) -> tuple[list[Tensor], Callable[..., Tensor]]:
-        """`times(like)`, handed to the denoiser once (`prepare_denoiser`) together with the
-        schedule values the grid already holds, and the callable the loop should use (see
-        there). For samplers that pass D only grid times. The final time t = 0 is not
-        prepared: no sampler evaluates D there (and the grid's alpha, sigma are the data's)."""
+        """(`times(like)`, the callable the loop should use instead of `denoiser`): the times
+        are handed to the denoiser once (`prepare_denoiser`) together with the schedule values
+        the grid already holds. For samplers that pass D only grid times. The final time t = 0
+        is not prepared: no sampler evaluates D there (and the grid's alpha, sigma are the data's)."""
         times, head, stacked_head = self._time_lists(like)
         return times, prepare_denoiser(denoiser, head, stacked_head, alpha_sigma=(self.alpha[:-1], self.sigma[:-1]),
                                        schedule=self.schedule, batch=like.shape[0])
 
 
+def step_scalars(like: Tensor, *columns: Tensor) -> list[tuple[Tensor, ...]]:
+    """Per-step coefficient columns (each [n], any float dtype, finite) as n tuples of 0-dim
+    tensors on like's device in its compute dtype (at least float32): row i is
+    (columns[0][i], columns[1][i], ...). Made without a host sync in the loop, and read-only:
+    equal tables give the very same tensors across runs (`scalar_cache`)."""
+    table = torch.stack([c.to(torch.float64) for c in columns], dim=0)
+
+    def make(converted: Tensor) -> list[tuple[Tensor, ...]]:
+        # one unbind per column (an unbind per row costs a call per step)
+        return list(zip(*(column.unbind(0) for column in converted.unbind(0))))
+
+    return interned("step_scalars", table, like.device, compute_dtype(like.dtype), make)
+
+
 def prepare_denoiser(denoiser: Callable[..., Tensor], times: Sequence[Tensor],
                      stacked: Tensor | None = None, **known: Any) -> Callable[..., Tensor]:
-    """Hand the 0-dim times a loop will pass to a denoiser that can precompute for them
-    (`prepare_times`, see `Denoiser`; `stacked`: the same times as one tensor, if at hand;
-    `known`: what the caller knows already: `alpha_sigma` of `schedule`, and `batch`), and return the
-    callable the loop should use: what `prepare_times` returns (the denoiser itself or an
-    equivalent cheaper entry point), or the denoiser unchanged."""
+    """The callable a sampling loop should use for `denoiser`, given every 0-dim time tensor
+    the loop will pass it (`times`; `stacked`: the same as one tensor, if at hand).
+
+    A denoiser that can precompute for known times (`prepare_times`, see `Denoiser`: it then
+    evaluates its schedule once for the whole run) gets them here, with what the caller knows
+    already (`alpha_sigma` of `schedule`, the `batch` size), and returns the callable to use
+    (itself or an equivalent cheaper entry point); any other denoiser is returned unchanged."""
     prepare = getattr(denoiser, "prepare_times", None)
     if callable(prepare):
         return prepare(times, stacked, **known) or denoiser
     return denoiser
-
-
-def step_rows(columns: Sequence[Tensor], like: Tensor) -> list[StepRow]:
-    """Pack per-step coefficient columns (each [n], float64) into n rows of 0-dim tensors on
-    like's device, in the compute dtype: row i is (columns[0][i], columns[1][i], ...).
-    Non-finite entries must have been replaced (`finite_or_zero`) by the caller. Equal tables
-    give the very same rows (`interned`): callers only read them."""
-    table = torch.stack([c.to(torch.float64) for c in columns], dim=0)
-
-    def make(converted: Tensor) -> list[StepRow]:
-        # one unbind per column (an unbind per row costs a call per step)
-        return list(zip(*(column.unbind(0) for column in converted.unbind(0))))
-
-    return interned("step_rows", table, like.device, compute_dtype(like.dtype), make)
-
-
-def host_flags(v: Tensor) -> list[bool]:
-    """A [n] boolean tensor as Python bools (grid preparation only, never inside a loop)."""
-    return [bool(b) for b in v.tolist()]
-
-
-def start_state(noise: Tensor, grid: Grid, space: Any) -> Tensor:
-    """x_{t_0} = sigma(t_0) * project(noise): the prior sample (the usual approximation of
-    N(alpha_0 x0, sigma_0^2) for alpha_0 > 0; exact when alpha_0 = 0)."""
-    sigma0 = grid.sigma[0].to(device=noise.device, dtype=compute_dtype(noise.dtype))
-    return (sigma0 * space.project(noise)).to(noise.dtype)
 
 
 def run_first_order(
@@ -186,8 +190,8 @@ def run_first_order(
     Noise is drawn only on the steps where c_z != 0 (decided here, before the loop)."""
     cond = dict(cond or {})
     times, denoiser = grid.times_for(x, denoiser)
-    rows = step_rows([c_x, c_d, c_z], x)
-    noisy = host_flags(c_z != 0)
+    rows = step_scalars(x, c_x, c_d, c_z)
+    noisy = (c_z != 0).tolist()
     for i, (cx, cd, cz) in enumerate(rows):
         denoised = denoiser(x, times[i], **cond)
         x = (cx * x).addcmul_(cd, denoised)  # the step's deterministic part: cx x + cd D
@@ -200,14 +204,11 @@ def run_first_order(
 
 
 __all__ = [
-    "Grid",
-    "StepRow",
     "Callback",
-    "compute_dtype",
-    "finite_or_zero",
-    "step_rows",
+    "Grid",
+    "step_scalars",
     "prepare_denoiser",
-    "host_flags",
-    "start_state",
+    "finite_or_zero",
+    "compute_dtype",
     "run_first_order",
 ]

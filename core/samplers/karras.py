@@ -25,17 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffusekit.core.samplers import register
 from diffusekit.core.samplers.grid_coefficients import (
     Callback,
     Grid,
-    compute_dtype,
     finite_or_zero,
-    host_flags,
     prepare_denoiser,
     run_first_order,
-    start_state,
-    step_rows,
+    step_scalars,
 )
 from diffusekit.core.schedules import Schedule
 from diffusekit.core.spaces import Euclidean
@@ -99,7 +95,7 @@ def churn_grid(
     c_keep = torch.where(active, alpha_hat / alpha, torch.ones_like(s))  # x~ is shared: x^ = a^ x~
     c_noise = alpha_hat * extra * S_noise  # a^ sqrt(s^^2 - s^2) S_noise
     return ChurnedGrid(t_hat, alpha_hat, sigma_hat, finite_or_zero(c_keep), finite_or_zero(c_noise),
-                       host_flags(active))
+                       active.tolist())
 
 
 def _karras_loop(
@@ -121,7 +117,7 @@ def _karras_loop(
     hat = churn_grid(grid, schedule, **churn)
     if not second_order and hat is None:
         # Euler without churn is the first-order step x' = c_x x + c_d D (= DDIM, eta = 0)
-        return run_first_order(denoiser, start_state(noise, grid, space), grid, grid.sigma_ratio,
+        return run_first_order(denoiser, grid.start_state(noise, space), grid, grid.sigma_ratio,
                                grid.alpha[1:] - grid.alpha[:-1] * grid.sigma_ratio,
                                torch.zeros(grid.n, dtype=torch.float64), space=space,
                                generator=generator, callback=callback, cond=cond)
@@ -143,23 +139,23 @@ def _karras_loop(
     correct = (torch.arange(grid.n) < grid.n - 1) & (a0 > 0) & torch.tensor(second_order)
     corrector = torch.stack([e_x, e_d, e_p])
     corrector = finite_or_zero(torch.where(correct, corrector, torch.zeros_like(corrector)))
-    rows = step_rows([c_x, c_d, *corrector], noise)
-    do_correct = host_flags(correct)
+    rows = step_scalars(noise, c_x, c_d, *corrector)
+    do_correct = correct.tolist()
     if hat is None:  # no churn: each step starts at its grid time
         active, churn_rows = [False] * grid.n, [None] * grid.n
         times, denoiser = grid.times_for(noise, denoiser)
         t_hat = times[:-1]
     else:
-        active, churn_rows = hat.active, step_rows([hat.c_keep, hat.c_noise], noise)
-        t_hat = list(hat.t_hat.to(device=noise.device, dtype=compute_dtype(noise.dtype)).unbind(0))
+        churn_rows = step_scalars(noise, hat.t_hat, hat.c_keep, hat.c_noise)
+        active, t_hat = hat.active, [row[0] for row in churn_rows]
         times = grid.times(noise)
         # every time D will see, at once
         denoiser = prepare_denoiser(denoiser, t_hat + times, batch=noise.shape[0])
 
-    x = start_state(noise, grid, space)
+    x = grid.start_state(noise, space)
     for i, (cx, cd, ex, ed, ep) in enumerate(rows):
         if active[i]:
-            ckeep, cnoise = churn_rows[i]
+            _, ckeep, cnoise = churn_rows[i]  # (t^_i, c_keep, c_noise)
             x = space.project(ckeep * x + cnoise * space.randn_like(x, generator))  # line 6
         denoised = denoiser(x, t_hat[i], **cond)
         x_next = space.project((cx * x).addcmul_(cd, denoised))  # Euler step, line 8
@@ -173,7 +169,6 @@ def _karras_loop(
     return x
 
 
-@register("euler")
 def sample_euler(
     denoiser: Callable[..., Tensor],
     noise: Tensor,
@@ -202,7 +197,6 @@ def sample_euler(
                         generator=generator, callback=callback, cond=cond, churn=churn)
 
 
-@register("heun")
 def sample_heun(
     denoiser: Callable[..., Tensor],
     noise: Tensor,

@@ -11,9 +11,12 @@ mostly making these tensors, took about a third of the instructions spent outsid
 The coefficients depend only on the grid, the schedule and the sampler's options, and samplers
 are pure functions, so equal tables give equal tensors: `interned` keeps the last `CAPACITY`
 results it made, keyed by the table's values, device and dtype, and hands out the same tensors
-when the same table comes again, as when sampling batch after batch with one grid. The engine
-never writes to them; every hit checks the version counter their views share with the tensor
-they were cut from, so tensors that a caller changed in place are made afresh.
+when the same table comes again, as when sampling batch after batch with one grid.
+
+The tensors it hands out are read-only by contract, not checked: nothing in the engine writes
+to them, and the sampler contract forbids a sampler, a denoiser or a callback to change them in
+place (`t = 1000 * t`, never `t *= 1000`; see `diffusekit.core.samplers`). A test runs every
+sampler cold and warm and requires equal results, so an engine write would be caught.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ T = TypeVar("T")
 #: How many distinct tables are kept (a few grids x a few samplers x dtypes).
 CAPACITY = 32
 
-_CACHE: OrderedDict[tuple, tuple[Tensor, int, Any]] = OrderedDict()
+_CACHE: OrderedDict[tuple, Any] = OrderedDict()
 
 
 def interned(kind: str, values: Tensor, device: torch.device, dtype: torch.dtype,
@@ -39,20 +42,17 @@ def interned(kind: str, values: Tensor, device: torch.device, dtype: torch.dtype
 
     kind:   names what `make` builds (tables of different kinds never share an entry).
     values: a CPU tensor of any shape (float64 grid quantities); compared by value.
-    make:   builds the result from the converted tensor, typically by `unbind`, so that every
-            tensor in the result is a view sharing that tensor's version counter.
+    make:   builds the result from a fresh copy of the converted values (typically by `unbind`);
+            the result is shared by every later call with equal values, hence read-only.
     """
     key = (kind, tuple(values.shape), values.dtype, values.numpy().tobytes(), device, dtype)
-    hit = _CACHE.get(key)
-    if hit is not None and hit[0]._version == hit[1]:  # no view written to since
-        _CACHE.move_to_end(key)
-        return hit[2]
-    base = values.to(device=device, dtype=dtype, copy=True)
-    made = make(base)
-    _CACHE[key] = (base, base._version, made)
+    made = _CACHE.get(key)
+    if made is None:
+        made = make(values.to(device=device, dtype=dtype, copy=True))
+        _CACHE[key] = made
+        while len(_CACHE) > CAPACITY:
+            _CACHE.popitem(last=False)
     _CACHE.move_to_end(key)
-    while len(_CACHE) > CAPACITY:
-        _CACHE.popitem(last=False)
     return made
 
 

@@ -32,14 +32,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffusekit.core.samplers import register
 from diffusekit.core.samplers.dpmsolver import step_orders
 from diffusekit.core.samplers.grid_coefficients import (
     Callback,
     Grid,
     finite_or_zero,
-    start_state,
-    step_rows,
+    step_scalars,
 )
 from diffusekit.core.schedules import Schedule
 from diffusekit.core.spaces import Euclidean
@@ -107,7 +105,6 @@ def unipc_coefficients(grid: Grid, max_order: int) -> dict[str, Any]:
     return {"orders": orders, "use_corrector": use_corrector, "pred": pred, "corr": corr}
 
 
-@register("unipc")
 def sample_unipc(
     denoiser: Callable[..., Tensor],
     noise: Tensor,
@@ -133,10 +130,10 @@ def sample_unipc(
     grid = Grid.build(schedule, ts)
     co = unipc_coefficients(grid, order)
     columns = [co["pred"][k] for k in ("x", "0", "1", "2")] + [co["corr"][k] for k in ("x", "new", "0", "1", "2")]
-    rows = step_rows([finite_or_zero(torch.tensor(c, dtype=torch.float64)) for c in columns], noise)
+    rows = step_scalars(noise, *(finite_or_zero(torch.tensor(c, dtype=torch.float64)) for c in columns))
     orders, use_corrector = co["orders"], co["use_corrector"]
     times, denoiser = grid.times_for(noise, denoiser)
-    x = start_state(noise, grid, space)
+    x = grid.start_state(noise, space)
     x_last = x
     h1 = h2 = h3 = x  # D_{i-1}, D_{i-2}, D_{i-3}: read only once they exist (weights 0 before)
     for i, (px, p0, p1, p2, cx, cnew, c0, c1, c2) in enumerate(rows):

@@ -1,9 +1,12 @@
 """Contract tests over every registered sampler and several schedules: the promises of
-`diffusekit.core.samplers` (shape, dtype, seeding, callback, landing on t = 0, no host sync)."""
+`diffusekit.core.samplers` (shape, dtype, seeding, callback, landing on t = 0, no host sync).
+The example plugin's `midpoint`, written with the public sampler API only, is held to them too."""
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,11 +20,24 @@ SCHEDULES = [("vp_linear", "log_snr"), ("vp_cosine", "karras"), ("vp_discrete", 
              ("edm", "karras"), ("flow", "uniform")]
 BUILTINS = ["ddim", "ddpm", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m", "dpmpp_3m_sde", "euler", "heun",
             "unipc"]
-DETERMINISTIC = ["ddim", "dpmpp_2m", "dpmpp_3m", "euler", "heun", "unipc"]
+DETERMINISTIC = ["ddim", "dpmpp_2m", "dpmpp_3m", "euler", "heun", "unipc", "midpoint"]
 STOCHASTIC = [("ddpm", {}), ("dpmpp_2m_sde", {}), ("dpmpp_3m_sde", {}), ("ddim", {"eta": 1.0}),
               ("euler", {"S_churn": 20.0}), ("heun", {"S_churn": 20.0, "S_tmin": 0.05, "S_tmax": 50.0})]
 N_STEPS, SHAPE = 6, (8, 3, 4)  # data [B, 3, 4]: the mixture lives on the 12 flattened entries
 MIXTURE = GaussianMixture.random(dim=12, n_modes=3, seed=1)
+EXAMPLE_SAMPLER = Path(__file__).resolve().parents[2] / "plugins/example/diffusekit_example/sampler.py"
+
+
+def load_example_midpoint():
+    """The example plugin's `sample_midpoint`, loaded from its file (it imports only the engine)."""
+    spec = importlib.util.spec_from_file_location("_example_plugin_sampler", EXAMPLE_SAMPLER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.sample_midpoint
+
+
+# every registered sampler, and a third-party one written with the public API
+SAMPLERS = {**{name: samplers.get(name) for name in samplers.names()}, "midpoint": load_example_midpoint()}
 
 
 def run(name: str, schedule_name: str, kind: str, *, dtype=torch.float32, seed: int = 0,
@@ -30,7 +46,7 @@ def run(name: str, schedule_name: str, kind: str, *, dtype=torch.float32, seed: 
     ts = schedules.time_grid(schedule, n, kind)
     noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(123), dtype=dtype)
     generator = torch.Generator().manual_seed(seed)
-    x = samplers.get(name)(MIXTURE.denoiser(schedule), noise, ts, schedule, generator=generator, **options)
+    x = SAMPLERS[name](MIXTURE.denoiser(schedule), noise, ts, schedule, generator=generator, **options)
     return x, ts
 
 
@@ -54,19 +70,19 @@ def test_register_function_and_decorator_forms(monkeypatch):
         samplers.register("ddim", sample_mine)
 
 
-@pytest.mark.parametrize("name", samplers.names())
+@pytest.mark.parametrize("name", SAMPLERS)
 def test_signature(name):
-    params = inspect.signature(samplers.get(name)).parameters
+    params = inspect.signature(SAMPLERS[name]).parameters
     assert list(params)[:4] == ["denoiser", "noise", "ts", "schedule"]
     for keyword in ("space", "generator", "callback", "cond"):
         assert params[keyword].kind is inspect.Parameter.KEYWORD_ONLY, keyword
         assert params[keyword].default is not inspect.Parameter.empty, keyword
-    assert (samplers.get(name).__doc__ or "").strip(), "every sampler names its algorithm"
+    assert (SAMPLERS[name].__doc__ or "").strip(), "every sampler names its algorithm"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("schedule_name", "kind"), SCHEDULES)
-@pytest.mark.parametrize("name", samplers.names())
+@pytest.mark.parametrize("name", SAMPLERS)
 def test_shape_dtype_finite(name, schedule_name, kind, dtype):
     x, _ = run(name, schedule_name, kind, dtype=dtype)
     assert x.shape == SHAPE and x.dtype == dtype
@@ -75,7 +91,7 @@ def test_shape_dtype_finite(name, schedule_name, kind, dtype):
 
 
 @pytest.mark.parametrize(("schedule_name", "kind"), SCHEDULES)
-@pytest.mark.parametrize("name", samplers.names())
+@pytest.mark.parametrize("name", SAMPLERS)
 def test_same_seed_same_output(name, schedule_name, kind):
     a, _ = run(name, schedule_name, kind, seed=5)
     b, _ = run(name, schedule_name, kind, seed=5)
@@ -100,7 +116,7 @@ def test_stochastic_samplers_depend_on_the_seed(name, options, schedule_name, ki
 
 
 @pytest.mark.parametrize(("schedule_name", "kind"), SCHEDULES)
-@pytest.mark.parametrize("name", samplers.names())
+@pytest.mark.parametrize("name", SAMPLERS)
 def test_callback_sees_the_grid_in_order_and_lands_on_zero(name, schedule_name, kind):
     seen = []
     x, ts = run(name, schedule_name, kind, dtype=torch.float64, callback=seen.append)
@@ -146,9 +162,9 @@ def test_cond_is_forwarded_to_every_denoiser_call():
         received.append(cond)
         return inner(x, t)
 
-    for name in BUILTINS:
+    for name, sample in SAMPLERS.items():
         received.clear()
-        samplers.get(name)(denoiser, torch.randn(SHAPE), ts, schedule, cond={"label": 3, "scale": 2.0})
+        sample(denoiser, torch.randn(SHAPE), ts, schedule, cond={"label": 3, "scale": 2.0})
         assert received and all(c == {"label": 3, "scale": 2.0} for c in received), name
 
 
@@ -173,7 +189,7 @@ class HostSync(RuntimeError):
 
 
 @pytest.mark.parametrize(("schedule_name", "kind"), [("vp_discrete", "trailing"), ("flow", "uniform")])
-@pytest.mark.parametrize(("name", "options"), [(n, {}) for n in samplers.names()] + STOCHASTIC)
+@pytest.mark.parametrize(("name", "options"), [(n, {}) for n in SAMPLERS] + STOCHASTIC)
 def test_no_host_sync_inside_the_loop(monkeypatch, name, options, schedule_name, kind):
     """Tensor.item / tolist / __bool__ / __float__ / __int__ raise once the loop has started.
 
@@ -197,8 +213,8 @@ def test_no_host_sync_inside_the_loop(monkeypatch, name, options, schedule_name,
         return inner(x, t, **cond)
 
     noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
-    x = samplers.get(name)(denoiser, noise, ts, schedule, generator=torch.Generator().manual_seed(1),
-                           callback=lambda info: None, **options)
+    x = SAMPLERS[name](denoiser, noise, ts, schedule, generator=torch.Generator().manual_seed(1),
+                       callback=lambda info: None, **options)
     assert armed, "the denoiser was never called"
     with pytest.raises(HostSync):  # the tripwire works
         torch.ones(()).item()

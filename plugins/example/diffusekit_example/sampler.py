@@ -18,8 +18,10 @@ first one of a zero-SNR schedule such as `flow`) have no midpoint and take the f
 x_s = (sigma_s / sigma_t) x_t + alpha_s (1 - e^{-h}) D(x_t, t), one call.
 
 It is an ordinary function with the engine's one sampler signature, registered by the plugin's
-`register_samplers` hook; the engine's `grid_coefficients` helpers precompute everything before
-the loop, so the loop never synchronises with the host.
+`register_samplers` hook, and it uses only the public names of `diffusekit.core.samplers`:
+`Grid` holds the grid's schedule quantities, `step_scalars` turns the per-step coefficients
+into 0-dim tensors before the loop, and `prepare_denoiser` hands D every time it will see, so
+the loop never synchronises with the host.
 """
 
 from __future__ import annotations
@@ -30,42 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffusekit.core.samplers.grid_coefficients import (
-    Callback,
-    Grid,
-    compute_dtype,
-    finite_or_zero,
-    host_flags,
-    prepare_denoiser,
-    start_state,
-    step_rows,
-)
+from diffusekit.core.samplers import Callback, Grid, prepare_denoiser, step_scalars
 from diffusekit.core.schedules import Schedule
 from diffusekit.core.spaces import Euclidean
-
-
-def midpoint_coefficients(grid: Grid, schedule: Schedule) -> dict[str, Tensor]:
-    """[n] per-step quantities of the midpoint rule (float64; unused entries are 0):
-
-    t_mid:    the midpoint time, lambda(t_mid) = lambda_t + h / 2;
-    c_x, c_d: the full step  x_s = c_x x_t + c_d D  (sigma_s / sigma_t, alpha_s (1 - e^{-h}));
-    m_x, m_d: the half step  u = m_x x_t + m_d D    (sigma_m / sigma_t, alpha_m (1 - e^{-h/2}));
-    has_mid:  whether the step has a midpoint (h finite).
-    """
-    h = grid.h
-    has_mid = torch.isfinite(h)
-    lam_mid = torch.where(has_mid, grid.lam[:-1] + 0.5 * h, torch.zeros_like(h))
-    t_mid = schedule.t_of_log_snr(2.0 * lam_mid).to(torch.float64)  # log_snr = 2 lambda
-    t_mid = torch.where(has_mid, t_mid, torch.zeros_like(t_mid))
-    alpha_mid, sigma_mid = (v.to(torch.float64) for v in schedule.alpha_sigma(t_mid))
-    return {
-        "t_mid": t_mid,
-        "c_x": finite_or_zero(grid.sigma_ratio),
-        "c_d": finite_or_zero(grid.alpha[1:] * -torch.expm1(-h)),  # alpha_s (1 - e^{-h})
-        "m_x": finite_or_zero(torch.where(has_mid, sigma_mid / grid.sigma[:-1], 0.0)),
-        "m_d": finite_or_zero(torch.where(has_mid, alpha_mid * -torch.expm1(-0.5 * h), 0.0)),
-        "has_mid": has_mid,
-    }
 
 
 def sample_midpoint(
@@ -87,20 +56,24 @@ def sample_midpoint(
     """
     cond = dict(cond or {})
     grid = Grid.build(schedule, ts)
-    coef = midpoint_coefficients(grid, schedule)
-    x = start_state(noise, grid, space)
-    t_mid = list(coef["t_mid"].to(device=x.device, dtype=compute_dtype(x.dtype)).unbind(0))
-    times = grid.times(x)
-    # a `Denoiser` evaluates its schedule once for every time this run passes it, and returns
-    # the callable to loop with
-    denoiser = prepare_denoiser(denoiser, t_mid + times)
-    rows = step_rows([coef["c_x"], coef["c_d"], coef["m_x"], coef["m_d"]], x)
-    has_mid = host_flags(coef["has_mid"])
-    for i, (c_x, c_d, m_x, m_d) in enumerate(rows):
+    h = grid.h  # [n] float64 step lengths in lambda, +inf where there is no midpoint
+    has_mid = torch.isfinite(h)
+    lam_mid = torch.where(has_mid, grid.lam[:-1] + 0.5 * h, 0.0)  # lambda_m = lambda_t + h / 2
+    t_mid = torch.where(has_mid, schedule.t_of_log_snr(2.0 * lam_mid).double(), 0.0)  # log_snr = 2 lambda
+    alpha_mid, sigma_mid = (v.double() for v in schedule.alpha_sigma(t_mid))
+    m_x = torch.where(has_mid, sigma_mid / grid.sigma[:-1], 0.0)  # half step: sigma_m / sigma_t
+    m_d = torch.where(has_mid, alpha_mid * -torch.expm1(-0.5 * h), 0.0)  # ... alpha_m (1 - e^{-h/2})
+    c_x = grid.sigma_ratio  # full step: sigma_s / sigma_t
+    c_d = grid.alpha[1:] * -torch.expm1(-h)  # ... alpha_s (1 - e^{-h})
+    x = grid.start_state(noise, space)
+    times, steps = grid.times(x), step_scalars(x, t_mid, c_x, c_d, m_x, m_d)
+    denoiser = prepare_denoiser(denoiser, [step[0] for step in steps] + times)  # every time D will see
+    has_mid = has_mid.tolist()  # Python bools: the loop reads no tensor
+    for i, (t_m, c_x, c_d, m_x, m_d) in enumerate(steps):
         denoised = denoiser(x, times[i], **cond)
         if has_mid[i]:
             u = space.project(m_x * x + m_d * denoised)  # half step to lambda_t + h / 2
-            denoised = denoiser(u, t_mid[i], **cond)  # D at the midpoint
+            denoised = denoiser(u, t_m, **cond)  # D at the midpoint
         x = space.project(c_x * x + c_d * denoised)  # x_s = (sigma_s / sigma_t) x_t + alpha_s (1 - e^-h) D
         if callback is not None:
             callback({"i": i, "t": times[i], "t_next": times[i + 1], "x": x, "denoised": denoised})
