@@ -30,11 +30,13 @@ class Domain:
     """Base class of every domain. Subclasses set `name` and `description` and implement the
     `build_*`, `process`, `evaluate` and `write_samples` methods; `prepare` and `benchmark` have
     defaults. `config_file` points at the domain's defaults YAML (default: `config.yaml` beside
-    the module that defines the subclass)."""
+    the module that defines the subclass). `adapter_targets` names the modules a LoRA adapter
+    wraps by default (patterns as in `adapter.targets`; None: every Linear / Conv layer)."""
 
     name: str = ""
     description: str = ""
     config_file: str | Path | None = None
+    adapter_targets: tuple[str, ...] | None = None
 
     def default_config(self) -> DictConfig:
         """The domain's defaults; by default its `config.yaml`. Every knob a user may turn."""
@@ -76,6 +78,13 @@ class Domain:
     def benchmark(self, cfg: DictConfig) -> dict[str, Any]:
         """The domain's benchmark (`toolkit benchmark`); returns its metrics dict."""
         raise NotImplementedError(f"domain {self.name!r} has no benchmark")
+
+    def finetune_target(self, cfg: DictConfig) -> dict[str, Any]:
+        """The shifted target set of the customisation benchmark (`toolkit benchmark --finetune`):
+        {"overrides": ["data.key=value", ...] selecting at most 10% of the base's training data
+        with a real shift, "metric": the `evaluate` metric compared, "higher_is_better": bool}."""
+        raise NotImplementedError(f"domain {self.name!r} declares no finetune_target, so it "
+                                  "has no customisation benchmark")
 
     def __repr__(self) -> str:
         return f"<Domain {self.name}: {self.description}>"

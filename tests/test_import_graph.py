@@ -1,7 +1,7 @@
 """The layers, checked from the source: the import graph of the shipped packages.
 
     engine        diffusekit.core.*  except  diffusekit.core.app.*      imports torch only
-    application   diffusekit.core.app.*                                 may import the engine
+    application   diffusekit.core.app.*, and `diffusekit` (api/)        may import the engine
                                                                         and diffusekit.plugins
     plugin API    diffusekit.plugins.*
     domains       diffusekit.domains.*                                  on top of all of them
@@ -24,8 +24,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # the folder of each top-level package of the distribution (pyproject's package-dir)
-PACKAGES = {"diffusekit.core": ROOT / "core", "diffusekit.domains": ROOT / "domains",
-            "diffusekit.plugins": ROOT / "plugins"}
+PACKAGES = {"diffusekit": ROOT / "api", "diffusekit.core": ROOT / "core",
+            "diffusekit.domains": ROOT / "domains", "diffusekit.plugins": ROOT / "plugins"}
 SKIP = {ROOT / "plugins" / "example"}  # a separate distribution with its own pyproject
 
 
@@ -109,7 +109,7 @@ def _is_type_checking(test: ast.expr) -> bool:
 
 
 def layer(module: str) -> str:
-    if module.startswith("diffusekit.core.app"):
+    if module == "diffusekit" or module.startswith("diffusekit.core.app"):
         return "application"
     if module.startswith("diffusekit.core"):
         return "engine"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP = {"core": "diffusekit.core", "domains": "diffusekit.domains", "plugins": "diffusekit.plugins"}
+TOP = {"api": "diffusekit", "core": "diffusekit.core", "domains": "diffusekit.domains",
+       "plugins": "diffusekit.plugins"}
 SKIP = {"example"}  # plugins/example is a separate distribution with its own pyproject
 
 
@@ -58,9 +59,10 @@ def test_plain_wheel_contains_every_package(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for pkg in _package_folders():
         assert pkg.replace(".", "/") + "/__init__.py" in names, pkg
-    sources = {p.relative_to(ROOT).as_posix() for f in TOP for p in (ROOT / f).rglob("*.py")
-               if not SKIP & set(p.relative_to(ROOT).parts)}
-    shipped = {n.split("/", 1)[1] for n in names if n.startswith("diffusekit/") and n.endswith(".py")}
+    sources = {"/".join([*dotted.split("."), *p.relative_to(ROOT / f).parts])
+               for f, dotted in TOP.items() for p in (ROOT / f).rglob("*.py")
+               if not SKIP & set(p.relative_to(ROOT).parts) and "__pycache__" not in p.parts}
+    shipped = {n for n in names if n.startswith("diffusekit/") and n.endswith(".py")}
     assert sources == shipped, sources ^ shipped
     for yaml in (ROOT / "core").rglob("*.yaml"):
         assert "diffusekit/" + yaml.relative_to(ROOT).as_posix() in names, yaml

@@ -36,10 +36,9 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # ----------------------------------------------------------------------------- helpers
 def get_domain(name: str) -> Any:
     """The installed domain called `name` (plugins are discovered on first use)."""
-    from diffusekit import plugins
+    from diffusekit.core.app.training.models import installed_domain
 
-    domain = plugins.get_domain(name)
-    return domain() if isinstance(domain, type) else domain
+    return installed_domain(name)
 
 
 def _domain_names() -> list[str]:
@@ -156,8 +155,11 @@ def prepare(domain: str, files: tuple[str, ...], overrides: tuple[str, ...]) -> 
 @click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[RUN]",
               help="Continue a run from its last checkpoint: its folder, or alone the latest run "
                    "of --domain.")
+@click.option("--init-from", "init_from", default=None, metavar="PATH_OR_ID",
+              help="Start from a model's weights (a model or run folder, or user/name): full "
+                   "fine-tuning, or the base of adapter.kind=lora.")
 @overrides_argument
-def train(domain: str | None, files: tuple[str, ...], resume: str | None,
+def train(domain: str | None, files: tuple[str, ...], resume: str | None, init_from: str | None,
           overrides: tuple[str, ...]) -> None:
     """Train a model of DOMAIN; KEY=VALUE overrides any config value (toolkit config lists them).
 
@@ -165,6 +167,10 @@ def train(domain: str | None, files: tuple[str, ...], resume: str | None,
     samples, logs, loss curve, metrics.json)."""
     if resume is not None and "=" in resume and not Path(resume).exists():
         overrides, resume = (resume, *overrides), "latest"  # `--resume key=value ...`
+    if init_from is not None:
+        if resume is not None:
+            raise click.UsageError("--init-from starts a new run; it does not go with --resume.")
+        overrides = (*overrides, f"init_from={json.dumps(init_from)}")
     if resume is None:
         if not domain:
             raise click.UsageError("Missing option '--domain' (or --resume RUN).")
@@ -210,59 +216,156 @@ def _resume_target(resume: str, domain: str | None) -> tuple[Any, Any, Any]:
     return run, dom, cfg
 
 
+def _model_options(command: Any) -> Any:
+    """--run / --model, --adapter RUN=SCALE (repeatable) and --adapter-scale."""
+    for option in reversed([
+        click.option("--run", "run_dir", type=click.Path(), default=None,
+                     help="A run folder (an adapter run brings its base)."),
+        click.option("--model", "model_id", default=None, metavar="PATH_OR_ID",
+                     help="A model folder (toolkit export) or a Hugging Face id user/name."),
+        click.option("--adapter", "adapter_args", multiple=True, metavar="RUN=SCALE",
+                     help="Add an adapter run trained on the same base, weighted by SCALE "
+                          "(repeatable)."),
+        click.option("--adapter-scale", type=float, default=None,
+                     help="Scale of the run's own adapter (sample.adapter_scale; 0: the base).")]):
+        command = option(command)
+    return command
+
+
+def _open_model(run_dir: str | None, model_id: str | None, adapter_scale: float | None,
+                adapter_args: tuple[str, ...]) -> tuple[Any, Any]:
+    """(model, run or None) for the --run / --model options."""
+    from diffusekit.core.app.training.inference import add_adapters, run_model
+    from diffusekit.core.app.training.models import domain_name, load_model, resolve
+
+    if (run_dir is None) == (model_id is None):
+        raise click.UsageError("Give exactly one of --run RUN and --model PATH_OR_ID.")
+    adapters = {}
+    for arg in adapter_args:
+        path, sep, scale = arg.rpartition("=")
+        try:
+            adapters[Path(path)] = float(scale)
+        except ValueError:
+            sep = ""
+        if not sep or not path:
+            raise click.UsageError(f"--adapter {arg!r} is not of the form RUN=SCALE.")
+    if run_dir is not None:
+        run = _open_run(run_dir)
+        dom, _ = _run_domain(run)
+        return run_model(dom, run, adapter_scale=adapter_scale, adapters=adapters), run
+    folder = resolve(model_id)
+    model = load_model(folder, adapter_scale=adapter_scale, domain=get_domain(domain_name(folder)))
+    return add_adapters(model, adapters), None
+
+
 @cli.command()
-@click.option("--run", "run_dir", required=True, type=click.Path(), help="A run folder.")
+@_model_options
 @click.option("--sampler", "-s", default=None, help="A sampler name (default: the run's).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampler steps.")
 @click.option("-n", "n", type=click.IntRange(min=1), default=None, help="Number of samples.")
 @click.option("--seed", type=int, default=None, help="Seed of the sampling noise.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Folder for the files (default: RUN/samples/<sampler>-<steps>/).")
-def sample(run_dir: str, sampler: str | None, steps: int | None, n: int | None,
+              help="Folder for the files (default: RUN/samples/<sampler>-<steps>/, or "
+                   "samples/<model>/<sampler>-<steps>/ with --model).")
+def sample(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, ...],
+           adapter_scale: float | None, sampler: str | None, steps: int | None, n: int | None,
            seed: int | None, out: str | None) -> None:
-    """Generate samples with a run's EMA weights and write them as the domain's files."""
-    run = _open_run(run_dir)
-    dom, _ = _run_domain(run)
+    """Generate samples with a run's or a model's EMA weights, written as the domain's files."""
     _check_sampler(sampler)
-    from diffusekit.core.app.training.inference import sample_run
+    model, run = _open_model(run_dir, model_id, adapter_scale, adapter_args)
+    from diffusekit.core.app.training.inference import sample_model
+    from diffusekit.core.app.training.runs import child_path
 
-    paths = sample_run(dom, run, sampler=sampler, steps=steps, n=n, seed=seed,
-                       out_dir=Path(out) if out else None)
+    root = run.samples if run is not None else child_path(Path("samples"), model.name, "model")
+    paths = sample_model(model, sampler=sampler, steps=steps, n=n, seed=seed,
+                         out_dir=Path(out) if out else None, out_root=root)
     _echo_paths(paths, "samples")
 
 
 @cli.command()
-@click.option("--run", "run_dir", required=True, type=click.Path(), help="A run folder.")
+@_model_options
 @click.option("--sampler", "-s", default=None, help="A sampler name (default: the run's).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampler steps.")
 @click.option("-n", "n", type=click.IntRange(min=1), default=None,
               help="Test examples to generate for (default: sample.eval_n).")
-def evaluate(run_dir: str, sampler: str | None, steps: int | None, n: int | None) -> None:
-    """The domain's metrics of a run's samples on its test split (also into metrics.json)."""
-    run = _open_run(run_dir)
-    dom, _ = _run_domain(run)
+def evaluate(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, ...],
+             adapter_scale: float | None, sampler: str | None, steps: int | None,
+             n: int | None) -> None:
+    """The domain's metrics of a run's or a model's samples on its test split (a run's also go
+    into its metrics.json)."""
     _check_sampler(sampler)
-    from diffusekit.core.app.training.inference import evaluate_run
+    model, run = _open_model(run_dir, model_id, adapter_scale, adapter_args)
+    from diffusekit.core.app.training.inference import evaluate_model
 
-    result = evaluate_run(dom, run, sampler=sampler, steps=steps, n=n)
+    result = evaluate_model(model, sampler=sampler, steps=steps, n=n)
     click.echo(f"evaluated {result['n']} examples with {result['sampler']}, "
                f"{result['steps']} steps:")
     for key, value in sorted(result["metrics"].items()):
         click.echo(f"  {key:<24} {value:.6g}")
-    click.echo(f"written to {run.metrics_file}")
+    if run is not None and not adapter_args and adapter_scale is None:
+        run.update_metrics({"evaluation": result})
+        click.echo(f"written to {run.metrics_file}")
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="A run folder.")
+@click.option("--to", "to", required=True, type=click.Path(file_okay=False),
+              help="The model folder to write (new or empty).")
+@click.option("--half", is_flag=True, help="Store the weights as float16.")
+def export(run_dir: str, to: str, half: bool) -> None:
+    """Write a run's model as a shareable folder: config.yaml, model.safetensors (EMA weights),
+    README.md (the model card). An adapter run exports its adapter (base named by id + SHA-256)."""
+    from diffusekit.core.app.training.models import export_model
+
+    run = _open_run(run_dir)
+    dom, _ = _run_domain(run)
+    _echo_paths(export_model(run, Path(to), half=half, domain=dom), "exported")
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="An adapter run.")
+@click.option("--to", "to", required=True, type=click.Path(file_okay=False),
+              help="The model folder to write (new or empty).")
+@click.option("--adapter", "adapter_args", multiple=True, metavar="RUN=SCALE",
+              help="Merge another adapter on the same base too (repeatable).")
+@click.option("--adapter-scale", type=float, default=None,
+              help="Scale of the run's adapter (default: its sample.adapter_scale).")
+def merge(run_dir: str, to: str, adapter_args: tuple[str, ...],
+          adapter_scale: float | None) -> None:
+    """Fold an adapter run's adapter(s) into its base: a plain model folder whose outputs equal
+    base + adapter."""
+    from diffusekit.core.app import adapters
+    from diffusekit.core.app.training.models import write_model
+
+    model, run = _open_model(run_dir, None, adapter_scale, adapter_args)
+    if not adapters.is_adapter_run(model.cfg):
+        raise ConfigError(f"run {run_dir!r} has no adapter to merge (adapter.kind is null); "
+                          "toolkit export writes its model")
+    cfg = configuration.override(model.cfg, overrides=["adapter.kind=null"])
+    network = adapters.merge_adapters(model.network)
+    _echo_paths(write_model(Path(to), model.domain, cfg, network, run.read_metrics()), "merged")
 
 
 @cli.command()
 @domain_option
 @click.option("--quick", is_flag=True, help="A short smoke version (sets quick=true).")
+@click.option("--finetune", is_flag=True,
+              help="The customisation benchmark: base, LoRA, full fine-tuning and scratch on a "
+                   "shifted target set (docs/customise.md).")
 @config_option
 @overrides_argument
-def benchmark(domain: str, quick: bool, files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+def benchmark(domain: str, quick: bool, finetune: bool, files: tuple[str, ...],
+              overrides: tuple[str, ...]) -> None:
     """Run DOMAIN's benchmark and print its metrics (as JSON)."""
     dom = get_domain(domain)
     cfg = _compose(dom, files, (*overrides, *(["quick=true"] if quick else [])))
     try:
-        result = dom.benchmark(cfg)
+        if finetune:
+            from diffusekit.core.app.finetune import run_finetune_benchmark
+
+            result = run_finetune_benchmark(dom, cfg)
+        else:
+            result = dom.benchmark(cfg)
     except NotImplementedError as exc:
         raise DiffusekitError(_one_line(exc) or f"domain {dom.name!r} has no benchmark") from None
     click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))

@@ -42,6 +42,8 @@ class AudioDomain(Domain):
 
     name = "audio"
     description = "speech denoising: conditional diffusion over log-mel spectrograms"
+    # LoRA's default targets (adapter.targets): the UNets' block convolutions
+    adapter_targets = ("*.conv1", "*.conv2")
 
     def build_datamodule(self, cfg: DictConfig) -> Any:
         """The data module, already set up (the corpus is synthesised first if missing): a bad

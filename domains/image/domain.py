@@ -36,6 +36,8 @@ class ImageDomain(Domain):
 
     name = "image"
     description = "x4 super-resolution of photographs: SR3-style residual diffusion (LR net or UNet)"
+    # LoRA's default targets (adapter.targets): the residual blocks' convolutions
+    adapter_targets = ("body.*.conv1", "body.*.conv2")
 
     def __init__(self) -> None:
         self._regression: tuple[str, Any, Any] | None = None  # (run path, network, process)

@@ -35,6 +35,8 @@ class MoleculeDomain(Domain):
 
     name = "molecules"
     description = "3D molecules of QM9 (H C N O F), E(3)-equivariant diffusion (EDM) with an EGNN"
+    # LoRA's default targets (adapter.targets): the EGNN's MLPs
+    adapter_targets = ("layers.*.phi_e.*", "layers.*.phi_h.*", "layers.*.phi_x.*")
 
     def __init__(self) -> None:
         self._training_smiles: dict[str, set[str]] = {}

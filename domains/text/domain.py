@@ -40,6 +40,8 @@ class TextDomain(Domain):
 
     name = "text"
     description = "masked discrete diffusion language model (MDLM) on Shakespeare or your text"
+    # LoRA's default targets (adapter.targets): attention and MLP
+    adapter_targets = ("*.attn.Wqkv", "*.attn.Wo", "*.mlp.Wi", "*.mlp.Wo")
 
     def build_datamodule(self, cfg: DictConfig) -> Any:
         from diffusekit.domains.text.data import TextDataModule, prepare_corpus

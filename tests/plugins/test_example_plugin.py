@@ -1,8 +1,10 @@
 """The example plugin's parts, imported from its installed copy: config, data, network,
-process, a short plain-torch training, metrics, files, benchmark, and its midpoint sampler."""
+process, a short training through the toolkit's trainer, metrics, files, benchmark, and its
+midpoint sampler."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -73,8 +75,8 @@ def test_network_output_has_the_input_shape(domain, cfg):
     assert net(x.double(), c).dtype == torch.float64
 
 
-def test_training_loss_is_finite_and_decreases_with_plain_torch(domain, cfg, one_thread):
-    from diffusekit_example.domain import fit_plain
+def test_training_loss_is_finite_and_decreases_through_the_trainer(domain, cfg, one_thread):
+    from diffusekit.core.app.training.fit import train_for_benchmark
 
     torch.manual_seed(0)
     net, process = domain.build_network(cfg), domain.process(cfg)
@@ -82,9 +84,13 @@ def test_training_loss_is_finite_and_decreases_with_plain_torch(domain, cfg, one
     batch = next(iter(dm.train_dataloader()))
     loss = process.training_loss(net, batch)
     assert loss.shape == (cfg.data.batch_size,) and torch.isfinite(loss).all()
-    losses = fit_plain(net, process, dm.train_dataloader(), steps=100, lr=float(cfg.optim.lr))
+    trained = train_for_benchmark(domain, cfg, 100, overrides=[
+        "optim.warmup_steps=0", "trainer.log_every_n_steps=1", "trainer.progress_bar=false"])
+    assert sorted(trained.losses) == list(range(100))  # every step's loss, as logged
+    losses = torch.tensor([trained.losses[step] for step in range(100)])
     assert torch.isfinite(losses).all()
     assert losses[-20:].mean() < 0.85 * losses[:20].mean(), losses
+    assert trained.run is None and not trained.network.training  # a temporary run, EMA weights
 
 
 def test_evaluate_and_write_samples(domain, cfg, tmp_path):
@@ -105,14 +111,20 @@ def test_evaluate_and_write_samples(domain, cfg, tmp_path):
     assert (tmp_path / "out" / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_benchmark_quick_returns_metrics(domain, one_thread):
+def test_benchmark_quick_returns_metrics(domain, one_thread, tmp_path):
     cfg = compose(domain.default_config(), domain="example", overrides=[
         "quick=true", "benchmark.quick_train_steps=5", "benchmark.samplers=[ddim]",
         "benchmark.quick_steps=[3]", "benchmark.n_per_shape=50", "data.n_train=100",
-        "data.batch_size=64"])
+        "data.batch_size=64", "trainer.progress_bar=false",
+        f"benchmark.run_dir={tmp_path / 'runs'}"])
     result = domain.benchmark(cfg)
     assert {"sw_ddim_3", "nfe_ddim_3", "sw_floor", "train_seconds"} <= set(result)
     assert result["nfe_ddim_3"] == 3 and math.isfinite(result["sw_ddim_3"])
+    # it trained through the toolkit's trainer: a run folder of 5 steps, with EMA weights
+    (run,) = (tmp_path / "runs" / "example").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["step"] == metrics["max_steps"] == 5
+    assert (run / "model.safetensors").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
 
 
 # ---------------------------------------------------------------------------- the sampler

@@ -138,5 +138,10 @@ class ToyDomain(Domain):
         path.write_text("\n".join(f"{a:.4f},{b:.4f}" for a, b in samples.tolist()) + "\n")
         return [path]
 
+    def finetune_target(self, cfg):
+        """A smaller training set (the machinery's smoke test: the toy has no real shift)."""
+        return {"overrides": ["data.n_train=64"], "metric": "mean_error",
+                "higher_is_better": False}
+
     def benchmark(self, cfg):
         return {"quick": bool(cfg.quick), "hidden": int(cfg.model.hidden)}

@@ -5,7 +5,8 @@ Each callback gets paths and plain functions, never a domain or a config:
     ValidationSamples   at each validation, generate a few samples from the EMA weights for the
                         first validation examples and hand them to a writer (the domain's
                         `write_samples`), into samples/step-XXXXXX/
-    ExportEMAWeights    with every checkpoint, write the EMA weights as model.safetensors
+    ExportEMAWeights    with every checkpoint, write the EMA weights (model.safetensors, or the
+                        adapter of an adapter run)
     FinalCheckpoint     at the end of training, a last.ckpt of the final step (when the periodic
                         checkpoint did not just write it)
     LossCurve           loss.png from the CSV logs of every (re)start of the run
@@ -29,7 +30,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
 from diffusekit.core.app.training.module import batch_size, concat_batches, slice_batch
-from diffusekit.core.app.training.runs import TEMPORARY_SUFFIX, check_checkpoint, export_weights
+from diffusekit.core.app.training.runs import TEMPORARY_SUFFIX, check_checkpoint
 
 
 class ValidationSamples(Callback):
@@ -74,11 +75,12 @@ class ValidationSamples(Callback):
 
 
 class ExportEMAWeights(Callback):
-    """Write the module's EMA network to `path` (safetensors) whenever a checkpoint is saved,
-    so that the exported weights are never older than the last checkpoint."""
+    """Write the module's EMA network with `save(network, step)` (the run's model.safetensors,
+    or its adapter) whenever a checkpoint is saved, so that the exported weights are never
+    older than the last checkpoint."""
 
-    def __init__(self, path: Path, metadata: dict[str, str]) -> None:
-        self.path, self.metadata = Path(path), dict(metadata)
+    def __init__(self, save: Callable[[torch.nn.Module, int], None]) -> None:
+        self.save = save
         self._exported_step = -1
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -91,8 +93,7 @@ class ExportEMAWeights(Callback):
             self.export(trainer, pl_module)
 
     def export(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        export_weights(pl_module.ema.network, self.path,
-                       {**self.metadata, "step": str(trainer.global_step)})
+        self.save(pl_module.ema.network, trainer.global_step)
         self._exported_step = trainer.global_step
 
 

@@ -2,6 +2,7 @@
 
     run = train(domain, cfg)                       # a new run under cfg.run_dir/<domain>/
     run = train(domain, cfg, resume=RunDir(...))   # continue from its checkpoints/last.ckpt
+    trained = train_for_benchmark(domain, cfg, steps=4000)  # a benchmark's model, EMA weights
 
 The domain builds the parts (network, process, data module); this module turns the config's
 toolkit sections into a `DiffusionModule`, a Lightning `Trainer` (devices, strategy, precision,
@@ -17,23 +18,30 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import time
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from diffusekit.core.app.config import as_dict, typed
+from diffusekit.core.app.adapters import is_adapter_run
+from diffusekit.core.app.config import as_dict, override, typed
 from diffusekit.core.errors import ConfigError
 from diffusekit.core.app.training.callbacks import (AtomicCheckpointIO, ExportEMAWeights,
-                                                FinalCheckpoint, LossCurve, ValidationSamples)
+                                                FinalCheckpoint, LossCurve, ValidationSamples,
+                                                read_csv_logs)
+from diffusekit.core.app.training.inference import load_run
+from diffusekit.core.app.training.models import save_run_model, start_from_model
 from diffusekit.core.app.training.module import DiffusionModule, OptimSettings
-from diffusekit.core.app.training.runs import (RUN_DIR_ENV, RunDir, check_checkpoint,
-                                           export_weights)
+from diffusekit.core.app.training.runs import RUN_DIR_ENV, RunDir, check_checkpoint
 
 
 class _DropTips(logging.Filter):
@@ -135,17 +143,18 @@ def train(domain: Any, cfg: DictConfig, resume: RunDir | None = None) -> RunDir:
     ckpt_path, ckpt_step = resume.resume_checkpoint() if resume is not None else (None, 0)
     L.seed_everything(typed(cfg, "seed", int), workers=True, verbose=False)
     network = domain.build_network(cfg)
+    base = start_from_model(domain, cfg, network, load_base=resume is None)
     process = domain.process(cfg)
     datamodule = domain.build_datamodule(cfg)
     module = DiffusionModule(network, process, optim_settings(cfg),
                              ema_decay=typed(cfg, "ema.decay", float),
                              ema_warmup=bool(cfg.ema.warmup))
     if resume is not None and ckpt_step >= typed(cfg, "trainer.max_steps", int):
-        return _reexport_finished(domain, module, resume, ckpt_path, ckpt_step)
+        return _reexport_finished(domain, cfg, module, resume, ckpt_path, ckpt_step, base)
 
     run = prepare_run(domain.name, cfg, resume)
     try:
-        return _fit(domain, cfg, run, module, datamodule, ckpt_path, ckpt_step, resume)
+        return _fit(domain, cfg, run, module, datamodule, ckpt_path, ckpt_step, resume, base)
     except BaseException:
         if resume is None and not is_launched_worker() and not run.last_checkpoint.exists():
             shutil.rmtree(run.path, ignore_errors=True)  # nothing to resume: no half-made run
@@ -153,11 +162,13 @@ def train(domain: Any, cfg: DictConfig, resume: RunDir | None = None) -> RunDir:
 
 
 def _fit(domain: Any, cfg: DictConfig, run: RunDir, module: DiffusionModule, datamodule: Any,
-         ckpt_path: Path | None, ckpt_step: int, resume: RunDir | None) -> RunDir:
+         ckpt_path: Path | None, ckpt_step: int, resume: RunDir | None,
+         base: dict[str, str] | None) -> RunDir:
     if resume is not None:
         run.remove_stale_temporaries()
     callbacks = [
-        ExportEMAWeights(run.weights, {"domain": domain.name}),
+        ExportEMAWeights(lambda network, step: save_run_model(
+            network, run, domain.name, step, base, is_adapter_run(cfg))),
         FinalCheckpoint(run.last_checkpoint, typed(cfg, "checkpoint_every", int)),
         LossCurve(run.logs, run.loss_curve),
         ValidationSamples(lambda samples, out: domain.write_samples(samples, out, cfg),
@@ -201,8 +212,8 @@ def _fit(domain: Any, cfg: DictConfig, run: RunDir, module: DiffusionModule, dat
     return run
 
 
-def _reexport_finished(domain: Any, module: DiffusionModule, run: RunDir, ckpt_path: Path,
-                       step: int) -> RunDir:
+def _reexport_finished(domain: Any, cfg: DictConfig, module: DiffusionModule, run: RunDir,
+                       ckpt_path: Path, step: int, base: dict[str, str] | None) -> RunDir:
     """A resumed run that is already at `trainer.max_steps`: nothing to train. Its EMA weights
     are written again from the checkpoint (a damaged model.safetensors is mended) and its
     metrics keep their losses; the resume is recorded."""
@@ -210,8 +221,63 @@ def _reexport_finished(domain: Any, module: DiffusionModule, run: RunDir, ckpt_p
         return run
     run.remove_stale_temporaries()
     module.load_state_dict(check_checkpoint(ckpt_path)["state_dict"])
-    export_weights(module.ema.network, run.weights, {"domain": domain.name, "step": str(step)})
+    save_run_model(module.ema.network, run, domain.name, step, base, is_adapter_run(cfg))
     previous = run.read_metrics()
     run.update_metrics({"step": step,
                         "resumed_at_steps": [*previous.get("resumed_at_steps", []), step]})
     return run
+
+
+# ------------------------------------------------------------------------------- benchmarks
+@dataclass
+class TrainedModel:
+    """What a benchmark gets from `train_for_benchmark`: the network with its EMA weights (eval
+    mode), the process and the resolved config of the run, the training wall time, the logged
+    training losses by step, and the run folder (None when it was a temporary one)."""
+
+    network: torch.nn.Module
+    process: Any
+    cfg: DictConfig
+    seconds: float
+    losses: dict[int, float] = field(default_factory=dict)
+    run: RunDir | None = None
+
+    def final_loss(self, last_steps: int = 100) -> float:
+        """Mean of the logged training losses of the last `last_steps` steps (NaN if none)."""
+        if not self.losses:
+            return float("nan")
+        end = max(self.losses)
+        tail = [v for step, v in self.losses.items() if step > end - last_steps]
+        return sum(tail) / len(tail)
+
+
+def train_for_benchmark(domain: Any, cfg: DictConfig, steps: int,
+                        work_dir: str | Path | None = None, *,
+                        overrides: Sequence[str] = ()) -> TrainedModel:
+    """Train `domain` for `steps` optimiser steps with `train`, the trainer of `toolkit train`
+    (same module, optimiser, schedule, EMA, data module), and load the EMA network.
+
+    `overrides` (`key=value`, e.g. "process.kind=regression") are applied to `cfg` first; then
+    `trainer.max_steps=steps`, one validation and one checkpoint at the end (`val_every` and
+    `checkpoint_every` = steps) and no validation samples (`sample.val_n=0`), so that nothing
+    but training costs time; the progress bar follows `trainer.progress_bar`. The run folder goes
+    under `work_dir`/<domain>/ and is kept; with `work_dir` None it goes into a temporary folder
+    that is removed once the weights are loaded. `toolkit train --domain D <overrides>
+    trainer.max_steps=N val_every=N checkpoint_every=N sample.val_n=0` trains the same weights
+    (where validations fall changes the random stream, so with other intervals the run differs
+    like another seed)."""
+    steps = int(steps)
+    if steps <= 0:
+        raise ConfigError(f"a benchmark needs at least one training step, got {steps}")
+    cfg = override(cfg, overrides=[
+        *overrides, f"trainer.max_steps={steps}", f"val_every={steps}",
+        f"checkpoint_every={steps}", "sample.val_n=0"])
+    with tempfile.TemporaryDirectory(prefix="diffusekit-benchmark-") as scratch:
+        cfg.run_dir = str(Path(work_dir) if work_dir is not None else scratch)
+        started = time.perf_counter()
+        run = train(domain, cfg)
+        seconds = time.perf_counter() - started
+        network, process, run_cfg = load_run(domain, run)
+        losses = read_csv_logs(run.logs).get("train/loss", {})
+    return TrainedModel(network, process, run_cfg, round(seconds, 1), losses,
+                        run if work_dir is not None else None)

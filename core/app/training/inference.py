@@ -3,6 +3,10 @@
     network, process, cfg = load_run(domain, run)            # EMA weights from model.safetensors
     paths = sample_run(domain, run, sampler="dpmpp_2m", steps=20, n=16)
     metrics = evaluate_run(domain, run)                      # also merged into metrics.json
+    paths = sample_model(load_model("user/name"), n=16)      # any model folder or Hub id
+
+An adapter run samples its base with the adapter scaled by `adapter_scale`; `adapters` adds
+further adapters trained on the same base, each with its scale.
 
 Both generate for examples of the domain's data (their shapes, conditioning and masks): the
 predict split when the data module has one (Lightning's `predict_dataloader`: what to generate
@@ -21,19 +25,29 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from diffusekit.core.errors import DataError
+from diffusekit.core.errors import CheckpointError, DataError
 from diffusekit.core.app.training.module import batch_size, concat_batches, slice_batch
-from diffusekit.core.app.training.runs import RunDir, check_plain_name, child_path, load_weights
+from diffusekit.core.app.training.models import (ADAPTER_FOLDER, WEIGHTS_FILE, Model, load_model,
+                                         sha256_of)
+from diffusekit.core.app.training.runs import RunDir, check_plain_name, child_path
 
 
 def load_run(domain: Any, run: RunDir) -> tuple[torch.nn.Module, Any, DictConfig]:
-    """The run's network with its EMA weights (eval mode), its process and its config."""
-    cfg = run.load_config(domain)
-    if cfg.sample.sampler is not None:  # it names the samples' folder: no path from bad input
-        check_plain_name(cfg.sample.sampler, "sample.sampler")
-    network = domain.build_network(cfg)
-    load_weights(network, run.weights)
-    return network.eval().requires_grad_(False), domain.process(cfg), cfg
+    """The run's network with its EMA weights (eval mode), its process and its config (an
+    adapter run: its base with the adapter; see `run_model`)."""
+    model = run_model(domain, run)
+    return model.network, model.process, model.cfg
+
+
+def run_model(domain: Any, run: RunDir, *, adapter_scale: float | None = None,
+              adapters: dict[Path, float] | None = None) -> Model:
+    """The run as a `Model`: its network with the EMA weights (eval mode; an adapter run brings
+    its base plus the adapter at `adapter_scale`), its process and its config; `adapters` adds
+    further adapter runs / folders with their scales (see `add_adapters`)."""
+    model = load_model(run.path, domain=domain, adapter_scale=adapter_scale)
+    if model.cfg.sample.sampler is not None:  # it names the samples' folder: no path from input
+        check_plain_name(model.cfg.sample.sampler, "sample.sampler")
+    return add_adapters(model, adapters or {})
 
 
 def example_batches(datamodule: Any, n: int,
@@ -71,18 +85,27 @@ def _generate(network: torch.nn.Module, process: Any, batch: dict, *, sampler: s
                                 callback=lambda info: bar.update(1))
 
 
-def sample_run(domain: Any, run: RunDir, *, sampler: str | None = None, steps: int | None = None,
-               n: int | None = None, seed: int | None = None, out_dir: Path | None = None,
-               progress: bool = True) -> list[Path]:
-    """Generate `n` samples (default `sample.n`) with the run's EMA weights and write them with
-    the domain's `write_samples` into `samples/<sampler>-<steps>/` (or `out_dir`)."""
-    network, process, cfg = load_run(domain, run)
+def sample_run(domain: Any, run: RunDir, *, out_dir: Path | None = None,
+               adapter_scale: float | None = None, adapters: dict[Path, float] | None = None,
+               **options: Any) -> list[Path]:
+    """`sample_model` on the run's model, into the run's `samples/<sampler>-<steps>/` (or
+    `out_dir`)."""
+    model = run_model(domain, run, adapter_scale=adapter_scale, adapters=adapters)
+    return sample_model(model, out_dir=out_dir, out_root=run.samples, **options)
+
+
+def sample_model(model: Model, *, sampler: str | None = None, steps: int | None = None,
+                 n: int | None = None, seed: int | None = None, out_dir: Path | None = None,
+                 out_root: Path = Path("samples"), progress: bool = True) -> list[Path]:
+    """Generate `n` samples (default `sample.n`) and write them with the domain's
+    `write_samples` into `out_dir`, default `out_root/<sampler>-<steps>/`."""
+    network, process, cfg, domain = model.network, model.process, model.cfg, model.domain
     sampler = sampler or cfg.sample.sampler or getattr(process, "sampler", None)
     steps = int(steps or cfg.sample.steps)
     n = int(n or cfg.sample.n)
     generator = torch.Generator().manual_seed(int(cfg.seed if seed is None else seed))
     name = f"{sampler or 'default'}-{steps}"
-    out = Path(out_dir) if out_dir else child_path(run.samples, name, "sample folder")
+    out = Path(out_dir) if out_dir else child_path(out_root, name, "sample folder")
     out.mkdir(parents=True, exist_ok=True)
     datamodule = domain.build_datamodule(cfg)
     paths: list[Path] = []
@@ -98,12 +121,21 @@ def sample_run(domain: Any, run: RunDir, *, sampler: str | None = None, steps: i
     return paths
 
 
-def evaluate_run(domain: Any, run: RunDir, *, sampler: str | None = None,
-                 steps: int | None = None, n: int | None = None, progress: bool = True,
-                 ) -> dict[str, Any]:
+def evaluate_run(domain: Any, run: RunDir, *, adapter_scale: float | None = None,
+                 adapters: dict[Path, float] | None = None, **options: Any) -> dict[str, Any]:
+    """`evaluate_model` on the run's model; the result is merged into its metrics.json under
+    "evaluation"."""
+    model = run_model(domain, run, adapter_scale=adapter_scale, adapters=adapters)
+    result = evaluate_model(model, **options)
+    run.update_metrics({"evaluation": result})
+    return result
+
+
+def evaluate_model(model: Model, *, sampler: str | None = None, steps: int | None = None,
+                   n: int | None = None, progress: bool = True) -> dict[str, Any]:
     """The domain's metrics of samples generated for `n` test examples (default
-    `sample.eval_n`), averaged over examples; merged into metrics.json under "evaluation"."""
-    network, process, cfg = load_run(domain, run)
+    `sample.eval_n`), averaged over examples: {"metrics", "n", "sampler", "steps", "seconds"}."""
+    network, process, cfg, domain = model.network, model.process, model.cfg, model.domain
     sampler = sampler or cfg.sample.sampler or getattr(process, "sampler", None)
     steps = int(steps or cfg.sample.steps)
     n = int(n or cfg.sample.eval_n)
@@ -122,10 +154,48 @@ def evaluate_run(domain: Any, run: RunDir, *, sampler: str | None = None,
                 totals[key] = totals.get(key, 0.0) + float(value) * size
             count += size
     metrics = {key: value / count for key, value in totals.items()}
-    result = {"metrics": metrics, "n": count, "sampler": sampler, "steps": steps,
-              "seconds": round(time.time() - started, 2)}
-    run.update_metrics({"evaluation": result})
-    return result
+    return {"metrics": metrics, "n": count, "sampler": sampler, "steps": steps,
+            "seconds": round(time.time() - started, 2)}
+
+
+def add_adapters(model: Model, adapters: dict[Path, float]) -> Model:
+    """Load further adapters into `model` (in place) and weight them: {adapter run or exported
+    adapter folder: scale}. Each must have been trained on the same base weights (SHA-256) as
+    `model`'s; their updates add up with the model's own adapter, if it has one."""
+    if not adapters:
+        return model
+    from diffusekit.core.app import adapters as lora
+
+    own = model_base_sha256(model)
+    names = _adapter_names(model)
+    for i, (folder, scale) in enumerate(adapters.items()):
+        folder = Path(folder) / ADAPTER_FOLDER
+        base = lora.read_base(folder)
+        if base["sha256"] != own:
+            raise CheckpointError(f"the adapter in {str(folder.parent)!r} was trained on other "
+                                  f"base weights (SHA-256 {base['sha256'][:12]}...) than "
+                                  f"{str(model.path)!r} ({own[:12]}...)")
+        name = f"extra{i}"
+        lora.load_adapter(model.network, folder, name, scale)
+        names.append(name)
+    lora.activate(model.network, names)
+    return model
+
+
+def model_base_sha256(model: Model) -> str:
+    """The SHA-256 of the base weights under `model`: its own model.safetensors, or, for an
+    adapter model, the one its base.json records."""
+    if (model.path / ADAPTER_FOLDER).is_dir():
+        from diffusekit.core.app import adapters as lora
+
+        return lora.read_base(model.path / ADAPTER_FOLDER)["sha256"]
+    return sha256_of(model.path / WEIGHTS_FILE)
+
+
+def _adapter_names(model: Model) -> list[str]:
+    from diffusekit.core.app import adapters as lora
+
+    return sorted({name for layer in lora.lora_layers(model.network) for name in layer.lora_A})
 
 
 def _n_batches(n: int, size: int) -> int:

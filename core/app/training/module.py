@@ -58,7 +58,7 @@ class OptimSettings:
 
     def build(self, parameters) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
         """AdamW over `parameters` and its per-step schedule (`lr_factor`): what the toolkit
-        trainer and the benchmarks' plain loops train with."""
+        trainer (and so every benchmark) trains with."""
         optimizer = torch.optim.AdamW(parameters, lr=self.lr, betas=tuple(self.betas),
                                       eps=self.eps, weight_decay=self.weight_decay)
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer,

@@ -9,16 +9,14 @@ toolkit. Each method builds one part from the resolved config (see config.yaml):
     process(cfg)           -> core.process.GaussianDiffusion   schedule, prediction, loss, sampler
     evaluate(batch, samples, cfg)      sliced W2 (pooled, per shape, data floor), k-NN precision/recall
     write_samples(samples, out, cfg)   samples.png (data vs samples), samples.npy, samples.csv
-    benchmark(cfg)                     train briefly with plain torch, compare samplers x steps
+    benchmark(cfg)                     train briefly, compare samplers x steps
 
-`fit_plain` is the few-line torch training loop the benchmark and the tests use; real runs go
-through the toolkit's Lightning trainer instead.
+The benchmark trains through the toolkit's own trainer (`train_for_benchmark`, the trainer of
+`toolkit train`), so it measures the model a user gets.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,33 +36,6 @@ def _labels(batch: dict) -> Tensor | None:
     cond = batch.get("cond") or {}
     label = cond.get("label")
     return None if label is None else label.detach().cpu()
-
-
-def fit_plain(network: torch.nn.Module, process: GaussianDiffusion, batches: Iterable[dict],
-              steps: int, lr: float = 2e-3, grad_clip: float = 1.0) -> Tensor:
-    """Train `network` for `steps` AdamW steps on `batches` (cycled) with `process.training_loss`;
-    return the [steps] mean losses. Plain torch: no Lightning, no EMA, no warm-up."""
-    optimiser = torch.optim.AdamW(network.parameters(), lr=lr)
-    network.train()
-    losses = []
-    iterator = iter(batches)
-    for _ in range(steps):
-        try:
-            batch = next(iterator)
-        except StopIteration:  # a new epoch
-            iterator = iter(batches)
-            batch = next(iterator, None)
-            if batch is None:
-                raise ValueError("the training data yield no batch (fewer points than "
-                                 "data.batch_size?)") from None
-        loss = process.training_loss(network, batch).mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
-        optimiser.step()
-        losses.append(loss.detach())
-    network.eval()
-    return torch.stack(losses)
 
 
 class ShapesDomain(Domain):
@@ -149,24 +120,33 @@ class ShapesDomain(Domain):
         fig.savefig(png)
         return [png, npy, csv]
 
+    def finetune_target(self, cfg: DictConfig) -> dict[str, Any]:
+        """The customisation benchmark's target: label 3's cell holds a checkerboard instead of
+        the eight Gaussians (a shape the base never saw), with 10% of the training points."""
+        shapes = list(cfg.data.shapes)
+        shapes[-1] = "checkerboard"
+        return {"overrides": [f"data.shapes=[{', '.join(shapes)}]",
+                              f"data.n_train={max(1, int(cfg.data.n_train) // 10)}"],
+                "metric": "sw", "higher_is_better": False}
+
     def benchmark(self, cfg: DictConfig) -> dict[str, Any]:
-        """Train for `benchmark.train_steps` plain-torch steps, then score every sampler of
+        """Train for `benchmark.train_steps` steps with the toolkit's trainer (as `toolkit train
+        --domain example trainer.max_steps=N` does; EMA weights), then score every sampler of
         `benchmark.samplers` at every step count of `benchmark.steps` on fresh held-out points:
         sw_<sampler>_<steps> (and nfe_, precision_, recall_, label_accuracy_), sw_floor,
         train_seconds, train_loss. With `quick` (`toolkit benchmark --quick`), the `quick_*`
         settings instead."""
+        from diffusekit.core.app.training.fit import train_for_benchmark  # imports Lightning
+
         b, d = cfg.benchmark, cfg.data
         quick = bool(cfg.get("quick", False))  # `toolkit benchmark --quick`
         train_steps = int(b.quick_train_steps if quick else b.train_steps)
         step_counts = list(b.quick_steps if quick else b.steps)
-        torch.manual_seed(int(b.seed))
-        network, process = self.build_network(cfg), self.process(cfg)
-        datamodule = self.build_datamodule(cfg)
-        started = time.perf_counter()
-        losses = fit_plain(network, process, datamodule.train_dataloader(), train_steps,
-                           lr=float(cfg.optim.lr))
-        metrics: dict[str, Any] = {"train_seconds": round(time.perf_counter() - started, 2),
-                                   "train_loss": float(losses[-100:].mean())}
+        trained = train_for_benchmark(self, cfg, train_steps, b.run_dir,
+                                      overrides=[f"seed={int(b.seed)}"])
+        network, process = trained.network, trained.process
+        metrics: dict[str, Any] = {"train_seconds": trained.seconds,
+                                   "train_loss": trained.final_loss()}
 
         x0, label = ShapeLayout.from_config(d).sample(int(b.n_per_shape), int(d.seed) + 3)
         batch = {"x0": x0, "cond": {"label": label}} if d.conditional else {"x0": x0}

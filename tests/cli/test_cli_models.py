@@ -1,0 +1,259 @@
+"""Models as folders, fine-tuning and LoRA adapters (issue 16), on the toy domain, through the
+command line: export / load (a path and a Hub id from a cache the test builds), --init-from,
+adapter.kind=lora, adapter_scale, several adapters, merge, and the one-line errors."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from diffusekit.core.app import adapters
+from diffusekit.core.app.training.inference import add_adapters, run_model
+from diffusekit.core.app.training.models import load_model, sha256_of
+from diffusekit.core.app.training.runs import RunDir
+
+from toy_domain import ToyDomain
+
+STEPS = ["trainer.max_steps=10", "checkpoint_every=5", "val_every=5", "sample.val_n=2"]
+
+
+def _one_error(code, err, *needles):
+    assert code != 0, err
+    assert [line for line in err if line.startswith("error: ")] == err[-1:], err
+    assert not any("Traceback" in line for line in err), err
+    for needle in needles:
+        assert needle in err[-1], err
+    return err[-1]
+
+
+def _new_run(tmp_path, before):
+    (run,) = set((tmp_path / "runs" / "toy").iterdir()) - set(before)
+    return run
+
+
+@pytest.fixture
+def base(toolkit, trained_run, tmp_path):
+    """The finished 10-step toy run exported as a model folder."""
+    code, out, err = toolkit("export", "--run", str(trained_run), "--to", str(tmp_path / "base"))
+    assert code == 0, err
+    return tmp_path / "base"
+
+
+@pytest.fixture
+def lora_run(toolkit, base, tmp_path):
+    """A rank-2 LoRA adapter trained 10 steps on the base model (its B matrices made non-zero
+    by training: lr high enough to move them)."""
+    before = list((tmp_path / "runs" / "toy").iterdir())
+    code, _, err = toolkit("train", "--domain", "toy", "--init-from", str(base),
+                           "adapter.kind=lora", "adapter.rank=2", "optim.lr=0.05", *STEPS)
+    assert code == 0, err
+    return _new_run(tmp_path, before)
+
+
+def _points(folder):
+    rows = (folder / "points.csv").read_text().split()
+    return torch.tensor([[float(v) for v in r.split(",")] for r in rows])
+
+
+def test_export_writes_a_model_folder_that_loads_like_the_run(toolkit, trained_run, base,
+                                                              tmp_path):
+    assert sorted(p.name for p in base.iterdir()) == ["README.md", "config.yaml",
+                                                      "model.safetensors"]
+    card = (base / "README.md").read_text()
+    assert "toy" in card and "10 steps" in card and sha256_of(base / "model.safetensors") in card
+    run_weights = load_file(trained_run / "model.safetensors")
+    assert all(torch.equal(run_weights[k], v) for k, v in
+               load_file(base / "model.safetensors").items())
+    for source in (("--run", str(trained_run)), ("--model", str(base))):
+        code, _, err = toolkit("sample", *source, "-n", "8", "--seed", "3",
+                               "--out", str(tmp_path / source[0][2:]))
+        assert code == 0, err
+    assert torch.equal(_points(tmp_path / "run"), _points(tmp_path / "model"))
+    code, _, err = toolkit("export", "--run", str(trained_run), "--to", str(tmp_path / "half"),
+                           "--half")
+    assert code == 0, err
+    assert all(v.dtype == torch.float16 for v in load_file(tmp_path / "half" /
+                                                             "model.safetensors").values())
+    code, out, err = toolkit("evaluate", "--model", str(tmp_path / "half"), "-n", "16")
+    assert code == 0 and "mean_error" in out, err
+    # nothing is overwritten
+    code, _, err = toolkit("export", "--run", str(trained_run), "--to", str(base))
+    _one_error(code, err, "exists and is not empty")
+
+
+def test_a_hub_id_resolves_through_the_hugging_face_cache(toolkit, base, tmp_path):
+    from huggingface_hub import constants
+
+    # the cache layout huggingface_hub writes: refs/main names the snapshot of the revision
+    repo = Path(constants.HF_HUB_CACHE) / "models--someone--toy-points"
+    revision = "0" * 40
+    shutil.copytree(base, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    model = load_model("someone/toy-points", domain=ToyDomain())
+    assert model.domain.name == "toy" and sha256_of(model.path / "model.safetensors") == \
+        sha256_of(base / "model.safetensors")
+    code, _, err = toolkit("sample", "--model", "someone/toy-points", "-n", "4")
+    assert code == 0, err
+    assert (tmp_path / "samples" / revision).is_dir()  # samples/<model folder name>/...
+    code, _, err = toolkit("sample", "--model", "someone/not-cached", "-n", "4")
+    _one_error(code, err, "someone/not-cached")
+
+
+def test_init_from_fine_tunes_every_weight_from_the_model(toolkit, base, tmp_path):
+    before = list((tmp_path / "runs" / "toy").iterdir())
+    code, _, err = toolkit("train", "--domain", "toy", "--init-from", str(base),
+                           "trainer.max_steps=2", "checkpoint_every=2", "val_every=2",
+                           "optim.warmup_steps=0", "ema.decay=0.0")
+    assert code == 0, err
+    run = _new_run(tmp_path, before)
+    assert yaml.safe_load((run / "config.yaml").read_text())["init_from"] == str(base)
+    start, tuned = load_file(base / "model.safetensors"), load_file(run / "model.safetensors")
+    assert all(not torch.equal(start[k], tuned[k]) for k in start if k.endswith("weight"))
+    assert all((start[k] - tuned[k]).abs().max() < 0.1 for k in start)  # 2 steps from the base
+
+
+def test_lora_trains_only_the_adapter_and_saves_it_in_peft_format(lora_run, base):
+    folder = lora_run / "adapter"
+    assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json",
+                                                        "adapter_model.safetensors", "base.json"]
+    assert not (lora_run / "model.safetensors").exists()
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["r"] == 2 and config["peft_type"] == "LORA"
+    assert json.loads((folder / "base.json").read_text()) == {
+        "id": str(base), "sha256": sha256_of(base / "model.safetensors")}
+    tensors = load_file(folder / "adapter_model.safetensors")
+    assert tensors and all("lora_" in k for k in tensors)
+    assert any(v.abs().max() > 0 for k, v in tensors.items() if "lora_B" in k)  # it trained
+    # the base weights inside the run never moved: the last checkpoint holds them unchanged
+    ckpt = torch.load(lora_run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    start = load_file(base / "model.safetensors")
+    for key, value in start.items():
+        wrapped = key.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        assert torch.equal(ckpt.get(f"network.{key}", ckpt.get(f"network.{wrapped}")), value)
+    trainable, total = adapters.parameter_counts(run_model(ToyDomain(), RunDir(lora_run)).network)
+    assert trainable == 0  # loaded for sampling: frozen
+
+
+def test_adapter_scale_zero_is_the_base_bit_for_bit_and_one_differs(toolkit, lora_run, base,
+                                                                    tmp_path):
+    def sample(*source):
+        out = tmp_path / f"s{len(list(tmp_path.glob('s*')))}"
+        code, _, err = toolkit("sample", *source, "-n", "8", "--seed", "5", "--out", str(out))
+        assert code == 0, err
+        return _points(out)
+
+    base_points = sample("--model", str(base))
+    assert torch.equal(sample("--run", str(lora_run), "--adapter-scale", "0"), base_points)
+    assert not torch.equal(sample("--run", str(lora_run)), base_points)
+
+
+def test_several_adapters_add_their_updates(lora_run, tmp_path):
+    domain = ToyDomain()
+    x, t = torch.randn(5, 2), torch.rand(5)
+    single = run_model(domain, RunDir(lora_run), adapter_scale=0.5)
+    double = run_model(domain, RunDir(lora_run), adapter_scale=0.25,
+                       adapters={lora_run: 0.25})
+    with torch.no_grad():
+        assert torch.allclose(single.network(x, t), double.network(x, t), atol=1e-6)
+    base = run_model(domain, RunDir(lora_run), adapter_scale=0.0)
+    added = add_adapters(run_model(domain, RunDir(lora_run), adapter_scale=0.0),
+                         {lora_run: 0.5})
+    with torch.no_grad():
+        assert torch.allclose(added.network(x, t), single.network(x, t), atol=1e-6)
+        assert not torch.allclose(added.network(x, t), base.network(x, t), atol=1e-6)
+
+
+def test_merge_writes_a_plain_model_equal_to_base_plus_adapter(toolkit, lora_run, tmp_path):
+    code, _, err = toolkit("merge", "--run", str(lora_run), "--to", str(tmp_path / "merged"))
+    assert code == 0, err
+    merged = load_model(tmp_path / "merged", domain=ToyDomain())
+    assert merged.cfg.adapter.kind is None and not adapters.lora_layers(merged.network)
+    adapted = run_model(ToyDomain(), RunDir(lora_run))
+    x, t = torch.randn(64, 2), torch.rand(64)
+    with torch.no_grad():
+        assert torch.allclose(merged.network(x, t), adapted.network(x, t), atol=1e-5, rtol=0)
+    assert sorted(load_file(tmp_path / "merged" / "model.safetensors")) == sorted(
+        ToyDomain().build_network(merged.cfg).state_dict())
+
+
+# ------------------------------------------------------------------------ one-line errors
+def test_an_adapter_whose_base_changed_or_vanished_is_one_line(toolkit, lora_run, base,
+                                                               tmp_path):
+    weights = load_file(base / "model.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({k: v + 1 for k, v in weights.items()}, str(base / "model.safetensors"))
+    code, _, err = toolkit("sample", "--run", str(lora_run), "-n", "4")
+    _one_error(code, err, "has changed since the adapter", "SHA-256")
+    shutil.rmtree(base)
+    code, _, err = toolkit("sample", "--run", str(lora_run), "-n", "4")
+    _one_error(code, err, "base model", "missing")
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("adapter.rank=0", "adapter.rank must be a whole number > 0"),
+    ("adapter.targets=[nosuch]", "'nosuch' matches no Linear / Conv / Embedding module"),
+    ("adapter.kind=dora", "adapter.kind='dora' is not known"),
+])
+def test_bad_adapter_settings_are_one_line_and_leave_no_run(toolkit, base, tmp_path, override,
+                                                            needle):
+    before = sorted((tmp_path / "runs" / "toy").iterdir())
+    code, _, err = toolkit("train", "--domain", "toy", "--init-from", str(base),
+                           "adapter.kind=lora", override, *STEPS)
+    line = _one_error(code, err, needle)
+    if "nosuch" in override:
+        assert "net.0" in line  # the modules that exist are listed
+    assert sorted((tmp_path / "runs" / "toy").iterdir()) == before
+
+
+def test_lora_without_a_base_and_a_base_of_another_network_are_one_line(toolkit, base):
+    code, _, err = toolkit("train", "--domain", "toy", "adapter.kind=lora", *STEPS)
+    _one_error(code, err, "--init-from")
+    code, _, err = toolkit("train", "--domain", "toy", "--init-from", str(base),
+                           "model.hidden=8", *STEPS)
+    _one_error(code, err, "does not match model")
+
+
+def test_a_model_folder_of_another_domain_is_one_line(toolkit, base, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(base, other)
+    cfg = yaml.safe_load((other / "config.yaml").read_text())
+    cfg["domain"] = "image"
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
+    code, _, err = toolkit("train", "--domain", "toy", "--init-from", str(other), *STEPS)
+    _one_error(code, err, "of domain 'image', not 'toy'")
+    code, _, err = toolkit("sample", "--model", str(other))
+    _one_error(code, err, "does not fit domain 'image'")
+
+
+def test_the_python_api_loads_samples_and_blends(base, lora_run, tmp_path):
+    import diffusekit
+
+    model = diffusekit.load_model(base, domain=ToyDomain())
+    paths = diffusekit.sample(model, n=4, seed=1, out_dir=tmp_path / "api", progress=False)
+    assert [p.name for p in paths] == ["points.csv"]
+    adapted = diffusekit.add_adapters(diffusekit.load_model(base, domain=ToyDomain()),
+                                      {lora_run: 1.0})
+    x, t = torch.randn(8, 2), torch.rand(8)
+    with torch.no_grad():
+        assert torch.allclose(adapted.network(x, t),
+                              run_model(ToyDomain(), RunDir(lora_run)).network(x, t), atol=1e-6)
+
+
+def test_the_finetune_benchmark_scores_four_systems_through_the_trainer(toolkit, tmp_path):
+    code, out, err = toolkit("benchmark", "--domain", "toy", "--finetune", "--quick",
+                             "finetune.quick_base_steps=12", "finetune.quick_steps=6",
+                             "finetune.quick_eval_n=16", f"finetune.results_dir={tmp_path}/res")
+    assert code == 0, err
+    record = json.loads((tmp_path / "res" / "toy_finetune_quick.json").read_text())
+    metrics = record["metrics"]
+    assert set(metrics["scores"]) == {"base", "lora", "full", "scratch"}
+    assert metrics["steps"] == 6 and metrics["base_steps"] == 12 and metrics["metric"] == "mean_error"
+    assert 0 < metrics["lora_parameter_share"] < 1 and 0 < metrics["lora_file_share"] < 1
+    assert "LoRA recovers" in (tmp_path / "res" / "toy_finetune_quick.md").read_text()
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ckpt"))

@@ -1,0 +1,62 @@
+"""`train_for_benchmark`: a benchmark's model comes from the trainer of `toolkit train`."""
+
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from diffusekit.core.app.training import load_run, train, train_for_benchmark
+from diffusekit.core.errors import ConfigError
+
+
+def test_kept_run_is_a_toolkit_run_of_the_asked_steps(toy, toy_cfg, tmp_path):
+    work = tmp_path / "bench-runs"
+    trained = train_for_benchmark(toy, toy_cfg(), 12, work,
+                                  overrides=["model.hidden=32", "trainer.log_every_n_steps=1"])
+    assert trained.run is not None and trained.run.path.parent == work / "toy"
+    saved = OmegaConf.load(trained.run.config_file)
+    assert saved.trainer.max_steps == 12 and saved.model.hidden == 32  # the overrides applied
+    assert saved.val_every == saved.checkpoint_every == 12 and saved.sample.val_n == 0
+    assert not trained.run.samples.exists()  # no validation samples: training time only
+    assert sorted(trained.losses) == list(range(12)) and trained.seconds > 0
+    assert trained.final_loss(4) == pytest.approx(sum(trained.losses[s] for s in range(8, 12)) / 4)
+    # the network is the run's EMA network, as `load_run` gives it
+    network, _, cfg = load_run(toy, trained.run)
+    assert cfg.trainer.max_steps == 12 and not trained.network.training
+    for (name, a), (_, b) in zip(trained.network.state_dict().items(),
+                                 network.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert not (tmp_path / "runs").exists()  # cfg.run_dir is not where it goes
+
+
+def test_same_weights_as_train_with_the_same_settings(toy, toy_cfg, tmp_path):
+    """One training path: the helper's model is the one `train` makes from the same config."""
+    trained = train_for_benchmark(toy, toy_cfg(), 10, tmp_path / "a")
+    reference = train(toy, toy_cfg("trainer.max_steps=10", "val_every=10",
+                                   "checkpoint_every=10", "sample.val_n=0"))
+    network, _, _ = load_run(toy, reference)
+    for (name, a), (_, b) in zip(trained.network.state_dict().items(),
+                                 network.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_temporary_run_is_removed(toy, toy_cfg, tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    trained = train_for_benchmark(toy, toy_cfg(), 3)
+    assert trained.run is None and list(scratch.iterdir()) == []
+    x = torch.randn(4, 2)
+    assert trained.network(x, torch.rand(4)).shape == (4, 2)  # usable after the folder is gone
+    assert not (tmp_path / "runs").exists()
+
+
+def test_no_steps_or_an_unknown_key_is_a_config_error(toy, toy_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="at least one training step"):
+        train_for_benchmark(toy, toy_cfg(), 0, tmp_path)
+    with pytest.raises(ConfigError, match="model.hiden"):
+        train_for_benchmark(toy, toy_cfg(), 2, tmp_path, overrides=["model.hiden=3"])
+    assert not Path(tmp_path, "toy").exists()
+
