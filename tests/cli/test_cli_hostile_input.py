@@ -13,16 +13,7 @@ from diffusekit.core.errors import CheckpointError
 from diffusekit.core.app.training.callbacks import AtomicCheckpointIO
 from diffusekit.core.app.training.runs import RunDir, check_checkpoint, load_weights
 
-
-def _one_error(code, err, *needles):
-    """The last stderr line is the only `error:` line and names every needle; no traceback
-    (Lightning's own start-up lines may come before it)."""
-    assert code != 0, err
-    assert [line for line in err if line.startswith("error: ")] == err[-1:], err
-    assert not any("Traceback" in line for line in err), err
-    for needle in needles:
-        assert needle in err[-1], err
-    return err[-1]
+from error_lines import one_error
 
 
 class _Payload:
@@ -56,7 +47,7 @@ def test_a_checkpoint_carrying_a_pickled_callable_is_refused(toolkit, trained_ru
     planted["callbacks"] = {"evil": _Payload(marker)}
     torch.save(planted, ckpt)
     code, _, err = toolkit("train", "--resume", str(trained_run), "trainer.max_steps=20")
-    _one_error(code, err, "refused", "last.ckpt")
+    one_error(code, err, "refused", "last.ckpt")
     assert not marker.exists()
     with pytest.raises(CheckpointError, match="could run code"):
         check_checkpoint(ckpt)
@@ -72,7 +63,7 @@ def test_a_checkpoint_carrying_a_pickled_callable_is_refused(toolkit, trained_ru
 def test_a_config_error_names_the_key_and_leaves_no_run_folder(toolkit, tmp_path, override,
                                                                needle):
     code, _, err = toolkit("train", "--domain", "toy", override)
-    _one_error(code, err, needle)
+    one_error(code, err, needle)
     assert not (tmp_path / "runs" / "toy").exists() or not any((tmp_path / "runs" / "toy").iterdir())
 
 
@@ -80,17 +71,17 @@ def test_a_data_error_leaves_no_run_folder_for_a_bare_resume_to_pick(toolkit, tm
     empty = tmp_path / "points.csv"
     empty.write_text("1.0,oops\n")
     code, _, err = toolkit("train", "--domain", "toy", f"data.file={empty}")
-    _one_error(code, err, "points.csv")
+    one_error(code, err, "points.csv")
     assert not any((tmp_path / "runs" / "toy").iterdir())
     code, _, err = toolkit("train", "--domain", "toy", "--resume")
-    _one_error(code, err, "no run of domain 'toy'")
+    one_error(code, err, "no run of domain 'toy'")
 
 
 def test_a_failure_after_the_first_checkpoint_keeps_the_run(toolkit, trained_run):
     """What can be resumed is never removed: a resumed run that fails keeps its folder."""
     code, _, err = toolkit("train", "--resume", str(trained_run), "trainer.max_steps=20",
                            "model.nan=true")
-    _one_error(code, err, "nan")
+    one_error(code, err, "nan")
     assert (trained_run / "checkpoints" / "last.ckpt").is_file()
 
 
@@ -132,7 +123,7 @@ def test_a_sampler_name_from_a_run_config_cannot_leave_the_run(toolkit, trained_
     for command in ("sample", "evaluate"):
         code, _, err = toolkit(command, "--run", str(trained_run))
         assert len(err) == 1, err
-        _one_error(code, err, "sample.sampler", "not a plain name")
+        one_error(code, err, "sample.sampler", "not a plain name")
     assert sorted(p for p in tmp_path.rglob("*")) == before
     assert not list(tmp_path.parent.rglob("ESCAPED"))
 
@@ -178,7 +169,7 @@ def test_a_run_config_of_another_domain_is_one_line(toolkit, trained_run, tmp_pa
     for args in (("sample", "--run", str(other)), ("evaluate", "--run", str(other)),
                  ("train", "--resume", str(other))):
         code, _, err = toolkit(*args)
-        _one_error(code, err, "does not fit domain 'image'")
+        one_error(code, err, "does not fit domain 'image'")
 
 
 # -------------------------------------- 3 (real domains). data errors leave no run folder either
@@ -186,7 +177,7 @@ def test_an_empty_text_file_leaves_no_text_run(toolkit, tmp_path):
     (tmp_path / "empty.txt").write_text("")
     code, _, err = toolkit("train", "--domain", "text", "data.source=empty.txt",
                            "trainer.max_steps=2")
-    _one_error(code, err, "empty.txt is empty")
+    one_error(code, err, "empty.txt is empty")
     assert not list((tmp_path / "runs").rglob("config.yaml"))
 
 
@@ -197,5 +188,5 @@ def test_a_folder_of_unreadable_molecules_leaves_no_molecule_run(toolkit, tmp_pa
     (folder / "b.xyz").write_text("3\nnot a molecule\nXx 0 0\n")
     code, _, err = toolkit("train", "--domain", "molecules", f"data.source={folder}",
                            "trainer.max_steps=2")
-    _one_error(code, err, "no readable", "2 skipped")
+    one_error(code, err, "no readable", "2 skipped")
     assert not list((tmp_path / "runs").rglob("config.yaml"))

@@ -17,17 +17,9 @@ from diffusekit.core.app.training.models import load_model, sha256_of
 from diffusekit.core.app.training.runs import RunDir
 
 from toy_domain import ToyDomain
+from error_lines import one_error
 
 STEPS = ["trainer.max_steps=10", "checkpoint_every=5", "val_every=5", "sample.val_n=2"]
-
-
-def _one_error(code, err, *needles):
-    assert code != 0, err
-    assert [line for line in err if line.startswith("error: ")] == err[-1:], err
-    assert not any("Traceback" in line for line in err), err
-    for needle in needles:
-        assert needle in err[-1], err
-    return err[-1]
 
 
 def _new_run(tmp_path, before):
@@ -82,7 +74,7 @@ def test_export_writes_a_model_folder_that_loads_like_the_run(toolkit, trained_r
     assert code == 0 and "mean_error" in out, err
     # nothing is overwritten
     code, _, err = toolkit("export", "--run", str(trained_run), "--to", str(base))
-    _one_error(code, err, "exists and is not empty")
+    one_error(code, err, "exists and is not empty")
 
 
 def test_a_hub_id_resolves_through_the_hugging_face_cache(toolkit, base, tmp_path):
@@ -101,7 +93,7 @@ def test_a_hub_id_resolves_through_the_hugging_face_cache(toolkit, base, tmp_pat
     assert code == 0, err
     assert (tmp_path / "samples" / revision).is_dir()  # samples/<model folder name>/...
     code, _, err = toolkit("sample", "--model", "someone/not-cached", "-n", "4")
-    _one_error(code, err, "someone/not-cached")
+    one_error(code, err, "someone/not-cached")
 
 
 def test_init_from_fine_tunes_every_weight_from_the_model(toolkit, base, tmp_path):
@@ -189,10 +181,10 @@ def test_an_adapter_whose_base_changed_or_vanished_is_one_line(toolkit, lora_run
 
     save_file({k: v + 1 for k, v in weights.items()}, str(base / "model.safetensors"))
     code, _, err = toolkit("sample", "--run", str(lora_run), "-n", "4")
-    _one_error(code, err, "has changed since the adapter", "SHA-256")
+    one_error(code, err, "has changed since the adapter", "SHA-256")
     shutil.rmtree(base)
     code, _, err = toolkit("sample", "--run", str(lora_run), "-n", "4")
-    _one_error(code, err, "base model", "missing")
+    one_error(code, err, "base model", "missing")
 
 
 @pytest.mark.parametrize("override, needle", [
@@ -205,7 +197,7 @@ def test_bad_adapter_settings_are_one_line_and_leave_no_run(toolkit, base, tmp_p
     before = sorted((tmp_path / "runs" / "toy").iterdir())
     code, _, err = toolkit("train", "--domain", "toy", "--init-from", str(base),
                            "adapter.kind=lora", override, *STEPS)
-    line = _one_error(code, err, needle)
+    line = one_error(code, err, needle)
     if "nosuch" in override:
         assert "net.0" in line  # the modules that exist are listed
     assert sorted((tmp_path / "runs" / "toy").iterdir()) == before
@@ -213,10 +205,10 @@ def test_bad_adapter_settings_are_one_line_and_leave_no_run(toolkit, base, tmp_p
 
 def test_lora_without_a_base_and_a_base_of_another_network_are_one_line(toolkit, base):
     code, _, err = toolkit("train", "--domain", "toy", "adapter.kind=lora", *STEPS)
-    _one_error(code, err, "--init-from")
+    one_error(code, err, "--init-from")
     code, _, err = toolkit("train", "--domain", "toy", "--init-from", str(base),
                            "model.hidden=8", *STEPS)
-    _one_error(code, err, "does not match model")
+    one_error(code, err, "does not match model")
 
 
 def test_a_model_folder_of_another_domain_is_one_line(toolkit, base, tmp_path):
@@ -226,9 +218,9 @@ def test_a_model_folder_of_another_domain_is_one_line(toolkit, base, tmp_path):
     cfg["domain"] = "image"
     (other / "config.yaml").write_text(yaml.safe_dump(cfg))
     code, _, err = toolkit("train", "--domain", "toy", "--init-from", str(other), *STEPS)
-    _one_error(code, err, "of domain 'image', not 'toy'")
+    one_error(code, err, "of domain 'image', not 'toy'")
     code, _, err = toolkit("sample", "--model", str(other))
-    _one_error(code, err, "does not fit domain 'image'")
+    one_error(code, err, "does not fit domain 'image'")
 
 
 def test_the_python_api_loads_samples_and_blends(base, lora_run, tmp_path):
