@@ -1,8 +1,10 @@
 """`toolkit benchmark --domain audio [--quick]`: quality against sampling steps, beside baselines.
 
 One run: train the model (`model.objective`) and the one-step regression model (the same network;
-for StoRM its own predictor, otherwise a separate run) with a plain torch loop, then enhance the
-held-out test clips (held-out sentences and voices, at `data.test_snr` dB) with every sampler
+for StoRM its own predictor, otherwise a separate run of as many steps) through the toolkit's
+trainer (`train_for_benchmark`: what `toolkit train --domain audio trainer.max_steps=N
+seed=<benchmark.seed>` does; EMA weights; runs under `benchmark.run_dir`, or a temporary folder
+removed at the end), then enhance the held-out test clips (held-out sentences and voices, at `data.test_snr` dB) with every sampler
 of `benchmark.samplers` at every step count of `benchmark.steps`, and score SI-SDR, PESQ-WB,
 ESTOI and log-mel L1 beside the noisy input, spectral subtraction and the regression model. The
 real CMU ARCTIC clips, mixed with babble and pink noise at the same SNR, are scored too when the
@@ -12,7 +14,6 @@ diffusekit.core.app.results).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -23,10 +24,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from diffusekit.core.app.training.fit import optim_settings
-from diffusekit.core.app.training.module import OptimSettings
+from diffusekit.core.app.training.fit import TrainedModel, train_for_benchmark
 from diffusekit.domains.audio.data import Collate, make_item
 from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.domains.audio.network import MelUNet
@@ -34,32 +33,6 @@ from diffusekit.domains.audio.noise import NOISES, NoisePool, mix
 from diffusekit.core.app import results as results_io
 
 METRICS = ("si_sdr", "pesq", "estoi", "logmel_l1")
-
-
-def fit(network: torch.nn.Module, process: Any, loader, steps: int, optim: OptimSettings,
-        desc: str) -> float:
-    """`steps` AdamW steps of `process.training_loss` with the toolkit trainer's learning-rate
-    schedule (`optim`: warm-up, then its decay over `steps`) and grad-norm clip 1; returns the
-    mean loss of the last 100 steps."""
-    opt, sched = dataclasses.replace(optim, total_steps=steps).build(network.parameters())
-    network.train()
-    losses: list[float] = []
-    it = iter(loader)
-    for _ in tqdm(range(steps), desc=desc, unit="step"):
-        try:
-            batch = next(it)
-        except StopIteration:
-            it = iter(loader)
-            batch = next(it)
-        loss = process.training_loss(network, batch).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-    network.eval()
-    return float(np.mean(losses[-100:]))
 
 
 def real_batch(waves: list[np.ndarray], features: MelFeatures, frames: int, snr: float,
@@ -97,52 +70,46 @@ def _unets(network: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in network.modules() if isinstance(m, MelUNet)]
 
 
-def _regression_baseline(domain: Any, cfg: DictConfig, network: torch.nn.Module, process: Any,
-                         loader, steps: int, model_steps: int, optim: OptimSettings,
+def _regression_baseline(domain: Any, cfg: DictConfig, model: TrainedModel, steps: int,
                          b: DictConfig) -> RegressionBaseline:
     """StoRM's predictor when the model has one (trained only by its own MSE, it is exactly the
-    regression baseline at the model's `model_steps`); otherwise a separate regression run of
-    `steps`."""
-    predictor = getattr(network, "predictor", None)
+    regression baseline at the model's `steps`, with the model's EMA weights); otherwise a
+    separate regression run of the same `steps` through the same trainer."""
+    predictor = getattr(model.network, "predictor", None)
     if predictor is not None:
+        process = model.process
         return RegressionBaseline(lambda batch: process.inner.predict(predictor, batch),
-                                  model_steps, "StoRM's own predictor")
-    from omegaconf import OmegaConf
-
-    reg_cfg = OmegaConf.merge(cfg, {"model": {"objective": "regression"}})
-    torch.manual_seed(int(b.seed))
-    reg_network, reg_process = domain.build_network(reg_cfg), domain.process(reg_cfg)
-    fit(reg_network, reg_process, loader, steps, optim, "regression")
-    return RegressionBaseline(lambda batch: reg_process.generate(reg_network, batch).mel, steps,
+                                  steps, "StoRM's own predictor")
+    reg = train_for_benchmark(domain, cfg, steps, b.run_dir,
+                              overrides=[f"seed={int(b.seed)}", "model.objective=regression"])
+    return RegressionBaseline(lambda batch: reg.process.generate(reg.network, batch).mel, steps,
                               "separate run")
 
 
 def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     """See the module docstring; returns the metrics dict (also written to results/)."""
-    from diffusekit.domains.audio.domain import score_systems, summarise
+    from diffusekit.domains.audio.metrics import score_systems, summarise
 
     b = cfg.benchmark
     quick = bool(cfg.get("quick", False))
     train_steps = int(b.quick_train_steps if quick else b.train_steps)
-    reg_steps = int(b.quick_regression_steps if quick else b.regression_steps)
     torch.manual_seed(int(b.seed))
     dm = domain.build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")
-    loader = dm.train_dataloader()
-    optim = optim_settings(cfg)
 
-    started = time.perf_counter()
-    network = domain.build_network(cfg)
-    process = domain.process(cfg)
+    model = train_for_benchmark(domain, cfg, train_steps, b.run_dir,
+                                overrides=[f"seed={int(b.seed)}"])
+    network, process = model.network, model.process
     metrics: dict[str, Any] = {"train_steps": train_steps, "test_snr_db": cfg.data.test_snr,
-                               "objective": str(cfg.model.objective)}
-    metrics["train_loss"] = fit(network, process, loader, train_steps, optim,
-                                str(cfg.model.objective))
-    metrics["train_seconds"] = round(time.perf_counter() - started, 1)
+                               "objective": str(cfg.model.objective),
+                               "trainer": "toolkit (train_for_benchmark)",
+                               "ema_decay": float(cfg.ema.decay),
+                               "train_loss": model.final_loss(),
+                               "train_seconds": model.seconds}
 
-    regression = _regression_baseline(domain, cfg, network, process, loader, reg_steps,
-                                      train_steps, optim, b)
+    # the baseline gets the model's budget: the same steps through the same trainer
+    regression = _regression_baseline(domain, cfg, model, train_steps, b)
     metrics["regression_steps"] = regression.steps
     metrics["regression_source"] = regression.source
 
@@ -229,7 +196,9 @@ def _write(curves: dict, metrics: dict, baselines: dict, quick: bool, best_sampl
                       [metrics["objective"], *[metrics[f"real_{m}_{best_sampler}_{best_steps}"]
                                       for m in ("si_sdr", "pesq", "estoi")]]]))
     body += (f"\n\nTraining: {metrics['train_steps']} steps of the {metrics['objective']} "
-             f"model in {metrics['train_seconds']} s; the regression baseline is "
+             f"model in {metrics['train_seconds']} s through the toolkit's trainer (`toolkit "
+             f"train --domain audio trainer.max_steps={metrics['train_steps']}`, EMA "
+             f"{metrics['ema_decay']} weights); the regression baseline is "
              f"{metrics['regression_source']} ({metrics['regression_steps']} steps); "
              f"{metrics['n_test']} held-out clips (held-out sentences and voices) at "
              f"{metrics['test_snr_db']} dB input SNR.\n")

@@ -3,14 +3,16 @@
 0. Use opencv-doc's photos (data.py) when they are unpacked; with `benchmark.fetch_opencv` they
    are fetched first like `toolkit prepare --domain image` does (a failure is one line, and the
    benchmark goes on without them). The record names the training images it used.
-1. Train the denoiser (`network.kind`) as a residual diffusion model (`benchmark.train_steps`
-   AdamW steps, plain torch on the same data module and process the toolkit trains with), and the
-   same network as a one-step regression model (`benchmark.regression_steps`). With
+1. Train the denoiser (`network.kind`) as a residual diffusion model and the same network as a
+   one-step regression model, each for `benchmark.train_steps` steps (the same budget) through
+   the toolkit's trainer (`train_for_benchmark`: what `toolkit train --domain image
+   trainer.max_steps=N optim.decay=<benchmark.lr_decay> seed=<benchmark.seed>` does, EMA
+   weights for sampling; runs under `benchmark.run_dir`, or a temporary folder). With
    `process.kind=refine` the model's own predictor is the regression baseline (no second run).
 2. Super-resolve the held-out test images (whole, or centre crops of `benchmark.test_crop`) with
    every sampler of `benchmark.samplers` at every step count of `benchmark.steps` (same noise).
    With `benchmark.self_ensemble` = n > 1, the first sampler also runs at `benchmark.ensemble_steps`
-   as a geometric self-ensemble over n symmetries (processes.self_ensemble; rows "<sampler> xn",
+   as a geometric self-ensemble over n symmetries (process.self_ensemble; rows "<sampler> xn",
    NFE = n x steps).
 3. Score PSNR-Y, SSIM-Y (border = scale) and consistency (`metrics.py`) of each, of bicubic and of
    regression, each also after back-projection onto the input (suffix `_bp`). The headline is the
@@ -23,7 +25,6 @@ quality against steps, and image[_quick]_grid.png shows bicubic | diffusion | gr
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -35,41 +36,12 @@ from tqdm.auto import tqdm
 
 from diffusekit.domains.image.figures import comparison_grid, quality_plot
 from diffusekit.domains.image.metrics import image_metrics
-from diffusekit.domains.image.processes import SRSamples, back_project, self_ensemble
+from diffusekit.domains.image.process import SRSamples, back_project, self_ensemble
 from diffusekit.core.app import results as results_io
+from diffusekit.core.app.training.fit import train_for_benchmark
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BACK_PROJECTION_ITERATIONS = 10
-
-
-def fit_plain(network: torch.nn.Module, process: Any, loader: Any, steps: int, lr: float,
-              warmup: int = 100, grad_clip: float = 1.0, desc: str = "training") -> list[float]:
-    """`steps` AdamW steps of `process.training_loss` on `loader` (cycled), linear warm-up then
-    cosine decay to 0; returns the per-step losses. Plain torch: no Lightning, no EMA."""
-    optimiser = torch.optim.AdamW(network.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(  # warm-up, then cosine decay
-        optimiser, lambda k: min(1.0, (k + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * k / steps)))
-    network.train()
-    losses: list[float] = []
-    iterator = iter(loader)
-    with tqdm(total=steps, desc=desc, unit="step") as bar:
-        for _ in range(steps):
-            batch = next(iterator, None)
-            if batch is None:  # a new epoch
-                iterator = iter(loader)
-                batch = next(iterator)
-            loss = process.training_loss(network, batch).mean()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
-            optimiser.step()
-            schedule.step()
-            losses.append(float(loss.detach()))
-            bar.update(1)
-            if len(losses) % 50 == 0:
-                bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
-    network.eval()
-    return losses
 
 
 def _fetch_opencv(cfg: DictConfig) -> None:
@@ -103,7 +75,6 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     b = cfg.benchmark
     quick = bool(cfg.get("quick", False))
     train_steps = int(b.quick_train_steps if quick else b.train_steps)
-    regression_steps = int(b.quick_regression_steps if quick else b.regression_steps)
     crop = b.quick_test_crop if quick else b.test_crop
     cfg = OmegaConf.merge(cfg, {"data": {"test_crop": crop},  # ensembles: rows of their own
                                 "process": {"tile": b.get("tile") or cfg.process.tile,
@@ -116,36 +87,31 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     datamodule = domain.build_datamodule(cfg)
     datamodule.setup()
     train_images = list(datamodule.splits["train"])
-    process = domain.process(cfg)
-    regression_cfg = OmegaConf.merge(cfg, {"process": {"kind": "regression"}})
-    regression = domain.process(regression_cfg)
-    degradation = process.degradation
+    regression = domain.process(OmegaConf.merge(cfg, {"process": {"kind": "regression"}}))
+    degradation = regression.degradation
 
-    started = time.perf_counter()
-    network = domain.build_network(cfg)
-    losses = fit_plain(network, process, datamodule.train_dataloader(), train_steps,
-                       float(cfg.optim.lr), int(cfg.optim.warmup_steps), desc="diffusion")
-    diffusion_seconds = time.perf_counter() - started
-    started = time.perf_counter()
+    # both models: the toolkit's trainer, the same recipe and the same number of steps
+    recipe = [f"seed={int(b.seed)}", f"optim.decay={b.lr_decay}"]
+    diffusion = train_for_benchmark(domain, cfg, train_steps, b.run_dir, overrides=recipe)
+    network, process = diffusion.network, diffusion.process
     shared = getattr(process, "two_networks", False)  # predict and refine: its predictor is
     if shared:                                        # the regression baseline (same run)
-        regression_steps, regression_losses = 0, [float("nan")]
+        regression_steps, regression_seconds, regression_loss = 0, 0.0, float("nan")
     else:
-        regression_net = domain.build_network(regression_cfg)
-        regression_losses = fit_plain(regression_net, regression, datamodule.train_dataloader(),
-                                      regression_steps, float(cfg.optim.lr),
-                                      int(cfg.optim.warmup_steps), desc="regression")
-    regression_seconds = time.perf_counter() - started
+        baseline = train_for_benchmark(domain, cfg, train_steps, b.run_dir,
+                                       overrides=[*recipe, "process.kind=regression"])
+        regression_net, regression = baseline.network, baseline.process
+        regression_steps, regression_seconds = train_steps, baseline.seconds
+        regression_loss = baseline.final_loss()
 
     test = [batch for batch in datamodule.test_dataloader()]
     names = list(datamodule.datasets["test"].names)
     metrics: dict[str, Any] = {
         "train_steps": train_steps, "regression_steps": regression_steps,
-        "train_seconds": round(diffusion_seconds, 1),
-        "regression_train_seconds": round(regression_seconds, 1),
-        "train_loss": sum(losses[-100:]) / len(losses[-100:]),
-        "regression_train_loss": sum(regression_losses[-100:]) / len(regression_losses[-100:]),
-        "torch_threads": torch.get_num_threads(),
+        "train_seconds": diffusion.seconds, "regression_train_seconds": regression_seconds,
+        "train_loss": diffusion.final_loss(), "regression_train_loss": regression_loss,
+        "trainer": "toolkit (train_for_benchmark)", "lr_decay": str(b.lr_decay),
+        "ema_decay": float(cfg.ema.decay), "torch_threads": torch.get_num_threads(),
         "network": OmegaConf.to_container(cfg.network),
         "process": OmegaConf.to_container(OmegaConf.masked_copy(cfg.process, [
             "kind", "prediction", "weighting", "t_sampler", "t_sampler_options", "schedule"])),
@@ -219,8 +185,11 @@ def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict, rows: l
             f"{metrics['psnr_gain_over_bicubic']:.3f} dB (target >= 1.0: "
             f"{'met' if metrics['target_psnr_gain_1db'] else 'not met'}); consistency target > 40 dB: "
             f"{'met' if metrics['target_consistency_40db'] else 'not met'}.",
-            f"Training: diffusion {metrics['train_steps']} steps in {metrics['train_seconds']} s, "
-            f"regression {metrics['regression_steps']} steps in {metrics['regression_train_seconds']} s. "
+            f"Training: the toolkit's trainer (`toolkit train --domain image "
+            f"trainer.max_steps={metrics['train_steps']} optim.decay={metrics['lr_decay']}`, "
+            f"EMA {metrics['ema_decay']} weights): diffusion {metrics['train_steps']} steps in "
+            f"{metrics['train_seconds']} s, regression {metrics['regression_steps']} steps in "
+            f"{metrics['regression_train_seconds']} s. "
             "(bp): after 10 iterations of back-projection onto the input.",
             f"![quality vs steps]({name}.png)", f"![bicubic | diffusion | ground truth]({name}_grid.png)"]
     record = results_io.make_record(name, metrics, baselines)

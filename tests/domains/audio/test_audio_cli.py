@@ -85,13 +85,17 @@ def test_quick_benchmark_at_tiny_size(objective, extra_calls, regression, tiny_c
     cache = corpus_dir(tiny_cfg).parent
     code, out, err = _run(capsys, "benchmark", "--domain", "audio", "--quick",
                           *tiny_overrides(cache), f"model.objective={objective}",
-                          "benchmark.quick_train_steps=2",
-                          "benchmark.quick_regression_steps=2", "benchmark.steps=[1,2]",
+                          "benchmark.quick_train_steps=2", "benchmark.steps=[1,2]",
                           "benchmark.n_test=2", f"benchmark.results_dir={tmp_path}/results")
     assert code == 0, err
     record = json.loads((tmp_path / "results" / "audio_quick.json").read_text())
     metrics, baselines = record["metrics"], record["baselines"]
     assert metrics["objective"] == objective and metrics["regression_source"] == regression
+    # one trainer for both, one budget: the baseline trains as many steps as the model
+    assert metrics["trainer"] == "toolkit (train_for_benchmark)"
+    assert metrics["regression_steps"] == metrics["train_steps"] == 2
+    # the runs went into a temporary folder: nothing is left in the working directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
     for sampler in ("dpmpp_2m", "ddim"):
         for steps in (1, 2):  # StoRM calls its predictor once before the sampler
             assert metrics[f"nfe_{sampler}_{steps}"] == steps + extra_calls
