@@ -26,7 +26,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from diffusekit.core.app import results
-from diffusekit.core.app.config import override, typed
+from diffusekit.core.app.config import data_cache, override, typed
 from diffusekit.core.app.training.fit import train_for_benchmark
 from diffusekit.core.app.training.inference import evaluate_model
 from diffusekit.core.app.training.models import Model, export_model, load_model
@@ -71,8 +71,10 @@ def run_finetune_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                 info.update(_adapter_size(load_model(trained.run.path, domain=domain),
                                           base_folder))
     metrics = _summary(scores, metric, higher)
+    cache = str(data_cache())  # the record names the data cache, not this machine's path
+    recorded = [o.replace(cache, "$DIFFUSEKIT_DATA") for o in target_overrides]
     metrics.update(info, base_steps=base_steps, steps=steps, eval_n=eval_n, metric=metric,
-                   higher_is_better=higher, target=target_overrides, quick=quick,
+                   higher_is_better=higher, target=recorded, quick=quick,
                    seconds=round(time.time() - started, 1))
     name = f"{domain.name}_finetune{'_quick' if quick else ''}"
     record = results.make_record(name, metrics, {"base": scores["base"]})

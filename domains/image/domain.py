@@ -10,6 +10,7 @@
     evaluate(batch, samples, cfg)      PSNR-Y, SSIM-Y, consistency of the samples, of bicubic,
                                        and of a regression run when `evaluate.regression_run` is set
     write_samples(samples, out, cfg)   sr/bicubic/low-res/reference PNGs and grid.png
+    finetune_target(cfg)               pages of text, `benchmark --finetune`'s target (documents.py)
     benchmark(cfg)                     see `benchmark.py`
 """
 
@@ -117,6 +118,14 @@ class ImageDomain(Domain):
         o = cfg.output
         paths.append(comparison_grid(samples, out_dir / "grid.png", int(o.zoom), int(o.max_images)))
         return paths
+
+    def finetune_target(self, cfg: DictConfig) -> dict[str, Any]:
+        """The customisation benchmark's target: pages of printed text (`documents.py`), 8.9% of
+        the base's training pixels by default, scored by PSNR-Y on held-out rendered pages."""
+        from diffusekit.domains.image.documents import document_target
+
+        _, overrides = document_target(cfg)
+        return {"overrides": overrides, "metric": "psnr_y", "higher_is_better": True}
 
     def benchmark(self, cfg: DictConfig) -> dict[str, Any]:
         """Diffusion against bicubic and regression at 1..32 steps (see `benchmark.py`)."""
