@@ -19,6 +19,7 @@ and the command line come from the toolkit. From the resolved config (config.yam
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -67,17 +68,62 @@ class TextDomain(Domain):
         """entropy: mean per-sample token-histogram entropy (bits) of the samples; kept: share of
         the prompt / context tokens the samples kept (1.0); data_entropy: the same entropy of the
         batch's real text; gen_ppl (+ data_ppl): perplexity of the samples (and of the real
-        text) under the baseline of `evaluate.baseline_run`, when one is given."""
+        text) under the baseline of `evaluate.baseline_run`, when one is given; ngram_bpc (+
+        data_ngram_bpc): bits per character of the samples (and of the real text) under a
+        character n-gram model of the data's training split (`evaluate.ngram_order`; 0: off),
+        a judge that needs no trained baseline."""
         x0 = batch["x0"]
         keep = generation_settings(cfg).keep(x0)
         out = {"entropy": metrics.sample_entropy(samples),
                "data_entropy": metrics.sample_entropy(x0),
                "kept": metrics.kept_fraction(samples, x0, keep)}
+        if int(cfg.evaluate.ngram_order) > 0:
+            out.update(self.judge_scores(batch, samples, cfg))
         if cfg.evaluate.baseline_run:
             network, process = self.load_baseline(cfg.evaluate.baseline_run)
             out["gen_ppl"] = metrics.generative_perplexity(network, process, samples.cpu())
             out["data_ppl"] = metrics.generative_perplexity(network, process, x0.cpu())
         return out
+
+    def judge_scores(self, batch: dict, samples: Tensor, cfg: DictConfig) -> dict[str, float]:
+        """ngram_bpc and data_ngram_bpc: bits per character of the samples and of the batch's
+        real text under the n-gram judge counted on the training split of `cfg.data` (the
+        target's, when the customisation benchmark scores a model on its target)."""
+        from diffusekit.domains.text.data import prepare_corpus
+
+        folder = prepare_corpus(cfg)
+        judge = metrics.ngram_judge(str(folder / "train.pt"),
+                                    tokenizer_vocab_size(cfg.tokenizer),
+                                    int(cfg.evaluate.ngram_order))
+        lengths = load_tokenizer(folder / TOKENIZER_FILE).char_lengths()
+        return {"ngram_bpc": metrics.ngram_bits_per_char(judge, samples, lengths),
+                "data_ngram_bpc": metrics.ngram_bits_per_char(judge, batch["x0"], lengths)}
+
+    def finetune_target(self, cfg: DictConfig) -> dict[str, Any]:
+        """The customisation benchmark's target: fortune cookies (Debian's `fortunes`, short
+        modern texts the Shakespeare base never saw; `fortunes.prepare_fortunes`), whose training
+        split holds at most 10% of the characters of the base's (measured on the prepared base
+        corpus), in the base's character tokenizer. Scored by ngram_bpc, the bits per character
+        of the samples under the n-gram judge of the fortunes' training text (lower is better:
+        samples that read like fortunes)."""
+        from diffusekit.core.errors import ConfigError
+        from diffusekit.domains.text.corpus import data_root
+        from diffusekit.domains.text.data import prepare_corpus
+        from diffusekit.domains.text.fortunes import prepare_fortunes
+
+        if str(cfg.tokenizer.kind) != "char":
+            raise ConfigError(f"tokenizer.kind={cfg.tokenizer.kind}: the text customisation "
+                              "benchmark needs the char tokenizer (a BPE vocabulary is learned "
+                              "from each corpus, so the target's would not be the base's)")
+        if int(cfg.evaluate.ngram_order) <= 0:
+            raise ConfigError("evaluate.ngram_order must be positive: the text customisation "
+                              "benchmark scores ngram_bpc")
+        info = json.loads((prepare_corpus(cfg) / "info.json").read_text())
+        budget = int(info["train_chars"]) // 10
+        folder = prepare_fortunes(data_root(cfg.data.cache_dir), budget, int(cfg.data.seed))
+        return {"overrides": [f"data.source={folder}", "data.test_works=[test]",
+                              "data.val_works=[val]"],
+                "metric": "ngram_bpc", "higher_is_better": False}
 
     def load_baseline(self, run_path: str | Path
                       ) -> tuple[torch.nn.Module, AutoregressiveProcess]:

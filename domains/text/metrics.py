@@ -7,6 +7,10 @@
     bound_gap_percent      100 (bpc_diffusion - bpc_ar) / bpc_ar
     generative_perplexity  exp of the baseline's mean NLL per token of generated samples (the
                            "Gen PPL" of MDLM / SEDD, here under the trained AR baseline)
+    NgramJudge, ngram_bits_per_char  bits per character of samples under a smoothed token
+                           n-gram model of the training text: a judge that needs no trained
+                           network, so every model (base, adapter, fine-tune, scratch) is
+                           scored by the same one
     sample_entropy         mean over samples of the entropy (bits) of each sample's token
                            histogram; degenerate, repetitive samples score low (Zheng et al. 2024)
     kept_fraction          share of positions that generation had to keep and did keep
@@ -15,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterable
@@ -74,6 +79,84 @@ def generative_perplexity(ar_network: Callable[..., Tensor], ar_process: Any,
     """exp(mean_{b,l} -log p_AR(x_l | x_<l)) of samples [B, L] under the baseline."""
     nll = ar_process.token_nll(ar_network, samples)
     return float(torch.exp(nll.double().mean()))
+
+
+class NgramJudge:
+    """A token n-gram language model with interpolated Witten-Bell smoothing (Witten and Bell
+    1991; Chen and Goodman 1999, section 2.7), counted on one token stream:
+
+        P_k(w | h) = (c(h w) + T(h) P_{k-1}(w | h')) / (c(h) + T(h))
+
+    for the last k - 1 tokens h before w (h' drops h's first token), c the counts in the stream,
+    T(h) the number of distinct tokens seen after h, and P_0 uniform over the vocabulary; a
+    context never seen (c(h) = 0) leaves P_{k-1}. Counts are sorted code tables (an n-gram's
+    code is its tokens in base `vocab_size`), looked up with searchsorted."""
+
+    def __init__(self, stream: Tensor, vocab_size: int, order: int = 5) -> None:
+        if order < 1 or vocab_size ** order >= 2 ** 62:
+            raise ValueError(f"an n-gram judge of order {order} over {vocab_size} tokens does "
+                             "not fit int64 codes")
+        self.vocab_size, self.order = int(vocab_size), int(order)
+        stream = stream.long().flatten()
+        self.tables = []  # per order k: n-gram codes, counts, context codes, c(h), T(h)
+        for k in range(1, self.order + 1):
+            codes, counts = torch.unique(self._codes(stream[None], k)[0], return_counts=True)
+            contexts, inverse, types = torch.unique_consecutive(
+                codes // self.vocab_size, return_inverse=True, return_counts=True)
+            context_counts = torch.zeros(len(contexts), dtype=torch.long).index_add_(
+                0, inverse, counts)
+            self.tables.append((codes, counts.double(), contexts, context_counts.double(),
+                                types.double()))
+
+    def _codes(self, tokens: Tensor, k: int) -> Tensor:
+        """[B, L - k + 1] codes of the k-grams ending at positions k - 1 .. L - 1."""
+        length = tokens.shape[1] - k + 1
+        codes = torch.zeros(tokens.shape[0], max(0, length), dtype=torch.long)
+        for j in range(k):
+            codes = codes * self.vocab_size + tokens[:, j: j + length]
+        return codes
+
+    @staticmethod
+    def _lookup(keys: Tensor, values: Tensor, queries: Tensor) -> Tensor:
+        """values[keys == query] per query, 0 where the query is not among the sorted keys."""
+        if len(keys) == 0:  # a stream shorter than the order has no n-gram of it
+            return torch.zeros(queries.shape, dtype=torch.double)
+        index = torch.searchsorted(keys, queries).clamp(max=len(keys) - 1)
+        return torch.where(keys[index] == queries, values[index], torch.zeros(()).double())
+
+    @torch.no_grad()
+    def token_nll(self, tokens: Tensor) -> Tensor:
+        """[B, L] -ln P(x_l | the up to order - 1 tokens before it, within the row)."""
+        tokens = tokens.long()
+        p = torch.full(tokens.shape, 1.0 / self.vocab_size, dtype=torch.double)
+        for k, (codes, counts, contexts, context_counts, types) in enumerate(self.tables, 1):
+            if tokens.shape[1] < k:
+                break
+            grams = self._codes(tokens, k)
+            c_hw = self._lookup(codes, counts, grams)
+            c_h = self._lookup(contexts, context_counts, grams // self.vocab_size)
+            t_h = self._lookup(contexts, types, grams // self.vocab_size)
+            lower = p[:, k - 1:]
+            p[:, k - 1:] = torch.where(c_h > 0, (c_hw + t_h * lower) / (c_h + t_h).clamp(min=1),
+                                       lower)
+        return -p.log()
+
+
+@functools.lru_cache(maxsize=2)
+def ngram_judge(stream_file: str, vocab_size: int, order: int) -> NgramJudge:
+    """The judge counted on the token stream saved (torch.save) in `stream_file`, kept for the
+    next call (evaluation scores batch after batch with the same one)."""
+    return NgramJudge(torch.load(stream_file), vocab_size, order)
+
+
+def ngram_bits_per_char(judge: NgramJudge, tokens: Tensor, char_lengths: Tensor) -> float:
+    """Bits per character of token rows [B, L] under the judge: sum -log2 P_judge(x_l | x_<l)
+    / the characters the tokens stand for (`char_lengths`: [V], a tokenizer's). Low for text
+    the judge's corpus makes likely (and, like any generative perplexity, for dull repetitive
+    text too: read it beside the entropy)."""
+    tokens = tokens.cpu().long()
+    bits = judge.token_nll(tokens).sum() / LN2
+    return float(bits / char_lengths.double()[tokens].sum())
 
 
 def sample_entropy(samples: Tensor) -> float:
