@@ -82,7 +82,9 @@ class Domain:
     def finetune_target(self, cfg: DictConfig) -> dict[str, Any]:
         """The shifted target set of the customisation benchmark (`toolkit benchmark --finetune`):
         {"overrides": ["data.key=value", ...] selecting at most 10% of the base's training data
-        with a real shift, "metric": the `evaluate` metric compared, "higher_is_better": bool}."""
+        with a real shift, "metric": the metric compared (one of `evaluate`'s, or "test_loss": the
+        training objective on held-out target examples, which the benchmark computes for every
+        domain), "higher_is_better": bool}."""
         raise NotImplementedError(f"domain {self.name!r} declares no finetune_target, so it "
                                   "has no customisation benchmark")
 

@@ -10,10 +10,16 @@ number of steps from where it starts:
     full        every weight fine-tuned from the base (`--init-from`)
     scratch     the same network trained on the target from a random initialisation
 
-Every run goes through `train_for_benchmark`, the trainer of `toolkit train`. The record gives
-the metric of each system, LoRA's share of the trainable parameters and of the file size, and
-the share of full fine-tuning's gain over the base that LoRA recovers:
-(lora - base) / (full - base) on the domain's target metric.
+Every run goes through `train_for_benchmark`, the trainer of `toolkit train`. The three target
+runs warm their learning rate up for at most a tenth of their steps (min(optim.warmup_steps,
+steps // 10)), so that a short fine-tuning run trains at its peak rate for most of its steps.
+
+Each system is scored with the domain's `evaluate` metrics on `eval_n` held-out target examples
+and with `test_loss`, its training objective on the same examples under the same noise draws
+(for a likelihood-trained process, the test bound). The record gives the scores of each system,
+LoRA's share of the trainable parameters and of the file size, the share of full fine-tuning's
+gain over the base that LoRA recovers, (lora - base) / (full - base) on the domain's target
+metric, and a figure: the scores side by side and the training losses of the target runs.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from omegaconf import DictConfig
 from diffusekit.core.app import results
 from diffusekit.core.app.config import data_cache, override, typed
 from diffusekit.core.app.training.fit import train_for_benchmark
-from diffusekit.core.app.training.inference import evaluate_model
+from diffusekit.core.app.training.inference import evaluate_model, held_out_loss
 from diffusekit.core.app.training.models import Model, export_model, load_model
 from diffusekit.core.errors import ConfigError
 
@@ -45,10 +51,13 @@ def run_finetune_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     base_steps = typed(cfg, prefix + "base_steps", int)
     steps = typed(cfg, prefix + "steps", int)
     eval_n = typed(cfg, prefix + "eval_n", int)
+    warmup = min(typed(cfg, "optim.warmup_steps", int), steps // 10)
     target_overrides = [str(o) for o in target["overrides"]]
+    run_overrides = [*target_overrides, f"optim.warmup_steps={warmup}"]
     started = time.time()
     scores: dict[str, dict[str, float]] = {}
     info: dict[str, Any] = {}
+    losses: dict[str, dict[int, float]] = {}
     with tempfile.TemporaryDirectory(prefix="diffusekit-finetune-") as scratch:
         work = Path(scratch)
         base_run = train_for_benchmark(domain, cfg, base_steps, work / "runs").run
@@ -63,7 +72,8 @@ def run_finetune_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
         }
         for name, extra in variants.items():
             trained = train_for_benchmark(domain, cfg, steps, work / "runs",
-                                          overrides=[*target_overrides, *extra])
+                                          overrides=[*run_overrides, *extra])
+            losses[name] = trained.losses
             scores[name] = _score(load_model(trained.run.path, domain=domain), target_cfg,
                                   eval_n)
             info[f"{name}_train_seconds"] = trained.seconds
@@ -74,13 +84,17 @@ def run_finetune_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     cache = str(data_cache())  # the record names the data cache, not this machine's path
     recorded = [o.replace(cache, "$DIFFUSEKIT_DATA") for o in target_overrides]
     metrics.update(info, base_steps=base_steps, steps=steps, eval_n=eval_n, metric=metric,
-                   higher_is_better=higher, target=recorded, quick=quick,
+                   higher_is_better=higher, target=recorded, target_warmup_steps=warmup,
+                   quick=quick,
                    seconds=round(time.time() - started, 1))
     name = f"{domain.name}_finetune{'_quick' if quick else ''}"
     record = results.make_record(name, metrics, {"base": scores["base"]})
     out = Path(cfg.finetune.results_dir) if cfg.finetune.get("results_dir") else results.RESULTS_DIR
-    results.write_results(record, _markdown(scores, metrics), out,
-                          title=f"{domain.name}: customisation (base, LoRA, fine-tuning, scratch)")
+    title = f"{domain.name}: customisation (base, LoRA, fine-tuning, scratch)"
+    _, markdown = results.write_results(record, _markdown(scores, metrics), out, title=title)
+    figure = _plot(scores, metrics, losses, out / f"{name}.png", title)
+    with markdown.open("a") as f:
+        f.write(f"\n![{title}]({figure.name})\n")
     return metrics
 
 
@@ -89,7 +103,8 @@ def _score(model: Model, target_cfg: DictConfig, n: int) -> dict[str, float]:
     target's data settings)."""
     on_target = Model(model.path, model.domain, _with_data(model.cfg, target_cfg),
                       model.network, model.process)
-    return evaluate_model(on_target, n=n, progress=False)["metrics"]
+    scores = evaluate_model(on_target, n=n, progress=False)["metrics"]
+    return {**scores, "test_loss": held_out_loss(on_target, n)}
 
 
 def _with_data(cfg: DictConfig, target_cfg: DictConfig) -> DictConfig:
@@ -134,7 +149,9 @@ def _markdown(scores: dict[str, dict[str, float]], m: dict[str, Any]) -> str:
     return "\n".join([
         f"Base: {m['base_steps']} steps on the default data. Target: `{' '.join(m['target'])}`;"
         f" lora, full and scratch each {m['steps']} steps on it; scored on {m['eval_n']} "
-        f"held-out target examples.", "",
+        f"held-out target examples (`test_loss`: the training objective on them, 4 draws of "
+        f"noise and time, the same for every system); target runs warm up for "
+        f"{m['target_warmup_steps']} steps.", "",
         results.markdown_table(["system", *keys], rows, digits=4), "",
         f"- target metric `{m['metric']}` ({'higher' if m['higher_is_better'] else 'lower'} is "
         f"better); LoRA recovers **{results.fmt(m['lora_recovery'])}** of full fine-tuning's "
@@ -142,3 +159,40 @@ def _markdown(scores: dict[str, dict[str, float]], m: dict[str, Any]) -> str:
         f"- LoRA trains {100 * m['lora_parameter_share']:.2f}% of the parameters; its adapter "
         f"file is {100 * m['lora_file_share']:.2f}% of the base's weights file",
     ])
+
+
+def _plot(scores: dict[str, dict[str, float]], m: dict[str, Any],
+          losses: dict[str, dict[int, float]], path: Path, title: str) -> Path:
+    """Bars of the target metric and of test_loss per system, and the target runs' training
+    loss curves."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metrics = [m["metric"]] + (["test_loss"] if m["metric"] != "test_loss" else [])
+    fig = Figure(figsize=(4.2 * (len(metrics) + 1), 3.8), dpi=100)
+    FigureCanvasAgg(fig)
+    colours = dict(zip(SYSTEMS, ("0.5", "C0", "C1", "C2")))
+    for i, key in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics) + 1, i + 1)
+        values = [scores[name][key] for name in SYSTEMS]
+        ax.bar(SYSTEMS, values, color=[colours[name] for name in SYSTEMS])
+        low, high = min(values), max(values)
+        pad = 0.15 * (high - low) if high > low else 0.1 * abs(high) + 1e-9
+        ax.set_ylim(low - pad, high + pad)
+        better = "higher" if key == m["metric"] and m["higher_is_better"] else "lower"
+        ax.set(title=f"{key} ({better} is better)")
+    ax = fig.add_subplot(1, len(metrics) + 1, len(metrics) + 1)
+    for name, curve in losses.items():
+        if curve:
+            steps = sorted(curve)
+            ax.plot(steps, [curve[s] for s in steps], color=colours[name], label=name, lw=1)
+    ax.set(xlabel="step on the target", ylabel="training loss",
+           title=f"target runs ({m['steps']} steps each)")
+    if ax.lines:
+        ax.set_yscale("log")
+        ax.legend()
+    fig.suptitle(f"{title}: LoRA recovers {results.fmt(m['lora_recovery'])} of full "
+                 "fine-tuning's gain")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path

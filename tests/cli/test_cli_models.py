@@ -247,5 +247,21 @@ def test_the_finetune_benchmark_scores_four_systems_through_the_trainer(toolkit,
     assert set(metrics["scores"]) == {"base", "lora", "full", "scratch"}
     assert metrics["steps"] == 6 and metrics["base_steps"] == 12 and metrics["metric"] == "mean_error"
     assert 0 < metrics["lora_parameter_share"] < 1 and 0 < metrics["lora_file_share"] < 1
-    assert "LoRA recovers" in (tmp_path / "res" / "toy_finetune_quick.md").read_text()
+    markdown = (tmp_path / "res" / "toy_finetune_quick.md").read_text()
+    assert "LoRA recovers" in markdown and "![toy: customisation" in markdown
+    assert (tmp_path / "res" / "toy_finetune_quick.png").read_bytes()[:4] == b"\x89PNG"
+    # every system also gets its held-out training objective, on the same examples and draws
+    losses = {name: s["test_loss"] for name, s in metrics["scores"].items()}
+    assert all(0 < v < float("inf") for v in losses.values()) and len(set(losses.values())) > 1
+    assert metrics["target_warmup_steps"] == 0  # at most a tenth of the 6 target steps
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_the_held_out_loss_draws_the_same_noise_for_every_call(base):
+    from diffusekit.core.app.training.inference import held_out_loss as test_loss
+
+    model = load_model(base, domain=ToyDomain())
+    first, again = test_loss(model, 16), test_loss(model, 16)
+    assert first == again and 0 < first < float("inf")
+    assert test_loss(model, 16, seed=1) != first  # other draws, another estimate
+    assert test_loss(model, 16, repeats=1) != first

@@ -158,6 +158,30 @@ def evaluate_model(model: Model, *, sampler: str | None = None, steps: int | Non
             "seconds": round(time.time() - started, 2)}
 
 
+@torch.no_grad()
+def held_out_loss(model: Model, n: int, *, repeats: int = 4, seed: int = 0) -> float:
+    """The model's training objective on its data's held-out test split: the mean over the first
+    `n` test examples (else validation examples) of `process.training_loss`, averaged over
+    `repeats` draws of its noise and times from a generator seeded with `seed`. Lower is better.
+
+    Every model scored with the same data, `n` and `seed` sees the same examples and the same
+    draws, so the scores compare models on equal terms. For a likelihood-trained process (MDLM's
+    NELBO, a VLB weighting) this is the test bound; otherwise the test value of its loss."""
+    datamodule = model.domain.build_datamodule(model.cfg)
+    generator = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0
+    for batch in example_batches(datamodule, n, splits=("test", "validate")):
+        draws = [model.process.training_loss(model.network, batch, generator=generator)
+                 for _ in range(repeats)]
+        losses = torch.stack(draws).mean(0)  # [B]
+        total += float(losses.double().sum())
+        count += int(losses.numel())
+    if not count or total != total:  # no examples, or a NaN loss
+        raise DataError(f"the test loss of {str(model.path)!r} is undefined "
+                        f"({count} examples, total {total})")
+    return total / count
+
+
 def add_adapters(model: Model, adapters: dict[Path, float]) -> Model:
     """Load further adapters into `model` (in place) and weight them: {adapter run or exported
     adapter folder: scale}. Each must have been trained on the same base weights (SHA-256) as

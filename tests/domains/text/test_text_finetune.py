@@ -64,7 +64,7 @@ def base_cfg(tmp_path: Path):
 def test_the_target_is_held_out_fortunes_with_at_most_a_tenth_of_the_base_text(base_cfg,
                                                                                  tmp_path):
     target = TextDomain().finetune_target(base_cfg)
-    assert (target["metric"], target["higher_is_better"]) == ("ngram_bpc", False)
+    assert (target["metric"], target["higher_is_better"]) == ("test_loss", False)
     on_target = configuration.override(base_cfg, overrides=target["overrides"])
     folder = Path(str(on_target.data.source))
     assert folder.parent == tmp_path / "cache" / "text"
