@@ -37,8 +37,10 @@ class ImageDomain(Domain):
 
     name = "image"
     description = "x4 super-resolution of photographs: SR3-style residual diffusion (LR net or UNet)"
-    # LoRA's default targets (adapter.targets): the residual blocks' convolutions
-    adapter_targets = ("body.*.conv1", "body.*.conv2")
+    # LoRA's default targets (adapter.targets): every convolution of the LR network, from the
+    # stem that reads the inputs to the head that writes the output (4.7% of its parameters at
+    # rank 4); the FiLM and noise-embedding Linears stay frozen
+    adapter_targets = ("stem", "body.*.conv1", "body.*.conv2", "tail", "head")
 
     def __init__(self) -> None:
         self._regression: tuple[str, Any, Any] | None = None  # (run path, network, process)
