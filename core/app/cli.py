@@ -216,8 +216,14 @@ def _resume_target(resume: str, domain: str | None) -> tuple[Any, Any, Any]:
     return run, dom, cfg
 
 
+_BASE_OPTION = click.option(
+    "--base", "base", default=None, metavar="PATH_OR_ID",
+    help="Where the adapter's base model is, when not where its base.json says (checked by "
+         "SHA-256).")
+
+
 def _model_options(command: Any) -> Any:
-    """--run / --model, --adapter RUN=SCALE (repeatable) and --adapter-scale."""
+    """--run / --model, --adapter RUN=SCALE (repeatable), --adapter-scale and --base."""
     for option in reversed([
         click.option("--run", "run_dir", type=click.Path(), default=None,
                      help="A run folder (an adapter run brings its base)."),
@@ -227,13 +233,14 @@ def _model_options(command: Any) -> Any:
                      help="Add an adapter run trained on the same base, weighted by SCALE "
                           "(repeatable)."),
         click.option("--adapter-scale", type=float, default=None,
-                     help="Scale of the run's own adapter (sample.adapter_scale; 0: the base).")]):
+                     help="Scale of the run's own adapter (sample.adapter_scale; 0: the base)."),
+        _BASE_OPTION]):
         command = option(command)
     return command
 
 
 def _open_model(run_dir: str | None, model_id: str | None, adapter_scale: float | None,
-                adapter_args: tuple[str, ...]) -> tuple[Any, Any]:
+                adapter_args: tuple[str, ...], base: str | None = None) -> tuple[Any, Any]:
     """(model, run or None) for the --run / --model options."""
     from diffusekit.core.app.training.inference import add_adapters, run_model
     from diffusekit.core.app.training.models import domain_name, load_model, resolve
@@ -252,9 +259,11 @@ def _open_model(run_dir: str | None, model_id: str | None, adapter_scale: float 
     if run_dir is not None:
         run = _open_run(run_dir)
         dom, _ = _run_domain(run)
-        return run_model(dom, run, adapter_scale=adapter_scale, adapters=adapters), run
+        return run_model(dom, run, adapter_scale=adapter_scale, adapters=adapters,
+                         base=base), run
     folder = resolve(model_id)
-    model = load_model(folder, adapter_scale=adapter_scale, domain=get_domain(domain_name(folder)))
+    model = load_model(folder, adapter_scale=adapter_scale, domain=get_domain(domain_name(folder)),
+                       base=base)
     return add_adapters(model, adapters), None
 
 
@@ -268,11 +277,11 @@ def _open_model(run_dir: str | None, model_id: str | None, adapter_scale: float 
               help="Folder for the files (default: RUN/samples/<sampler>-<steps>/, or "
                    "samples/<model>/<sampler>-<steps>/ with --model).")
 def sample(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, ...],
-           adapter_scale: float | None, sampler: str | None, steps: int | None, n: int | None,
-           seed: int | None, out: str | None) -> None:
+           adapter_scale: float | None, base: str | None, sampler: str | None,
+           steps: int | None, n: int | None, seed: int | None, out: str | None) -> None:
     """Generate samples with a run's or a model's EMA weights, written as the domain's files."""
     _check_sampler(sampler)
-    model, run = _open_model(run_dir, model_id, adapter_scale, adapter_args)
+    model, run = _open_model(run_dir, model_id, adapter_scale, adapter_args, base)
     from diffusekit.core.app.training.inference import sample_model
     from diffusekit.core.app.training.runs import child_path
 
@@ -289,12 +298,12 @@ def sample(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, .
 @click.option("-n", "n", type=click.IntRange(min=1), default=None,
               help="Test examples to generate for (default: sample.eval_n).")
 def evaluate(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, ...],
-             adapter_scale: float | None, sampler: str | None, steps: int | None,
-             n: int | None) -> None:
+             adapter_scale: float | None, base: str | None, sampler: str | None,
+             steps: int | None, n: int | None) -> None:
     """The domain's metrics of a run's or a model's samples on its test split (a run's also go
     into its metrics.json)."""
     _check_sampler(sampler)
-    model, run = _open_model(run_dir, model_id, adapter_scale, adapter_args)
+    model, run = _open_model(run_dir, model_id, adapter_scale, adapter_args, base)
     from diffusekit.core.app.training.inference import evaluate_model
 
     result = evaluate_model(model, sampler=sampler, steps=steps, n=n)
@@ -302,7 +311,7 @@ def evaluate(run_dir: str | None, model_id: str | None, adapter_args: tuple[str,
                f"{result['steps']} steps:")
     for key, value in sorted(result["metrics"].items()):
         click.echo(f"  {key:<24} {value:.6g}")
-    if run is not None and not adapter_args and adapter_scale is None:
+    if run is not None and not adapter_args and adapter_scale is None and base is None:
         run.update_metrics({"evaluation": result})
         click.echo(f"written to {run.metrics_file}")
 
@@ -330,14 +339,15 @@ def export(run_dir: str, to: str, half: bool) -> None:
               help="Merge another adapter on the same base too (repeatable).")
 @click.option("--adapter-scale", type=float, default=None,
               help="Scale of the run's adapter (default: its sample.adapter_scale).")
+@_BASE_OPTION
 def merge(run_dir: str, to: str, adapter_args: tuple[str, ...],
-          adapter_scale: float | None) -> None:
+          adapter_scale: float | None, base: str | None) -> None:
     """Fold an adapter run's adapter(s) into its base: a plain model folder whose outputs equal
     base + adapter."""
     from diffusekit.core.app import adapters
     from diffusekit.core.app.training.models import write_model
 
-    model, run = _open_model(run_dir, None, adapter_scale, adapter_args)
+    model, run = _open_model(run_dir, None, adapter_scale, adapter_args, base)
     if not adapters.is_adapter_run(model.cfg):
         raise ConfigError(f"run {run_dir!r} has no adapter to merge (adapter.kind is null); "
                           "toolkit export writes its model")

@@ -187,6 +187,33 @@ def test_an_adapter_whose_base_changed_or_vanished_is_one_line(toolkit, lora_run
     one_error(code, err, "base model", "missing")
 
 
+def test_a_shared_adapter_finds_a_moved_base_with_base(toolkit, lora_run, base, tmp_path):
+    code, _, err = toolkit("export", "--run", str(lora_run), "--to", str(tmp_path / "shared"))
+    assert code == 0, err
+    code, _, err = toolkit("sample", "--model", str(tmp_path / "shared"), "-n", "4",
+                           "--seed", "3", "--out", str(tmp_path / "before"))
+    assert code == 0, err
+    moved = tmp_path / "elsewhere" / "base"
+    moved.parent.mkdir()
+    shutil.move(str(base), str(moved))
+    code, _, err = toolkit("sample", "--model", str(tmp_path / "shared"), "-n", "4")
+    one_error(code, err, "base model", "missing", "--base")
+    code, _, err = toolkit("sample", "--model", str(tmp_path / "shared"), "-n", "4", "--seed",
+                           "3", "--base", str(moved), "--out", str(tmp_path / "after"))
+    assert code == 0, err
+    assert torch.equal(_points(tmp_path / "before"), _points(tmp_path / "after"))
+    code, _, err = toolkit("merge", "--run", str(lora_run), "--base", str(moved),
+                           "--to", str(tmp_path / "merged"))
+    assert code == 0, err
+    # a --base with other weights is refused like a changed base
+    weights = load_file(moved / "model.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({k: v * 2 for k, v in weights.items()}, str(moved / "model.safetensors"))
+    code, _, err = toolkit("evaluate", "--run", str(lora_run), "--base", str(moved))
+    one_error(code, err, "has changed since the adapter", "SHA-256")
+
+
 @pytest.mark.parametrize("override, needle", [
     ("adapter.rank=0", "adapter.rank must be a whole number > 0"),
     ("adapter.targets=[nosuch]", "'nosuch' matches no Linear / Conv / Embedding module"),

@@ -116,14 +116,16 @@ def installed_domain(name: str) -> Any:
 
 
 def load_model(path_or_id: str | Path, *, adapter_scale: float | None = None,
-               domain: Any | None = None) -> Model:
+               domain: Any | None = None, base: str | Path | None = None) -> Model:
     """The model a folder (or Hub id) holds; an adapter run brings its base plus the adapter,
-    scaled by `adapter_scale` (default: the run's `sample.adapter_scale`). With `domain`, a
-    model of another domain is a `ConfigError`."""
+    scaled by `adapter_scale` (default: the run's `sample.adapter_scale`). `base` loads an
+    adapter's base from another folder or Hub id than the one its base.json names (a shared
+    adapter whose base lies elsewhere on this machine); its SHA-256 is checked all the same.
+    With `domain`, a model of another domain is a `ConfigError`."""
     folder = resolve(path_or_id)
     dom, cfg = model_domain(folder, domain)
     if adapters.is_adapter_run(cfg):
-        base = base_of(folder / ADAPTER_FOLDER, dom)
+        base = base_of(folder / ADAPTER_FOLDER, dom, base)
         scale = float(cfg.sample.get("adapter_scale", 1.0) if adapter_scale is None
                       else adapter_scale)
         adapters.load_adapter(base.network, folder / ADAPTER_FOLDER, "default", scale)
@@ -133,15 +135,18 @@ def load_model(path_or_id: str | Path, *, adapter_scale: float | None = None,
     return Model(folder, dom, cfg, network.float().eval().requires_grad_(False), dom.process(cfg))
 
 
-def base_of(adapter_folder: Path, domain: Any) -> Model:
-    """The base model an adapter was trained on, found by the id in its base.json and checked
-    against the SHA-256 recorded there (`CheckpointError` when it differs)."""
+def base_of(adapter_folder: Path, domain: Any, where: str | Path | None = None) -> Model:
+    """The base model an adapter was trained on, found by the id in its base.json (or at
+    `where`) and checked against the SHA-256 recorded there (`CheckpointError` when it
+    differs)."""
     base = adapters.read_base(adapter_folder)
     try:
-        model = load_model(base["id"], adapter_scale=None, domain=domain)
+        model = load_model(where if where is not None else base["id"], adapter_scale=None,
+                           domain=domain)
     except RunDirError as exc:
+        hint = "" if where is not None else " (give its folder or Hub id with --base)"
         raise CheckpointError(f"the base model of the adapter in {str(adapter_folder)!r} is "
-                              f"missing: {exc}") from None
+                              f"missing{hint}: {exc}") from None
     found = sha256_of(model.path / WEIGHTS_FILE)
     if found != base["sha256"]:
         raise CheckpointError(f"the base model {base['id']!r} has changed since the adapter in "
