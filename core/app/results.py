@@ -26,7 +26,7 @@ from typing import Any
 def _checkout_root() -> Path:
     """The repository checkout this package runs from (an editable install), else the current
     directory (an installed copy writes its results where it is run)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # core/app/results.py -> the checkout
     return root if (root / "pyproject.toml").exists() and (root / "benchmarks").is_dir() else Path.cwd()
 
 
@@ -75,9 +75,21 @@ def git_commit(repo: Path = REPO_ROOT) -> str:
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:
-    """The command that produced a result, e.g. "python benchmarks/samplers.py --quick"."""
+    """The command that produced a result, e.g. "python benchmarks/samplers.py --quick" or
+    "toolkit benchmark --domain audio --quick": an installed command by its name and a script by
+    its path in the checkout, so that the record names no folder of this machine."""
     argv = list(sys.argv if argv is None else argv)
-    return shlex.join(["python", *argv])
+    if not argv:
+        return "python"
+    program = Path(argv[0])
+    if program.parent.name in ("bin", "Scripts"):  # a console script of the installed package
+        return shlex.join([program.name, *argv[1:]])
+    if program.is_absolute():
+        try:
+            program = program.resolve().relative_to(REPO_ROOT.resolve())
+        except ValueError:
+            program = Path(program.name)
+    return shlex.join(["python", str(program), *argv[1:]])
 
 
 def utc_now() -> str:
