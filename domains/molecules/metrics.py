@@ -150,3 +150,9 @@ def molecule_metrics(structures: Sequence[Structure],
     if training_smiles is not None:
         out["novelty"] = 100.0 * len(unique - training_smiles) / max(len(unique), 1)
     return out
+
+
+def fluorine_fraction(structures: Sequence[Structure]) -> float:
+    """Percent of `structures` holding at least one F atom (the target property of the
+    customisation benchmark, fluorine.py); empty structures count as without."""
+    return 100.0 * sum("F" in s.elements for s in structures) / max(len(structures), 1)
