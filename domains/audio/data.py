@@ -9,9 +9,10 @@ spoken by `data.train_voices`, test utterances by `data.test_voices` (held-out v
 mixed on the fly: training pairs draw a new crop, noise kind and SNR every time; val / test pairs
 are fixed per index (seeded), at `data.test_snr` dB when set. The `recorded` noise kind draws
 from the recordings of Debian packages (`data.packages`, see recordings.py), which also add real
-speech to the real-clip test. A user folder (`data.folder`) with paired `clean/` and `noisy/`
-files (the VoiceBank-DEMAND layout) replaces the synthetic data; files that cannot be read or
-have no partner of the same length are skipped and counted.
+speech to the real-clip test. `data.train_limit` trains on the first N training utterances
+only (the customisation target's share of the corpus). A user folder (`data.folder`) with paired
+`clean/` and `noisy/` files (the VoiceBank-DEMAND layout) replaces the synthetic data; files that
+cannot be read or have no partner of the same length are skipped and counted.
 
 A batch: {"x0": [B, 1, M, T] clean normalised log-mel, "cond": {"noisy": [B, 1, M, T]},
           "clean_wave": [B, L], "noisy_wave": [B, L], "length": [B] valid samples}.
@@ -31,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from diffusekit.core.app.config import data_cache
-from diffusekit.core.errors import DataError
+from diffusekit.core.errors import ConfigError, DataError
 from diffusekit.domains.audio import corpus, recordings
 from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.domains.audio.noise import NOISES, NoisePool, noisy_version
@@ -108,6 +109,19 @@ def _copy_real(cfg: DictConfig, root: Path) -> list[Path]:
         target.write_bytes(clip.read_bytes())
         out.append(target)
     return out
+
+
+def train_limit(d: DictConfig) -> int | None:
+    """`data.train_limit`: how many of the corpus's training utterances a run uses (the first;
+    the corpus's order is random), None for all. The corpus folder does not depend on it, so a run
+    on a share of the training set reads the full run's corpus and writes nothing."""
+    limit = d.get("train_limit")
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"data.train_limit must be a positive number of utterances or null, "
+                          f"got {limit!r}")
+    return limit
 
 
 def fit_length(wave: np.ndarray, n: int, start: int = 0) -> tuple[np.ndarray, int]:
@@ -274,7 +288,7 @@ class AudioDataModule(L.LightningDataModule):
         manifest = prepare_corpus(self.cfg)
         root, info = manifest.parent, json.loads(manifest.read_text())
         rows, sr = info["utterances"], f.sample_rate
-        train = _load_split(root, rows, "train", sr)
+        train = _load_split(root, rows, "train", sr)[:train_limit(d)]
         packaged = recordings.load_recordings(self.cfg, data_root(self.cfg), sr)
         pool = NoisePool(speech=train, recorded=packaged.noise)
         kinds, snr_range = list(d.noise_kinds), (float(d.snr_min), float(d.snr_max))

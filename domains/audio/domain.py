@@ -14,6 +14,8 @@
                                       (metrics.score_systems)
     write_samples(samples, out, cfg)  noisy / enhanced / clean WAVs, spectrograms.png, metrics.json
                                       (outputs.py)
+    finetune_target(cfg)              siren noise on a tenth of the training speech,
+                                      `benchmark --finetune`'s target
     benchmark(cfg)                    see benchmark.py
 """
 
@@ -29,12 +31,17 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from diffusekit.core.errors import ConfigError
 from diffusekit.domains.audio.features import reconstruct
 from diffusekit.domains.audio.metrics import score_systems, summarise
 from diffusekit.domains.audio.network import NETWORKS
 from diffusekit.domains.audio.outputs import spectrogram_figure, written_clips
 from diffusekit.domains.audio.process import OBJECTIVES, Enhanced, Enhancer, mel_of
 from diffusekit.plugins import Domain
+
+
+# the customisation target's noise kind (noise.NOISES), absent from the default data.noise_kinds
+TARGET_NOISE = "siren"
 
 
 class AudioDomain(Domain):
@@ -96,6 +103,29 @@ class AudioDomain(Domain):
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         paths.append(out_dir / "metrics.json")
         return paths
+
+    def finetune_target(self, cfg: DictConfig) -> dict[str, Any]:
+        """The customisation benchmark's target: the base's speech under a noise it never heard,
+        `siren` (noise.py: narrow-band, its pitch sweeping through the speech band), on the first
+        tenth of the base's training utterances (`data.train_limit`: the same corpus folder, so
+        nothing is synthesised or overwritten, and the test split keeps its held-out sentences,
+        voices and `data.test_snr`). Scored by SI-SDR (dB) of the enhanced test clips."""
+        from diffusekit.domains.audio.data import train_limit  # Lightning: when needed
+
+        d = cfg.data
+        if d.folder:
+            raise ConfigError(f"data.folder={d.folder}: the audio customisation target mixes a new "
+                              "noise kind into the synthetic corpus; a folder's pairs bring "
+                              "their own noise")
+        if TARGET_NOISE in d.noise_kinds:
+            raise ConfigError(f"data.noise_kinds holds {TARGET_NOISE!r}, the customisation "
+                              "target's noise: the base would already know it")
+        limit = min(int(d.n_train), train_limit(d) or int(d.n_train)) // 10  # at most 10%
+        if limit < 1:
+            raise ConfigError(f"data.n_train={d.n_train}: too few training utterances for a "
+                              "target of at most a tenth of them (at least 10 needed)")
+        return {"overrides": [f"data.noise_kinds=[{TARGET_NOISE}]", f"data.train_limit={limit}"],
+                "metric": "si_sdr", "higher_is_better": True}
 
     def benchmark(self, cfg: DictConfig) -> dict[str, Any]:
         from diffusekit.domains.audio.benchmark import run_benchmark

@@ -9,6 +9,8 @@ Kinds (registry `NOISES`, each `make(n_samples, sample_rate, rng, pool) -> [n] f
             little broadband hiss (electrical interference)
     babble  3-6 other speakers from `pool` (clean training utterances) summed at random offsets
     recorded  a random stretch of a recorded noise clip of `pool` (when the pool holds any)
+    siren   an emergency siren: a square-ish tone whose pitch sweeps up and down (wail or yelp);
+            not in the default `data.noise_kinds`: the customisation benchmark's shifted target
 
 `mix(clean, noise, snr_db)` scales the noise so that 10 log10(P_clean / P_noise) = snr_db.
 """
@@ -105,6 +107,33 @@ def recorded(n: int, sr: int, rng: np.random.Generator, pool: NoisePool) -> np.n
     if not pool.recorded:
         return pink(n, sr, rng, pool)
     return _unit(_stretch(pool.recorded[int(rng.integers(len(pool.recorded)))], n, rng))
+
+
+# Electronic sirens drive a horn with a square wave whose pitch is swept; bands seen in practice:
+# fundamental ~500-1800 Hz, wail ~2-6 s a cycle, yelp ~3-6 cycles a second.
+SIREN_LOW = (500.0, 800.0)      # Hz: range of the sweep's lowest pitch
+SIREN_HIGH = (1200.0, 1700.0)   # Hz: range of its highest pitch
+SIREN_WAIL = (3.0, 6.0)         # s: period of a slow wail
+SIREN_YELP = (0.15, 0.35)       # s: period of a fast yelp
+
+
+@NOISES.register("siren")
+def siren(n: int, sr: int, rng: np.random.Generator, pool: NoisePool) -> np.ndarray:
+    """Siren: f(t) = lo + (hi - lo) (1 - cos(2 pi t / P + phi)) / 2, lo ~ U(SIREN_LOW),
+    hi ~ U(SIREN_HIGH), P a wail's or a yelp's period (even odds); the odd harmonics k = 1, 3, 5,
+    7 of that pitch at 1 / k (a square wave's), each faded out as k f(t) nears 0.45 sr (no
+    aliasing); plus hiss 26 dB below. Unlike every default kind it is narrow-band and its pitch
+    moves through the speech band like a voice's, only faster and wider."""
+    lo, hi = rng.uniform(*SIREN_LOW), rng.uniform(*SIREN_HIGH)
+    period = rng.uniform(*(SIREN_WAIL if rng.random() < 0.5 else SIREN_YELP))
+    t = np.arange(n) / sr
+    f = lo + (hi - lo) * 0.5 * (1.0 - np.cos(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi)))
+    phase = 2 * np.pi * np.cumsum(f) / sr + rng.uniform(0, 2 * np.pi)
+    x = np.zeros(n)
+    for k in (1, 3, 5, 7):
+        fade = np.clip((0.45 * sr - k * f) / (0.05 * sr), 0.0, 1.0)
+        x += fade / k * np.sin(k * phase)
+    return _unit(_unit(x) + 0.05 * rng.standard_normal(n))
 
 
 def mix(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
