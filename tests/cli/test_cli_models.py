@@ -38,10 +38,10 @@ def base(toolkit, trained_run, tmp_path):
 @pytest.fixture
 def lora_run(toolkit, base, tmp_path):
     """A rank-2 LoRA adapter trained 10 steps on the base model (its B matrices made non-zero
-    by training: lr high enough to move them)."""
+    by training: lr x adapter.lr_scale high enough to move them)."""
     before = list((tmp_path / "runs" / "toy").iterdir())
     code, _, err = toolkit("train", "--domain", "toy", "--init-from", str(base),
-                           "adapter.kind=lora", "adapter.rank=2", "optim.lr=0.05", *STEPS)
+                           "adapter.kind=lora", "adapter.rank=2", "optim.lr=0.005", *STEPS)
     assert code == 0, err
     return _new_run(tmp_path, before)
 
@@ -218,6 +218,7 @@ def test_a_shared_adapter_finds_a_moved_base_with_base(toolkit, lora_run, base, 
     ("adapter.rank=0", "adapter.rank must be a whole number > 0"),
     ("adapter.targets=[nosuch]", "'nosuch' matches no Linear / Conv / Embedding module"),
     ("adapter.kind=dora", "adapter.kind='dora' is not known"),
+    ("adapter.lr_scale=-1", "adapter.lr_scale must be > 0"),
 ])
 def test_bad_adapter_settings_are_one_line_and_leave_no_run(toolkit, base, tmp_path, override,
                                                             needle):

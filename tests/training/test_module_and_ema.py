@@ -118,3 +118,18 @@ def test_the_trainer_schedules_the_configured_decay():
         scheduler.optimizer.step()
         scheduler.step()
     assert lrs == pytest.approx([0.1, 0.1 * 0.5 * (1 + math.cos(math.pi / 2)), 0.0])
+
+
+def test_an_adapter_run_trains_at_optim_lr_times_adapter_lr_scale():
+    from omegaconf import OmegaConf
+
+    from diffusekit.core.app.config import training_defaults
+    from diffusekit.core.app.training.fit import optim_settings
+    from diffusekit.core.errors import ConfigError
+
+    cfg = OmegaConf.merge(training_defaults(), {"optim": {"lr": 2e-4}})
+    assert optim_settings(cfg).lr == pytest.approx(2e-4)  # no adapter: lr_scale is not applied
+    lora = OmegaConf.merge(cfg, {"adapter": {"kind": "lora", "lr_scale": 10.0}})
+    assert optim_settings(lora).lr == pytest.approx(2e-3)
+    with pytest.raises(ConfigError, match="adapter.lr_scale must be > 0"):
+        optim_settings(OmegaConf.merge(lora, {"adapter": {"lr_scale": 0.0}}))
