@@ -55,9 +55,20 @@ def usable_cores() -> int:
 
 
 def machine_description() -> str:
-    """E.g. "AMD EPYC, 2 cores, Linux-6.1-x86_64, Python 3.12.3"."""
+    """E.g. "AMD EPYC, 2 cores, Linux-6.1-x86_64, Python 3.12.3", with ", GPU <name>" for each
+    CUDA device torch sees."""
+    gpus = "".join(f", GPU {name}" for name in gpu_names())
     return (f"{cpu_model()}, {usable_cores()} cores, {platform.system()}-{platform.release()}-"
-            f"{platform.machine()}, Python {platform.python_version()}")
+            f"{platform.machine()}, Python {platform.python_version()}{gpus}")
+
+
+def gpu_names() -> list[str]:
+    """The names of the CUDA devices torch sees (none on a CPU-only machine)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
 
 
 def git_commit(repo: Path = REPO_ROOT) -> str:
@@ -182,7 +193,7 @@ def write_results(record: Mapping[str, Any], markdown_body: str, out_dir: Path =
 
 
 __all__ = [
-    "RECORD_KEYS", "RESULTS_DIR", "REPO_ROOT", "machine_description", "git_commit", "command_line",
+    "RECORD_KEYS", "RESULTS_DIR", "REPO_ROOT", "machine_description", "gpu_names", "git_commit", "command_line",
     "utc_now", "make_record", "check_record", "fmt", "markdown_table", "markdown_header",
     "write_results",
 ]
