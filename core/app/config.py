@@ -75,6 +75,10 @@ def parse_overrides(overrides: Iterable[str]) -> DictConfig:
         return OmegaConf.from_dotlist(items)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"cannot parse overrides {items}: {_one_line(exc)}") from None
+    except yaml.YAMLError as exc:  # e.g. `[*.attn]`: a leading `*` is a YAML alias
+        raise ConfigError(f"cannot parse overrides {items} as YAML ({_one_line(exc)}); quote "
+                          "values that start with * & ! or contain ': ', e.g. "
+                          "'adapter.targets=[\"*.attn\"]'") from None
 
 
 def compose(

@@ -21,6 +21,8 @@ def test_unknown_config_key_names_key_and_nearest(toolkit):
 def test_malformed_override_and_unreadable_config_file(toolkit, tmp_path):
     code, _, err = toolkit("config", "--domain", "toy", "model.hidden")
     assert err == [one_error(code, err, "key=value")]
+    code, _, err = toolkit("config", "--domain", "toy", "adapter.targets=[*.attn]")  # YAML alias
+    assert err == [one_error(code, err, "adapter.targets", "quote")]
     code, _, err = toolkit("train", "--domain", "toy", "--config", "missing.yaml")
     assert err == [one_error(code, err, "missing.yaml", "does not exist")]
     (tmp_path / "broken.yaml").write_text("model: {hidden: [\n")
