@@ -40,12 +40,15 @@ def load_run(domain: Any, run: RunDir) -> tuple[torch.nn.Module, Any, DictConfig
 
 
 def run_model(domain: Any, run: RunDir, *, adapter_scale: float | None = None,
-              adapters: dict[Path, float] | None = None, base: str | Path | None = None) -> Model:
+              adapters: dict[Path, float] | None = None, base: str | Path | None = None,
+              control_scale: float | None = None) -> Model:
     """The run as a `Model`: its network with the EMA weights (eval mode; an adapter run brings
-    its base plus the adapter at `adapter_scale`), its process and its config; `adapters` adds
-    further adapter runs / folders with their scales (see `add_adapters`); `base` loads the
-    adapter's base from there instead of its recorded id (see `load_model`)."""
-    model = load_model(run.path, domain=domain, adapter_scale=adapter_scale, base=base)
+    its base plus the adapter at `adapter_scale`, a control run its base steered by the control
+    at `control_scale`), its process and its config; `adapters` adds further adapter runs /
+    folders with their scales (see `add_adapters`); `base` loads the adapter's or control's
+    base from there instead of its recorded id (see `load_model`)."""
+    model = load_model(run.path, domain=domain, adapter_scale=adapter_scale, base=base,
+                       control_scale=control_scale)
     if model.cfg.sample.sampler is not None:  # it names the samples' folder: no path from input
         check_plain_name(model.cfg.sample.sampler, "sample.sampler")
     return add_adapters(model, adapters or {})
