@@ -55,14 +55,15 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2
 def resolve_blocks(network: nn.Module, patterns: Sequence[str]) -> list[str]:
     """The module names of `network` that match any of `patterns`, in module order. A pattern is
     matched segment by segment over the dotted name (`body.*` matches `body.3`, not
-    `body.3.conv1`; `down.*.*` matches `down.0.1`). `ConfigError` for a pattern that matches no
-    module, naming some that exist."""
+    `body.3.conv1`; `down.*.*` matches `down.0.1`), at the name's end (`mid` matches `mid` and
+    `denoiser.mid`). `ConfigError` for a pattern that matches no module, naming some that
+    exist."""
     names = [name for name, _ in network.named_modules() if name]
     chosen: list[str] = []
     for pattern in patterns:
         parts = str(pattern).split(".")
-        hits = [n for n in names if len(n.split(".")) == len(parts)
-                and all(fnmatch.fnmatchcase(a, b) for a, b in zip(n.split("."), parts))]
+        hits = [n for n in names if len(n.split(".")) >= len(parts) and all(
+            fnmatch.fnmatchcase(a, b) for a, b in zip(n.split(".")[-len(parts):], parts))]
         if not hits:
             listed = ", ".join(names[:30]) + (f", ... ({len(names)} in all)"
                                               if len(names) > 30 else "")
