@@ -245,23 +245,43 @@ def _model_options(command: Any) -> Any:
         _BASE_OPTION,
         click.option("--control-scale", type=float, default=None,
                      help="Scale of a control run's control (control.scale; 0: the base)."),
+        click.option("--control", "control_args", multiple=True, metavar="RUN=SCALE",
+                     help="Steer by another control trained on the same base too, weighted by "
+                          "SCALE; its hints come from the data (repeatable)."),
         click.option("--hint", "hint", type=click.Path(dir_okay=False), default=None,
-                     help="A control's hint(s): a .safetensors tensor [*shape] or [K, *shape], "
-                          "or a PNG / JPEG image (default: made from the data's examples).")]):
+                     help="The (first) control's hint(s): a .safetensors tensor [*shape] or "
+                          "[K, *shape], or a PNG / JPEG image (default: made from the data).")]):
         command = option(command)
     return command
 
 
 def _open_model(run_dir: str | None, model_id: str | None, adapter_scale: float | None,
                 adapter_args: tuple[str, ...], base: str | None = None,
-                control_scale: float | None = None, hint: str | None = None) -> tuple[Any, Any]:
+                control_scale: float | None = None, hint: str | None = None,
+                control_args: tuple[str, ...] = ()) -> tuple[Any, Any]:
     """(model, run or None) for the --run / --model options."""
     model, run = _load_model(run_dir, model_id, adapter_scale, adapter_args, base, control_scale)
-    if hint is not None:
-        from diffusekit.core.app.controls import use_hint_file
+    if control_args or hint is not None:
+        from diffusekit.core.app.controls import add_controls, use_hint_file
 
-        use_hint_file(model, hint)
+        add_controls(model, _weighted("--control", control_args))
+        if hint is not None:  # the hints of the first control
+            use_hint_file(model, hint)
     return model, run
+
+
+def _weighted(option: str, args: tuple[str, ...]) -> dict[Path, float]:
+    """{folder: scale} of repeated `option RUN=SCALE` arguments."""
+    weighted = {}
+    for arg in args:
+        path, sep, scale = arg.rpartition("=")
+        try:
+            weighted[Path(path)] = float(scale)
+        except ValueError:
+            sep = ""
+        if not sep or not path:
+            raise click.UsageError(f"{option} {arg!r} is not of the form RUN=SCALE.")
+    return weighted
 
 
 def _load_model(run_dir: str | None, model_id: str | None, adapter_scale: float | None,
@@ -273,15 +293,7 @@ def _load_model(run_dir: str | None, model_id: str | None, adapter_scale: float 
 
     if (run_dir is None) == (model_id is None):
         raise click.UsageError("Give exactly one of --run RUN and --model PATH_OR_ID.")
-    adapters = {}
-    for arg in adapter_args:
-        path, sep, scale = arg.rpartition("=")
-        try:
-            adapters[Path(path)] = float(scale)
-        except ValueError:
-            sep = ""
-        if not sep or not path:
-            raise click.UsageError(f"--adapter {arg!r} is not of the form RUN=SCALE.")
+    adapters = _weighted("--adapter", adapter_args)
     if run_dir is not None:
         run = _open_run(run_dir)
         dom, _ = _run_domain(run)
@@ -309,12 +321,12 @@ def _load_model(run_dir: str | None, model_id: str | None, adapter_scale: float 
                    "samples/<model>/<sampler>-<steps>/ with --model).")
 def sample(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, ...],
            adapter_scale: float | None, base: str | None, control_scale: float | None,
-           hint: str | None, sampler: str | None, steps: int | None, n: int | None,
-           seed: int | None, out: str | None) -> None:
+           control_args: tuple[str, ...], hint: str | None, sampler: str | None,
+           steps: int | None, n: int | None, seed: int | None, out: str | None) -> None:
     """Generate samples with a run's or a model's EMA weights, written as the domain's files."""
     _check_sampler(sampler)
     model, run = _open_model(run_dir, model_id, adapter_scale, adapter_args, base, control_scale,
-                             hint)
+                             hint, control_args)
     from diffusekit.core.app.training.inference import sample_model
     from diffusekit.core.app.training.runs import child_path
 
@@ -332,12 +344,13 @@ def sample(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, .
               help="Test examples to generate for (default: sample.eval_n).")
 def evaluate(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, ...],
              adapter_scale: float | None, base: str | None, control_scale: float | None,
-             hint: str | None, sampler: str | None, steps: int | None, n: int | None) -> None:
+             control_args: tuple[str, ...], hint: str | None, sampler: str | None,
+             steps: int | None, n: int | None) -> None:
     """The domain's metrics of a run's or a model's samples on its test split (a run's also go
     into its metrics.json)."""
     _check_sampler(sampler)
     model, run = _open_model(run_dir, model_id, adapter_scale, adapter_args, base, control_scale,
-                             hint)
+                             hint, control_args)
     from diffusekit.core.app.training.inference import evaluate_model
 
     result = evaluate_model(model, sampler=sampler, steps=steps, n=n)
@@ -346,7 +359,7 @@ def evaluate(run_dir: str | None, model_id: str | None, adapter_args: tuple[str,
     for key, value in sorted(result["metrics"].items()):
         click.echo(f"  {key:<24} {value:.6g}")
     if run is not None and not adapter_args and adapter_scale is None and base is None \
-            and control_scale is None and hint is None:
+            and control_scale is None and hint is None and not control_args:
         run.update_metrics({"evaluation": result})
         click.echo(f"written to {run.metrics_file}")
 

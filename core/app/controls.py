@@ -132,16 +132,22 @@ class FileHints:
 
 
 class HintedProcess:
-    """The base's process with each batch's hint put into its `cond` under `key` (made by
-    `hints(batch)`): `training_loss` and `generate` as the process's; every other attribute is
-    the process's own."""
+    """The base's process with each batch's hints put into its `cond`: `sources` maps each
+    control's keyword to a function `source(batch) -> hint [B, ...]` (`MadeHints`,
+    `FileHints`). `training_loss` and `generate` as the process's; every other attribute is the
+    process's own."""
 
-    def __init__(self, process: Any, hints: Callable[[dict], Tensor], key: str = HINT_KEY) -> None:
-        self.process, self.hints, self.key = process, hints, key
+    def __init__(self, process: Any, sources: dict[str, Callable[[dict], Tensor]]) -> None:
+        self.process, self.sources = process, dict(sources)
+
+    def with_source(self, key: str, source: Callable[[dict], Tensor]) -> "HintedProcess":
+        """The same process with the hints of `key` taken from `source`."""
+        return HintedProcess(self.process, {**self.sources, key: source})
 
     def _hinted(self, batch: dict) -> dict:
-        hint = self.hints(batch).to(batch["x0"].device)
-        return {**batch, "cond": {**(batch.get("cond") or {}), self.key: hint}}
+        device = batch["x0"].device
+        hints = {key: source(batch).to(device) for key, source in self.sources.items()}
+        return {**batch, "cond": {**(batch.get("cond") or {}), **hints}}
 
     def training_loss(self, network: Any, batch: dict, generator: Any = None) -> Tensor:
         return self.process.training_loss(network, self._hinted(batch), generator=generator)
@@ -150,7 +156,7 @@ class HintedProcess:
         return self.process.generate(network, self._hinted(batch), **options)
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("process", "hints", "key"):  # not set yet (copying, unpickling)
+        if name in ("process", "sources"):  # not set yet (copying, unpickling)
             raise AttributeError(name)
         return getattr(self.process, name)
 
@@ -294,6 +300,57 @@ def use_hint_file(model: Any, path: str | Path) -> Any:
         raise ConfigError("--hint steers a control: give a control run or model (one trained "
                           "with toolkit train --control-of)")
     spec = model.network.controls[0].spec
-    model.process = HintedProcess(model.process.process, file_hints(path, spec),
-                                  model.process.key)
+    model.process = model.process.with_source(model.network.keys[0], file_hints(path, spec))
     return model
+
+
+def add_controls(model: Any, folders: dict[Path, float]) -> Any:
+    """Steer `model` (in place) by further controls as well: {control run or exported control:
+    scale}. Each must have been trained on the same base weights (SHA-256) as `model`'s; its
+    hints are made by its own hint maker from the data's examples, and its residuals add to the
+    others'. `CheckpointError` (one line) for a control of another base."""
+    if not folders:
+        return model
+    from diffusekit.core.app import adapters
+    from diffusekit.core.app.adapters import read_base
+
+    own = _base_sha256(model)
+    network = model.network
+    base_network = network.base if isinstance(network, Controlled) else network
+    bindings = ([ControlBinding(c, s, k) for c, s, k in
+                 zip(network.controls, network.scales, network.keys)]
+                if isinstance(network, Controlled) else [])
+    process = model.process if isinstance(model.process, HintedProcess) else \
+        HintedProcess(model.process, {})
+    if adapters.lora_layers(network):
+        raise ConfigError("--control does not go with an adapter yet; merge the adapter into a "
+                          "model first (toolkit merge) and train the control on that")
+    for source, scale in folders.items():
+        folder = Path(source) / CONTROL_FOLDER
+        sha = read_base(folder)["sha256"]
+        if sha != own:
+            raise CheckpointError(f"the control in {str(folder.parent)!r} was trained on other "
+                                  f"base weights (SHA-256 {sha[:12]}...) than "
+                                  f"{str(model.path)!r} ({own[:12]}...)")
+        _, hint = read_control_spec(folder)
+        key = f"{HINT_KEY}_{len(bindings)}"
+        bindings.append(ControlBinding(load_control(folder, base_network), float(scale), key))
+        process = process.with_source(key, MadeHints(hint_maker(model.domain, hint)))
+    try:
+        model.network = Controlled(base_network, bindings).eval()
+    except ConfigError as exc:
+        raise CheckpointError(f"a control does not fit the base network: {exc}") from None
+    model.process = process
+    return model
+
+
+def _base_sha256(model: Any) -> str:
+    """The SHA-256 of the base weights under `model`: its own model.safetensors, or for a
+    control (or adapter) model the one its base.json records."""
+    from diffusekit.core.app.adapters import read_base
+    from diffusekit.core.app.training.models import ADAPTER_FOLDER, WEIGHTS_FILE, sha256_of
+
+    for folder in (CONTROL_FOLDER, ADAPTER_FOLDER):
+        if (Path(model.path) / folder).is_dir():
+            return read_base(Path(model.path) / folder)["sha256"]
+    return sha256_of(Path(model.path) / WEIGHTS_FILE)

@@ -238,3 +238,39 @@ def test_a_control_of_no_model_or_with_init_from_is_one_line(toolkit, base, cont
     code, _, err = toolkit("train", "--domain", "toy", "--control-of", str(base),
                            "--init-from", str(base), "control.hint=quadrant", *STEPS)
     one_error(code, err, "--control-of", "--init-from")
+
+
+def test_several_controls_compose_each_with_its_scale(toolkit, control_run, base, tmp_path):
+    before = list((tmp_path / "runs" / "toy").iterdir())
+    code, _, err = toolkit("train", "--domain", "toy", "--control-of", str(base),
+                           "control.hint=x0", "optim.lr=0.01", "seed=1", *STEPS)
+    assert code == 0, err
+    other = _new_run(tmp_path, before)
+
+    def sample(*args):
+        out = tmp_path / f"s{len(list(tmp_path.glob('s*')))}"
+        code, _, err = toolkit("sample", *args, "-n", "8", "--seed", "5", "--out", str(out))
+        assert code == 0, err
+        return _points(out)
+
+    alone = sample("--run", str(control_run))
+    assert torch.equal(sample("--run", str(control_run), "--control", f"{other}=0"), alone)
+    assert torch.equal(sample("--model", str(base), "--control", f"{control_run}=1"), alone)
+    both = sample("--run", str(control_run), "--control", f"{other}=0.5")
+    assert not torch.equal(both, alone)
+    assert torch.equal(sample("--model", str(base), "--control", f"{control_run}=1",
+                              "--control", f"{other}=0.5"), both)
+    hint = _hint_file(tmp_path / "hint.safetensors", torch.tensor([1.0, 1.0]))
+    assert torch.equal(sample("--model", str(base), "--control", f"{control_run}=1",
+                              "--hint", str(hint)),
+                       sample("--run", str(control_run), "--hint", str(hint)))
+    # a control of other base weights is one line
+    code, _, err = toolkit("export", "--run", str(control_run), "--to", str(tmp_path / "ctrl"))
+    assert code == 0, err
+    record = json.loads((tmp_path / "ctrl" / "control" / "base.json").read_text())
+    (tmp_path / "ctrl" / "control" / "base.json").write_text(json.dumps(
+        {**record, "sha256": "0" * 64}))
+    code, _, err = toolkit("sample", "--model", str(base), "--control", f"{tmp_path / 'ctrl'}=1")
+    one_error(code, err, "trained on other base weights")
+    code, _, err = toolkit("sample", "--model", str(base), "--control", "nosuch")
+    one_error(code, err, "not of the form RUN=SCALE")

@@ -151,8 +151,8 @@ def _control_model(folder: Path, domain: Any, cfg: DictConfig, where: str | Path
     _, hint = controls.read_control_spec(folder / controls.CONTROL_FOLDER)
     scale = float(cfg.control.get("scale", 1.0) if scale is None else scale)
     network = controls.controlled(base.network, control, scale).eval()
-    process = controls.HintedProcess(base.process,
-                                     controls.MadeHints(controls.hint_maker(domain, hint)))
+    process = controls.HintedProcess(base.process, {
+        controls.HINT_KEY: controls.MadeHints(controls.hint_maker(domain, hint))})
     return Model(folder, domain, cfg, network, process)
 
 
@@ -344,7 +344,8 @@ def start_control(domain: Any, cfg: DictConfig, network: torch.nn.Module, proces
     if example is None:
         raise ConfigError("the domain's training data yields no batch to build the control on")
     net, maker = controls.build_control(base_model.network, settings, domain, example)
-    return net, controls.HintedProcess(base_model.process, controls.MadeHints(maker)), base
+    return net, controls.HintedProcess(base_model.process,
+                                       {controls.HINT_KEY: controls.MadeHints(maker)}), base
 
 
 def save_run_model(network: torch.nn.Module, run: RunDir, domain_name: str, step: int,
