@@ -305,8 +305,11 @@ def _load_model(run_dir: str | None, model_id: str | None, adapter_scale: float 
         model = load_model(folder, adapter_scale=adapter_scale, base=base,
                            domain=get_domain(domain_name(folder)), control_scale=control_scale)
     if adapters and isinstance(model.network, Controlled):
-        raise ConfigError("--adapter does not go with a control run yet; merge the adapter into "
-                          "a model first (toolkit merge)")
+        # LoRA on the base under the control (the control's copy stays as it was trained)
+        from dataclasses import replace
+
+        add_adapters(replace(model, network=model.network.base), adapters)
+        return model, run
     return add_adapters(model, adapters), run
 
 

@@ -314,7 +314,9 @@ def add_controls(model: Any, folders: dict[Path, float]) -> Any:
     from diffusekit.core.app import adapters
     from diffusekit.core.app.adapters import read_base
 
-    own = _base_sha256(model)
+    from diffusekit.core.app.training.inference import model_base_sha256
+
+    own = model_base_sha256(model)
     network = model.network
     base_network = network.base if isinstance(network, Controlled) else network
     bindings = ([ControlBinding(c, s, k) for c, s, k in
@@ -323,8 +325,8 @@ def add_controls(model: Any, folders: dict[Path, float]) -> Any:
     process = model.process if isinstance(model.process, HintedProcess) else \
         HintedProcess(model.process, {})
     if adapters.lora_layers(network):
-        raise ConfigError("--control does not go with an adapter yet; merge the adapter into a "
-                          "model first (toolkit merge) and train the control on that")
+        raise ConfigError("--control does not go with an adapter run; give the control run "
+                          "with --run and the adapter with --adapter RUN=SCALE")
     for source, scale in folders.items():
         folder = Path(source) / CONTROL_FOLDER
         sha = read_base(folder)["sha256"]
@@ -342,15 +344,3 @@ def add_controls(model: Any, folders: dict[Path, float]) -> Any:
         raise CheckpointError(f"a control does not fit the base network: {exc}") from None
     model.process = process
     return model
-
-
-def _base_sha256(model: Any) -> str:
-    """The SHA-256 of the base weights under `model`: its own model.safetensors, or for a
-    control (or adapter) model the one its base.json records."""
-    from diffusekit.core.app.adapters import read_base
-    from diffusekit.core.app.training.models import ADAPTER_FOLDER, WEIGHTS_FILE, sha256_of
-
-    for folder in (CONTROL_FOLDER, ADAPTER_FOLDER):
-        if (Path(model.path) / folder).is_dir():
-            return read_base(Path(model.path) / folder)["sha256"]
-    return sha256_of(Path(model.path) / WEIGHTS_FILE)

@@ -274,3 +274,29 @@ def test_several_controls_compose_each_with_its_scale(toolkit, control_run, base
     one_error(code, err, "trained on other base weights")
     code, _, err = toolkit("sample", "--model", str(base), "--control", "nosuch")
     one_error(code, err, "not of the form RUN=SCALE")
+
+
+def test_a_control_composes_with_a_lora_adapter_on_its_base(toolkit, control_run, base,
+                                                            tmp_path):
+    before = list((tmp_path / "runs" / "toy").iterdir())
+    code, _, err = toolkit("train", "--domain", "toy", "--init-from", str(base),
+                           "adapter.kind=lora", "adapter.rank=2", "optim.lr=0.005", *STEPS)
+    assert code == 0, err
+    lora = _new_run(tmp_path, before)
+
+    def sample(*args):
+        out = tmp_path / f"s{len(list(tmp_path.glob('s*')))}"
+        code, _, err = toolkit("sample", *args, "-n", "8", "--seed", "5", "--out", str(out))
+        assert code == 0, err
+        return _points(out)
+
+    controlled = sample("--run", str(control_run))
+    adapted = sample("--run", str(lora))
+    both = sample("--run", str(control_run), "--adapter", f"{lora}=1")
+    assert not torch.equal(both, controlled) and not torch.equal(both, adapted)
+    # each layer at scale 0 gives the layer below it
+    assert torch.equal(sample("--run", str(control_run), "--adapter", f"{lora}=0"), controlled)
+    assert torch.equal(sample("--run", str(control_run), "--control-scale", "0",
+                              "--adapter", f"{lora}=1"), adapted)
+    code, _, err = toolkit("sample", "--run", str(lora), "--control", f"{control_run}=1")
+    one_error(code, err, "give the control run with --run")

@@ -212,11 +212,13 @@ def add_adapters(model: Model, adapters: dict[Path, float]) -> Model:
 
 def model_base_sha256(model: Model) -> str:
     """The SHA-256 of the base weights under `model`: its own model.safetensors, or, for an
-    adapter model, the one its base.json records."""
-    if (model.path / ADAPTER_FOLDER).is_dir():
-        from diffusekit.core.app import adapters as lora
+    adapter (or control) model, the one its base.json records."""
+    from diffusekit.core.app import adapters as lora
+    from diffusekit.core.app.controls import CONTROL_FOLDER
 
-        return lora.read_base(model.path / ADAPTER_FOLDER)["sha256"]
+    for folder in (ADAPTER_FOLDER, CONTROL_FOLDER):
+        if (model.path / folder).is_dir():
+            return lora.read_base(model.path / folder)["sha256"]
     return sha256_of(model.path / WEIGHTS_FILE)
 
 
