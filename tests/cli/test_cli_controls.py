@@ -152,8 +152,14 @@ def test_hint_files_are_read_without_unpickling(tmp_path):
     assert hints.shape == (1, 1, 4, 6) and torch.allclose(hints[0, 0, 0, 1], torch.tensor(10 / 255))
     Image.fromarray(grey).convert("RGB").save(tmp_path / "colour.png")
     assert controls.read_hint_file(tmp_path / "colour.png").shape == (3, 4, 6)
-    (tmp_path / "hint.pt").write_bytes(b"\x80\x04not a pickle we would ever open")
     from diffusekit.core.errors import DataError
+
+    with pytest.raises(DataError, match=r"holds shape \[3, 4, 6\]; .* shape \[1, 4, 6\]"):
+        controls.file_hints(tmp_path / "colour.png", spec)  # the wrong channels
+    Image.fromarray(grey[:, :5]).save(tmp_path / "narrow.png")
+    with pytest.raises(DataError, match=r"holds shape \[1, 4, 5\]"):
+        controls.file_hints(tmp_path / "narrow.png", spec)  # the wrong size
+    (tmp_path / "hint.pt").write_bytes(b"\x80\x04not a pickle we would ever open")
 
     with pytest.raises(DataError, match=r"give a \.safetensors file or a \.png"):
         controls.read_hint_file(tmp_path / "hint.pt")
@@ -300,3 +306,19 @@ def test_a_control_composes_with_a_lora_adapter_on_its_base(toolkit, control_run
                               "--adapter", f"{lora}=1"), adapted)
     code, _, err = toolkit("sample", "--run", str(lora), "--control", f"{control_run}=1")
     one_error(code, err, "give the control run with --run")
+
+
+def test_a_control_run_resumes_and_the_python_api_steers(toolkit, control_run, base, tmp_path):
+    code, out, err = toolkit("train", "--resume", str(control_run), "trainer.max_steps=14")
+    assert code == 0 and "to step 14" in out, err
+    import diffusekit
+
+    model = diffusekit.load_model(control_run, domain=ToyDomain())
+    hint = _hint_file(tmp_path / "hint.safetensors", torch.tensor([1.0, 1.0]))
+    a = diffusekit.sample(diffusekit.use_hint_file(model, hint), n=4, seed=2,
+                          out_dir=tmp_path / "api", progress=False)
+    plain = diffusekit.add_controls(diffusekit.load_model(base, domain=ToyDomain()),
+                                    {control_run: 1.0})
+    b = diffusekit.sample(diffusekit.use_hint_file(plain, hint), n=4, seed=2,
+                          out_dir=tmp_path / "api2", progress=False)
+    assert torch.equal(_points(a[0].parent), _points(b[0].parent))

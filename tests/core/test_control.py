@@ -228,3 +228,16 @@ def test_blocks_that_return_no_single_tensor_are_refused():
         probe_spec(Net(), ["block"], (2,), (torch.randn(3, 2), torch.rand(3), {}))
     with pytest.raises(ConfigError, match="never run"):
         probe_spec(Pair(), ["layers.1"], (2,), (torch.randn(3, 2), torch.rand(3), {}))
+
+
+def test_a_vector_hint_steers_a_convolutional_network_broadcast_over_space():
+    net, blocks, _, (x, c, cond), _ = _image()
+    control = _control(net, blocks, (4,), (x, c, cond), nudge=0.1)
+    controlled = Controlled(net, [ControlBinding(control, 1.0, "label")])
+    with torch.no_grad():
+        one = controlled(x, c, label=torch.tensor([[1.0, 0, 0, 0]]), **cond)
+        other = controlled(x, c, label=torch.tensor([[0, 0, 0, 1.0]]), **cond)
+    assert one.shape == x.shape and not torch.allclose(one, other)
+    with pytest.raises(ConfigError, match="cannot be encoded"):  # a map into a vector input
+        net, blocks, _, example, _ = _toy()
+        ControlNet(net, probe_spec(net, blocks, (1, 8, 8), example))
