@@ -226,8 +226,8 @@ def _resume_target(resume: str, domain: str | None) -> tuple[Any, Any, Any]:
 
 _BASE_OPTION = click.option(
     "--base", "base", default=None, metavar="PATH_OR_ID",
-    help="Where the adapter's base model is, when not where its base.json says (checked by "
-         "SHA-256).")
+    help="Where the adapter's or control's base model is, when not where its base.json says "
+         "(checked by SHA-256).")
 
 
 def _model_options(command: Any) -> Any:
