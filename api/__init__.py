@@ -21,6 +21,8 @@ _LAZY = {  # public name -> (module, attribute)
     "sample": ("diffusekit.core.app.training.inference", "sample_model"),
     "evaluate": ("diffusekit.core.app.training.inference", "evaluate_model"),
     "add_adapters": ("diffusekit.core.app.training.inference", "add_adapters"),
+    "add_controls": ("diffusekit.core.app.controls", "add_controls"),
+    "use_hint_file": ("diffusekit.core.app.controls", "use_hint_file"),
 }
 
 __all__ = sorted(_LAZY)

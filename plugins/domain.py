@@ -31,12 +31,24 @@ class Domain:
     `build_*`, `process`, `evaluate` and `write_samples` methods; `prepare` and `benchmark` have
     defaults. `config_file` points at the domain's defaults YAML (default: `config.yaml` beside
     the module that defines the subclass). `adapter_targets` names the modules a LoRA adapter
-    wraps by default (patterns as in `adapter.targets`; None: every Linear / Conv layer)."""
+    wraps by default (patterns as in `adapter.targets`; None: every Linear / Conv layer).
+    `control_blocks` names the blocks a ControlNet joins by default (patterns as in
+    `control.blocks`; None: the engine's rule, see `diffusekit.core.control.default_blocks`),
+    and `control_hints()` the domain's hint makers."""
 
     name: str = ""
     description: str = ""
     config_file: str | Path | None = None
     adapter_targets: tuple[str, ...] | None = None
+    control_blocks: tuple[str, ...] | None = None
+
+    def control_hints(self) -> dict[str, Any]:
+        """The domain's hint makers for ControlNets, by name (`control.hint`): each is
+        `maker(batch) -> hint [B, ...]`, made from a batch of training examples (batch["x0"],
+        its "cond"), e.g. an edge map of an image. A map hint is [B, C, *spatial] with values
+        as a hint file gives them (images: [0, 1]); a vector hint is [B, D]. Default: none
+        (the built-in `x0` remains)."""
+        return {}
 
     def default_config(self) -> DictConfig:
         """The domain's defaults; by default its `config.yaml`. Every knob a user may turn."""

@@ -4,7 +4,7 @@
     toolkit config --domain D [key=value ...]        the resolved config of a run (YAML)
     toolkit prepare --domain D                       build the domain's offline data cache
     toolkit train --domain D [key=value ...] [--config f.yaml] [--resume [RUN]]
-    toolkit sample --run RUN [--sampler S] [--steps N] [-n K]
+    toolkit sample --run RUN [--sampler S] [--steps N] [-n K] [--hint FILE]
     toolkit evaluate --run RUN                       the domain's metrics -> metrics.json
     toolkit benchmark --domain D [--quick]           the domain's benchmark
 
@@ -158,9 +158,12 @@ def prepare(domain: str, files: tuple[str, ...], overrides: tuple[str, ...]) -> 
 @click.option("--init-from", "init_from", default=None, metavar="PATH_OR_ID",
               help="Start from a model's weights (a model or run folder, or user/name): full "
                    "fine-tuning, or the base of adapter.kind=lora.")
+@click.option("--control-of", "control_of", default=None, metavar="PATH_OR_ID",
+              help="Train a ControlNet on this frozen model (control.of); control.hint=NAME "
+                   "says how each example's hint is made.")
 @overrides_argument
 def train(domain: str | None, files: tuple[str, ...], resume: str | None, init_from: str | None,
-          overrides: tuple[str, ...]) -> None:
+          control_of: str | None, overrides: tuple[str, ...]) -> None:
     """Train a model of DOMAIN; KEY=VALUE overrides any config value (toolkit config lists them).
 
     The run folder is runs/<domain>/<timestamp>/ (config, checkpoints, model.safetensors,
@@ -171,6 +174,11 @@ def train(domain: str | None, files: tuple[str, ...], resume: str | None, init_f
         if resume is not None:
             raise click.UsageError("--init-from starts a new run; it does not go with --resume.")
         overrides = (*overrides, f"init_from={json.dumps(init_from)}")
+    if control_of is not None:
+        if resume is not None or init_from is not None:
+            raise click.UsageError("--control-of starts a new run on a frozen model; it does not "
+                                   "go with --resume or --init-from.")
+        overrides = (*overrides, f"control.of={json.dumps(control_of)}")
     if resume is None:
         if not domain:
             raise click.UsageError("Missing option '--domain' (or --resume RUN).")
@@ -218,8 +226,8 @@ def _resume_target(resume: str, domain: str | None) -> tuple[Any, Any, Any]:
 
 _BASE_OPTION = click.option(
     "--base", "base", default=None, metavar="PATH_OR_ID",
-    help="Where the adapter's base model is, when not where its base.json says (checked by "
-         "SHA-256).")
+    help="Where the adapter's or control's base model is, when not where its base.json says "
+         "(checked by SHA-256).")
 
 
 def _model_options(command: Any) -> Any:
@@ -234,37 +242,75 @@ def _model_options(command: Any) -> Any:
                           "(repeatable)."),
         click.option("--adapter-scale", type=float, default=None,
                      help="Scale of the run's own adapter (sample.adapter_scale; 0: the base)."),
-        _BASE_OPTION]):
+        _BASE_OPTION,
+        click.option("--control-scale", type=float, default=None,
+                     help="Scale of a control run's control (control.scale; 0: the base)."),
+        click.option("--control", "control_args", multiple=True, metavar="RUN=SCALE",
+                     help="Steer by another control trained on the same base too, weighted by "
+                          "SCALE; its hints come from the data (repeatable)."),
+        click.option("--hint", "hint", type=click.Path(dir_okay=False), default=None,
+                     help="The (first) control's hint(s): a .safetensors tensor [*shape] or "
+                          "[K, *shape], or a PNG / JPEG image (default: made from the data).")]):
         command = option(command)
     return command
 
 
 def _open_model(run_dir: str | None, model_id: str | None, adapter_scale: float | None,
-                adapter_args: tuple[str, ...], base: str | None = None) -> tuple[Any, Any]:
+                adapter_args: tuple[str, ...], base: str | None = None,
+                control_scale: float | None = None, hint: str | None = None,
+                control_args: tuple[str, ...] = ()) -> tuple[Any, Any]:
     """(model, run or None) for the --run / --model options."""
+    model, run = _load_model(run_dir, model_id, adapter_scale, adapter_args, base, control_scale)
+    if control_args or hint is not None:
+        from diffusekit.core.app.controls import add_controls, use_hint_file
+
+        add_controls(model, _weighted("--control", control_args))
+        if hint is not None:  # the hints of the first control
+            use_hint_file(model, hint)
+    return model, run
+
+
+def _weighted(option: str, args: tuple[str, ...]) -> dict[Path, float]:
+    """{folder: scale} of repeated `option RUN=SCALE` arguments."""
+    weighted = {}
+    for arg in args:
+        path, sep, scale = arg.rpartition("=")
+        try:
+            weighted[Path(path)] = float(scale)
+        except ValueError:
+            sep = ""
+        if not sep or not path:
+            raise click.UsageError(f"{option} {arg!r} is not of the form RUN=SCALE.")
+    return weighted
+
+
+def _load_model(run_dir: str | None, model_id: str | None, adapter_scale: float | None,
+                adapter_args: tuple[str, ...], base: str | None,
+                control_scale: float | None) -> tuple[Any, Any]:
+    from diffusekit.core.app.controls import Controlled
     from diffusekit.core.app.training.inference import add_adapters, run_model
     from diffusekit.core.app.training.models import domain_name, load_model, resolve
 
     if (run_dir is None) == (model_id is None):
         raise click.UsageError("Give exactly one of --run RUN and --model PATH_OR_ID.")
-    adapters = {}
-    for arg in adapter_args:
-        path, sep, scale = arg.rpartition("=")
-        try:
-            adapters[Path(path)] = float(scale)
-        except ValueError:
-            sep = ""
-        if not sep or not path:
-            raise click.UsageError(f"--adapter {arg!r} is not of the form RUN=SCALE.")
+    adapters = _weighted("--adapter", adapter_args)
     if run_dir is not None:
         run = _open_run(run_dir)
         dom, _ = _run_domain(run)
-        return run_model(dom, run, adapter_scale=adapter_scale, adapters=adapters,
-                         base=base), run
-    folder = resolve(model_id)
-    model = load_model(folder, adapter_scale=adapter_scale, domain=get_domain(domain_name(folder)),
-                       base=base)
-    return add_adapters(model, adapters), None
+        model = run_model(dom, run, adapter_scale=adapter_scale, base=base,
+                          control_scale=control_scale)
+    else:
+        folder = resolve(model_id)
+        run = None
+        model = load_model(folder, adapter_scale=adapter_scale, base=base,
+                           domain=get_domain(domain_name(folder)), control_scale=control_scale)
+    if adapters and isinstance(model.network, Controlled):
+        # LoRA on the base under the control (the control's copy stays as it was trained)
+        from dataclasses import replace
+
+        add_adapters(replace(model, network=model.network.base), adapters)
+        return model, run
+    return add_adapters(model, adapters), run
 
 
 @cli.command()
@@ -277,11 +323,13 @@ def _open_model(run_dir: str | None, model_id: str | None, adapter_scale: float 
               help="Folder for the files (default: RUN/samples/<sampler>-<steps>/, or "
                    "samples/<model>/<sampler>-<steps>/ with --model).")
 def sample(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, ...],
-           adapter_scale: float | None, base: str | None, sampler: str | None,
+           adapter_scale: float | None, base: str | None, control_scale: float | None,
+           control_args: tuple[str, ...], hint: str | None, sampler: str | None,
            steps: int | None, n: int | None, seed: int | None, out: str | None) -> None:
     """Generate samples with a run's or a model's EMA weights, written as the domain's files."""
     _check_sampler(sampler)
-    model, run = _open_model(run_dir, model_id, adapter_scale, adapter_args, base)
+    model, run = _open_model(run_dir, model_id, adapter_scale, adapter_args, base, control_scale,
+                             hint, control_args)
     from diffusekit.core.app.training.inference import sample_model
     from diffusekit.core.app.training.runs import child_path
 
@@ -298,12 +346,14 @@ def sample(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, .
 @click.option("-n", "n", type=click.IntRange(min=1), default=None,
               help="Test examples to generate for (default: sample.eval_n).")
 def evaluate(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, ...],
-             adapter_scale: float | None, base: str | None, sampler: str | None,
+             adapter_scale: float | None, base: str | None, control_scale: float | None,
+             control_args: tuple[str, ...], hint: str | None, sampler: str | None,
              steps: int | None, n: int | None) -> None:
     """The domain's metrics of a run's or a model's samples on its test split (a run's also go
     into its metrics.json)."""
     _check_sampler(sampler)
-    model, run = _open_model(run_dir, model_id, adapter_scale, adapter_args, base)
+    model, run = _open_model(run_dir, model_id, adapter_scale, adapter_args, base, control_scale,
+                             hint, control_args)
     from diffusekit.core.app.training.inference import evaluate_model
 
     result = evaluate_model(model, sampler=sampler, steps=steps, n=n)
@@ -311,7 +361,8 @@ def evaluate(run_dir: str | None, model_id: str | None, adapter_args: tuple[str,
                f"{result['steps']} steps:")
     for key, value in sorted(result["metrics"].items()):
         click.echo(f"  {key:<24} {value:.6g}")
-    if run is not None and not adapter_args and adapter_scale is None and base is None:
+    if run is not None and not adapter_args and adapter_scale is None and base is None \
+            and control_scale is None and hint is None and not control_args:
         run.update_metrics({"evaluation": result})
         click.echo(f"written to {run.metrics_file}")
 

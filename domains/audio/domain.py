@@ -51,6 +51,7 @@ class AudioDomain(Domain):
     description = "speech denoising: conditional diffusion over log-mel spectrograms"
     # LoRA's default targets (adapter.targets): the UNets' block convolutions
     adapter_targets = ("*.conv1", "*.conv2")
+    control_blocks = ("down.*.*", "mid")  # a ControlNet joins the UNets' encoders and middles
 
     def build_datamodule(self, cfg: DictConfig) -> Any:
         """The data module, already set up (the corpus is synthesised first if missing): a bad

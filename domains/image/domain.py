@@ -41,6 +41,7 @@ class ImageDomain(Domain):
     # stem that reads the inputs to the head that writes the output (4.7% of its parameters at
     # rank 4); the FiLM and noise-embedding Linears stay frozen
     adapter_targets = ("stem", "body.*.conv1", "body.*.conv2", "tail", "head")
+    control_blocks = ("body.*",)  # a ControlNet joins every residual block of the LR trunk
 
     def __init__(self) -> None:
         self._regression: tuple[str, Any, Any] | None = None  # (run path, network, process)

@@ -138,6 +138,10 @@ class ToyDomain(Domain):
         path.write_text("\n".join(f"{a:.4f},{b:.4f}" for a, b in samples.tolist()) + "\n")
         return [path]
 
+    def control_hints(self):
+        """quadrant: the signs of a point's coordinates, [B, 2] in {-1, 1}: which blob."""
+        return {"quadrant": lambda batch: torch.sign(batch["x0"])}
+
     def finetune_target(self, cfg):
         """A smaller training set (the machinery's smoke test: the toy has no real shift)."""
         return {"overrides": ["data.n_train=64"], "metric": "mean_error",

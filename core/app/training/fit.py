@@ -39,7 +39,7 @@ from diffusekit.core.app.training.callbacks import (AtomicCheckpointIO, ExportEM
                                                 FinalCheckpoint, LossCurve, ValidationSamples,
                                                 read_csv_logs)
 from diffusekit.core.app.training.inference import load_run
-from diffusekit.core.app.training.models import save_run_model, start_from_model
+from diffusekit.core.app.training.models import save_run_model, start_control, start_from_model
 from diffusekit.core.app.training.module import DiffusionModule, OptimSettings
 from diffusekit.core.app.training.runs import RUN_DIR_ENV, RunDir, check_checkpoint
 
@@ -164,6 +164,7 @@ def train(domain: Any, cfg: DictConfig, resume: RunDir | None = None) -> RunDir:
     base = start_from_model(domain, cfg, network, load_base=resume is None)
     process = domain.process(cfg)
     datamodule = domain.build_datamodule(cfg)
+    network, process, base = start_control(domain, cfg, network, process, datamodule, base)
     module = DiffusionModule(network, process, optim_settings(cfg),
                              ema_decay=typed(cfg, "ema.decay", float),
                              ema_warmup=bool(cfg.ema.warmup))

@@ -40,12 +40,15 @@ def load_run(domain: Any, run: RunDir) -> tuple[torch.nn.Module, Any, DictConfig
 
 
 def run_model(domain: Any, run: RunDir, *, adapter_scale: float | None = None,
-              adapters: dict[Path, float] | None = None, base: str | Path | None = None) -> Model:
+              adapters: dict[Path, float] | None = None, base: str | Path | None = None,
+              control_scale: float | None = None) -> Model:
     """The run as a `Model`: its network with the EMA weights (eval mode; an adapter run brings
-    its base plus the adapter at `adapter_scale`), its process and its config; `adapters` adds
-    further adapter runs / folders with their scales (see `add_adapters`); `base` loads the
-    adapter's base from there instead of its recorded id (see `load_model`)."""
-    model = load_model(run.path, domain=domain, adapter_scale=adapter_scale, base=base)
+    its base plus the adapter at `adapter_scale`, a control run its base steered by the control
+    at `control_scale`), its process and its config; `adapters` adds further adapter runs /
+    folders with their scales (see `add_adapters`); `base` loads the adapter's or control's
+    base from there instead of its recorded id (see `load_model`)."""
+    model = load_model(run.path, domain=domain, adapter_scale=adapter_scale, base=base,
+                       control_scale=control_scale)
     if model.cfg.sample.sampler is not None:  # it names the samples' folder: no path from input
         check_plain_name(model.cfg.sample.sampler, "sample.sampler")
     return add_adapters(model, adapters or {})
@@ -209,11 +212,13 @@ def add_adapters(model: Model, adapters: dict[Path, float]) -> Model:
 
 def model_base_sha256(model: Model) -> str:
     """The SHA-256 of the base weights under `model`: its own model.safetensors, or, for an
-    adapter model, the one its base.json records."""
-    if (model.path / ADAPTER_FOLDER).is_dir():
-        from diffusekit.core.app import adapters as lora
+    adapter (or control) model, the one its base.json records."""
+    from diffusekit.core.app import adapters as lora
+    from diffusekit.core.app.controls import CONTROL_FOLDER
 
-        return lora.read_base(model.path / ADAPTER_FOLDER)["sha256"]
+    for folder in (ADAPTER_FOLDER, CONTROL_FOLDER):
+        if (model.path / folder).is_dir():
+            return lora.read_base(model.path / folder)["sha256"]
     return sha256_of(model.path / WEIGHTS_FILE)
 
 

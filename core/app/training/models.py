@@ -13,7 +13,9 @@ Hub when one is reachable: the ecosystem's way to share models).
     x0 = model.process.generate(model.network, batch, sampler="ddim", steps=8)
 
 An adapter run (`adapter.kind=lora`) holds no model.safetensors but an `adapter/` folder;
-loading it loads its base (checked by SHA-256) and adds the adapter (see `adapters`).
+loading it loads its base (checked by SHA-256) and adds the adapter (see `adapters`). A control
+run (`control.of`, `toolkit train --control-of`) holds a `control/` folder instead: loading it
+loads its base (checked by SHA-256) steered by the control (see `controls`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from diffusekit.core.app import adapters
+from diffusekit.core.app import adapters, controls
 from diffusekit.core.app import config as configuration
 from diffusekit.core.app.training.runs import RunDir, export_weights, load_weights
 from diffusekit.core.errors import CheckpointError, ConfigError, RunDirError
@@ -116,14 +118,20 @@ def installed_domain(name: str) -> Any:
 
 
 def load_model(path_or_id: str | Path, *, adapter_scale: float | None = None,
-               domain: Any | None = None, base: str | Path | None = None) -> Model:
+               domain: Any | None = None, base: str | Path | None = None,
+               control_scale: float | None = None) -> Model:
     """The model a folder (or Hub id) holds; an adapter run brings its base plus the adapter,
     scaled by `adapter_scale` (default: the run's `sample.adapter_scale`). `base` loads an
     adapter's base from another folder or Hub id than the one its base.json names (a shared
     adapter whose base lies elsewhere on this machine); its SHA-256 is checked all the same.
-    With `domain`, a model of another domain is a `ConfigError`."""
+    A control run brings its base steered by the control at `control_scale` (default: the
+    run's `control.scale`; 0: the base exactly), its process putting the hint that the run's
+    hint maker makes from each batch into `cond` (`controls.use_hint_file` reads them from a
+    file instead). With `domain`, a model of another domain is a `ConfigError`."""
     folder = resolve(path_or_id)
     dom, cfg = model_domain(folder, domain)
+    if controls.is_control_run(cfg):
+        return _control_model(folder, dom, cfg, base, control_scale)
     if adapters.is_adapter_run(cfg):
         base = base_of(folder / ADAPTER_FOLDER, dom, base)
         scale = float(cfg.sample.get("adapter_scale", 1.0) if adapter_scale is None
@@ -135,23 +143,40 @@ def load_model(path_or_id: str | Path, *, adapter_scale: float | None = None,
     return Model(folder, dom, cfg, network.float().eval().requires_grad_(False), dom.process(cfg))
 
 
-def base_of(adapter_folder: Path, domain: Any, where: str | Path | None = None) -> Model:
-    """The base model an adapter was trained on, found by the id in its base.json (or at
-    `where`) and checked against the SHA-256 recorded there (`CheckpointError` when it
-    differs)."""
+def _control_model(folder: Path, domain: Any, cfg: DictConfig, where: str | Path | None,
+                   scale: float | None) -> Model:
+    """A control run or exported control: its base (checked by SHA-256) steered by it."""
+    base = base_of(folder / controls.CONTROL_FOLDER, domain, where, what="control")
+    control = controls.load_control(folder / controls.CONTROL_FOLDER, base.network)
+    _, hint = controls.read_control_spec(folder / controls.CONTROL_FOLDER)
+    scale = float(cfg.control.get("scale", 1.0) if scale is None else scale)
+    network = controls.controlled(base.network, control, scale).eval()
+    process = controls.HintedProcess(base.process, {
+        controls.HINT_KEY: controls.MadeHints(controls.hint_maker(domain, hint))})
+    return Model(folder, domain, cfg, network, process)
+
+
+def base_of(adapter_folder: Path, domain: Any, where: str | Path | None = None, *,
+            what: str = "adapter") -> Model:
+    """The base model an adapter (or a control: `what`) was trained on, found by the id in its
+    base.json (or at `where`) and checked against the SHA-256 recorded there
+    (`CheckpointError` when it differs)."""
     base = adapters.read_base(adapter_folder)
     try:
         model = load_model(where if where is not None else base["id"], adapter_scale=None,
                            domain=domain)
     except RunDirError as exc:
         hint = "" if where is not None else " (give its folder or Hub id with --base)"
-        raise CheckpointError(f"the base model of the adapter in {str(adapter_folder)!r} is "
+        raise CheckpointError(f"the base model of the {what} in {str(adapter_folder)!r} is "
                               f"missing{hint}: {exc}") from None
+    if not (model.path / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"the base {str(model.path)!r} of the {what} in "
+                              f"{str(adapter_folder)!r} holds no {WEIGHTS_FILE}")
     found = sha256_of(model.path / WEIGHTS_FILE)
     if found != base["sha256"]:
-        raise CheckpointError(f"the base model {base['id']!r} has changed since the adapter in "
-                              f"{str(adapter_folder)!r} was trained (SHA-256 {found[:12]}..., "
-                              f"expected {base['sha256'][:12]}...)")
+        raise CheckpointError(f"the base model {base['id']!r} has changed since the {what} in "
+                              f"{str(adapter_folder)!r} was trained, or is another model "
+                              f"(SHA-256 {found[:12]}..., expected {base['sha256'][:12]}...)")
     return model
 
 
@@ -163,16 +188,18 @@ def export_model(run: RunDir, to: Path, *, half: bool = False,
     or must be empty: nothing of the user's is overwritten."""
     domain, cfg = model_domain(run.path, domain)
     is_adapter = adapters.is_adapter_run(cfg)
-    source = run.path / ADAPTER_FOLDER if is_adapter else run.weights
+    folder = (ADAPTER_FOLDER if is_adapter else
+              controls.CONTROL_FOLDER if controls.is_control_run(cfg) else None)
+    source = run.path / folder if folder else run.weights
     if not source.exists():
         raise CheckpointError(f"run {str(run.path)!r} has no {source.name} yet (it has not "
                               "reached its first checkpoint)")
-    if is_adapter:
+    if folder:  # an adapter or a control: its folder, the base named inside
         import shutil
 
         to = _new_folder(to)
-        shutil.copytree(source, to / ADAPTER_FOLDER)
-        return _finish_folder(to, domain, cfg, run.read_metrics(), [to / ADAPTER_FOLDER])
+        shutil.copytree(source, to / folder)
+        return _finish_folder(to, domain, cfg, run.read_metrics(), [to / folder])
     network = domain.build_network(cfg)
     load_weights(network, run.weights)
     return write_model(to, domain, cfg, network, run.read_metrics(), half=half)
@@ -205,7 +232,7 @@ def _new_folder(to: Path) -> Path:
 def _finish_folder(to: Path, domain: Any, cfg: DictConfig, metrics: dict, written: list[Path],
                    half: bool = False) -> list[Path]:
     written = [configuration.save(cfg, to / CONFIG_FILE), *written]
-    is_adapter = (to / ADAPTER_FOLDER).is_dir()
+    is_adapter = (to / ADAPTER_FOLDER).is_dir() or (to / controls.CONTROL_FOLDER).is_dir()
     (to / CARD_FILE).write_text(model_card(domain, cfg, metrics, to, half, is_adapter))
     return [*written, to / CARD_FILE]
 
@@ -224,7 +251,10 @@ def model_card(domain: Any, cfg: DictConfig, metrics: dict, folder: Path, half: 
              f"| final losses | train {metrics.get('train_loss')}, val {metrics.get('val_loss')} |"]
     if cfg.get("init_from"):
         lines.append(f"| started from | `{cfg.init_from}` |")
-    if is_adapter:
+    if is_adapter and controls.is_control_run(cfg):
+        lines.append(f"| control | a ControlNet with the hint `{cfg.control.hint}`; the base is "
+                     f"named in `{controls.CONTROL_FOLDER}/base.json` |")
+    elif is_adapter:
         lines.append(f"| adapter | LoRA rank {cfg.adapter.rank}, alpha {cfg.adapter.alpha}; "
                      f"the base is named in `{ADAPTER_FOLDER}/base.json` |")
     else:
@@ -287,11 +317,46 @@ def start_from_model(domain: Any, cfg: DictConfig, network: torch.nn.Module, *,
     return base
 
 
+def start_control(domain: Any, cfg: DictConfig, network: torch.nn.Module, process: Any,
+                  datamodule: Any, base: dict[str, str] | None = None
+                  ) -> tuple[torch.nn.Module, Any, dict[str, str] | None]:
+    """(network, process, base) of a run: as given without `control.of`; for a control run
+    the base model `control.of` (its own network and process, frozen) steered by a new control
+    (see `controls.build_control`, probed on the first training batch), its process putting the
+    hint into each batch, and the base's {"id", "sha256"}. A resumed run gets the control's
+    weights from its checkpoint."""
+    settings = controls.ControlSettings.from_config(cfg)
+    if settings is None:
+        return network, process, base
+    if cfg.get("init_from") is not None or adapters.is_adapter_run(cfg):
+        raise ConfigError("control.of (--control-of) trains a control on a frozen base; it does "
+                          "not go with init_from or adapter.kind")
+    folder = resolve(settings.of)
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise ConfigError(f"control.of {settings.of!r} holds no {WEIGHTS_FILE} (an adapter or "
+                          "control run? merge or export a plain model first)")
+    base_model = load_model(folder, domain=domain)
+    local = Path(settings.of).expanduser().is_dir()
+    base = {"id": str(folder.resolve()) if local else settings.of,
+            "sha256": sha256_of(folder / WEIGHTS_FILE)}
+    datamodule.setup("fit")
+    example = next(iter(datamodule.train_dataloader()), None)
+    if example is None:
+        raise ConfigError("the domain's training data yields no batch to build the control on")
+    net, maker = controls.build_control(base_model.network, settings, domain, example)
+    return net, controls.HintedProcess(base_model.process,
+                                       {controls.HINT_KEY: controls.MadeHints(maker)}), base
+
+
 def save_run_model(network: torch.nn.Module, run: RunDir, domain_name: str, step: int,
                    base: dict[str, str] | None, adapter: bool) -> None:
     """Write a run's current model: model.safetensors (the whole network), or for an adapter
-    run only the adapter, in adapter/ with base.json."""
-    if adapter:
+    run only the adapter, in adapter/ with base.json, for a control run only the control, in
+    control/ with base.json."""
+    if isinstance(network, controls.Controlled):
+        hint = str(run.load_config().control.hint)
+        controls.save_control(network, run.path / controls.CONTROL_FOLDER, base, hint)
+    elif adapter:
         adapters.save_adapter(network, run.path / ADAPTER_FOLDER, base["id"], base["sha256"])
     else:
         export_weights(network, run.weights, {"domain": domain_name, "step": str(step)})
