@@ -16,13 +16,15 @@ N_PER_CLASS = 12
 
 
 def fake_digits(n_per_class: int = N_PER_CLASS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 [10 n, 28, 28] images and [10 n] labels: class k is a bright bar at row 2 + 2k
-    (plus noise), so a classifier can tell the classes apart."""
+    """uint8 [10 n, 28, 28] images and [10 n] labels: class k is a bright 4 x 4 square at row
+    4 + 12 (k // 5), column 2 + 5 (k % 5) (plus noise), so a classifier can tell the classes
+    apart even after shifts of 2 pixels."""
     rng = np.random.default_rng(seed)
     images, labels = [], []
     for k in range(10):
         x = rng.integers(0, 40, size=(n_per_class, 28, 28))
-        x[:, 2 + 2 * k:4 + 2 * k, 4:24] = 250
+        r, c = 4 + 12 * (k // 5), 2 + 5 * (k % 5)
+        x[:, r:r + 4, c:c + 4] = 250
         images.append(x.astype(np.uint8))
         labels.append(np.full(n_per_class, k))
     return np.concatenate(images), np.concatenate(labels)
