@@ -145,7 +145,8 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                                  shape=tuple(test_x.shape[1:]), device=device)
         seconds = time.perf_counter() - t0
         scores = sample_scores(classifier, digits, labels, reference)
-        nfe = steps * (1 if w == 0 else 2) * (2 if sampler == "heun" else 1)
+        # network calls per digit: heun's last step is an Euler step (EDM Algorithm 2)
+        nfe = (2 * steps - 1 if sampler == "heun" else steps) * (1 if w == 0 else 2)
         rows.append({"sampler": sampler, "steps": steps, "guidance": w, "nfe_per_digit": nfe,
                      "seconds": round(seconds, 2), **scores})
         if steps == cross_steps and sampler == opts["samplers"][0]:
