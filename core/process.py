@@ -151,5 +151,11 @@ class GaussianDiffusion:
         cond = batch.get("cond")
         if cond:
             options["cond"] = cond
-        return sample(self.denoiser(network), noise, ts.to(x_like.device), self.schedule,
-                      space=space, generator=generator, callback=callback, **options)
+        return sample(self.sampling_denoiser(network, batch), noise, ts.to(x_like.device),
+                      self.schedule, space=space, generator=generator, callback=callback,
+                      **options)
+
+    def sampling_denoiser(self, network: Callable[..., Tensor], batch: dict) -> Callable[..., Tensor]:
+        """The denoiser `generate` hands the sampler: `denoiser(network)` here; a subclass may
+        wrap it for the batch (classifier-free guidance: `parameterization.guided`)."""
+        return self.denoiser(network)

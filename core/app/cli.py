@@ -322,11 +322,14 @@ def _load_model(run_dir: str | None, model_id: str | None, adapter_scale: float 
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for the files (default: RUN/samples/<sampler>-<steps>/, or "
                    "samples/<model>/<sampler>-<steps>/ with --model).")
+@overrides_argument
 def sample(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, ...],
            adapter_scale: float | None, base: str | None, control_scale: float | None,
            control_args: tuple[str, ...], hint: str | None, sampler: str | None,
-           steps: int | None, n: int | None, seed: int | None, out: str | None) -> None:
-    """Generate samples with a run's or a model's EMA weights, written as the domain's files."""
+           steps: int | None, n: int | None, seed: int | None, out: str | None,
+           overrides: tuple[str, ...]) -> None:
+    """Generate samples with a run's or a model's EMA weights, written as the domain's files;
+    KEY=VALUE overrides change the model's config for this call (e.g. sample.guidance=2)."""
     _check_sampler(sampler)
     model, run = _open_model(run_dir, model_id, adapter_scale, adapter_args, base, control_scale,
                              hint, control_args)
@@ -335,7 +338,7 @@ def sample(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, .
 
     root = run.samples if run is not None else child_path(Path("samples"), model.name, "model")
     paths = sample_model(model, sampler=sampler, steps=steps, n=n, seed=seed,
-                         out_dir=Path(out) if out else None, out_root=root)
+                         out_dir=Path(out) if out else None, out_root=root, overrides=overrides)
     _echo_paths(paths, "samples")
 
 
@@ -345,18 +348,19 @@ def sample(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, .
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampler steps.")
 @click.option("-n", "n", type=click.IntRange(min=1), default=None,
               help="Test examples to generate for (default: sample.eval_n).")
+@overrides_argument
 def evaluate(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, ...],
              adapter_scale: float | None, base: str | None, control_scale: float | None,
              control_args: tuple[str, ...], hint: str | None, sampler: str | None,
-             steps: int | None, n: int | None) -> None:
+             steps: int | None, n: int | None, overrides: tuple[str, ...]) -> None:
     """The domain's metrics of a run's or a model's samples on its test split (a run's also go
-    into its metrics.json)."""
+    into its metrics.json); KEY=VALUE overrides change the model's config for this call."""
     _check_sampler(sampler)
     model, run = _open_model(run_dir, model_id, adapter_scale, adapter_args, base, control_scale,
                              hint, control_args)
     from diffusekit.core.app.training.inference import evaluate_model
 
-    result = evaluate_model(model, sampler=sampler, steps=steps, n=n)
+    result = evaluate_model(model, sampler=sampler, steps=steps, n=n, overrides=overrides)
     click.echo(f"evaluated {result['n']} examples with {result['sampler']}, "
                f"{result['steps']} steps:")
     for key, value in sorted(result["metrics"].items()):

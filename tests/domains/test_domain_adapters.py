@@ -7,7 +7,7 @@ import torch
 from diffusekit.core.app import adapters, config
 from diffusekit.core.app.training.models import installed_domain
 
-DOMAINS = ["audio", "image", "text", "molecules"]
+DOMAINS = ["audio", "image", "text", "molecules", "digits"]
 
 
 @pytest.mark.parametrize("name", DOMAINS)

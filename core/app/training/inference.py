@@ -4,6 +4,7 @@
     paths = sample_run(domain, run, sampler="dpmpp_2m", steps=20, n=16)
     metrics = evaluate_run(domain, run)                      # also merged into metrics.json
     paths = sample_model(load_model("user/name"), n=16)      # any model folder or Hub id
+    paths = sample_model(model, overrides=["sample.guidance=2"])  # config values for this call
 
 An adapter run samples its base with the adapter scaled by `adapter_scale`; `adapters` adds
 further adapters trained on the same base, each with its scale.
@@ -17,7 +18,8 @@ split. Progress is a tqdm bar over sampler steps. Nothing here needs Lightning's
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from diffusekit.core.errors import CheckpointError, DataError
+from diffusekit.core.errors import CheckpointError, ConfigError, DataError
 from diffusekit.core.app.training.module import batch_size, concat_batches, slice_batch
 from diffusekit.core.app.training.models import (ADAPTER_FOLDER, WEIGHTS_FILE, Model, load_model,
                                          sha256_of)
@@ -98,11 +100,31 @@ def sample_run(domain: Any, run: RunDir, *, out_dir: Path | None = None,
     return sample_model(model, out_dir=out_dir, out_root=run.samples, **options)
 
 
+def with_overrides(model: Model, overrides: Sequence[str] = ()) -> Model:
+    """`model` with `key=value` overrides applied to its config (only existing keys, as on the
+    command line) and its process rebuilt from that config (e.g. "sample.guidance=2"); the same
+    network. A `ConfigError` line when `sample.guidance` is not 0 and the domain's process has
+    no classifier-free guidance (no `guidance` field)."""
+    if overrides:
+        from diffusekit.core.app import config as configuration
+
+        cfg = configuration.override(model.cfg, overrides=list(overrides))
+        model = replace(model, cfg=cfg, process=model.domain.process(cfg))
+    w = float(model.cfg.sample.get("guidance") or 0.0)
+    if w and not hasattr(model.process, "guidance"):
+        raise ConfigError(f"sample.guidance={w:g}: the {model.domain.name!r} domain's process has "
+                          "no classifier-free guidance; leave sample.guidance at 0")
+    return model
+
+
 def sample_model(model: Model, *, sampler: str | None = None, steps: int | None = None,
                  n: int | None = None, seed: int | None = None, out_dir: Path | None = None,
-                 out_root: Path = Path("samples"), progress: bool = True) -> list[Path]:
+                 out_root: Path = Path("samples"), progress: bool = True,
+                 overrides: Sequence[str] = ()) -> list[Path]:
     """Generate `n` samples (default `sample.n`) and write them with the domain's
-    `write_samples` into `out_dir`, default `out_root/<sampler>-<steps>/`."""
+    `write_samples` into `out_dir`, default `out_root/<sampler>-<steps>/`; `overrides`
+    (`key=value`) change the model's config for this call (`with_overrides`)."""
+    model = with_overrides(model, overrides)
     network, process, cfg, domain = model.network, model.process, model.cfg, model.domain
     sampler = sampler or cfg.sample.sampler or getattr(process, "sampler", None)
     steps = int(steps or cfg.sample.steps)
@@ -136,9 +158,12 @@ def evaluate_run(domain: Any, run: RunDir, *, adapter_scale: float | None = None
 
 
 def evaluate_model(model: Model, *, sampler: str | None = None, steps: int | None = None,
-                   n: int | None = None, progress: bool = True) -> dict[str, Any]:
+                   n: int | None = None, progress: bool = True,
+                   overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The domain's metrics of samples generated for `n` test examples (default
-    `sample.eval_n`), averaged over examples: {"metrics", "n", "sampler", "steps", "seconds"}."""
+    `sample.eval_n`), averaged over examples: {"metrics", "n", "sampler", "steps", "seconds"};
+    `overrides` as in `sample_model`."""
+    model = with_overrides(model, overrides)
     network, process, cfg, domain = model.network, model.process, model.cfg, model.domain
     sampler = sampler or cfg.sample.sampler or getattr(process, "sampler", None)
     steps = int(steps or cfg.sample.steps)
@@ -158,8 +183,11 @@ def evaluate_model(model: Model, *, sampler: str | None = None, steps: int | Non
                 totals[key] = totals.get(key, 0.0) + float(value) * size
             count += size
     metrics = {key: value / count for key, value in totals.items()}
-    return {"metrics": metrics, "n": count, "sampler": sampler, "steps": steps,
-            "seconds": round(time.time() - started, 2)}
+    result = {"metrics": metrics, "n": count, "sampler": sampler, "steps": steps,
+              "seconds": round(time.time() - started, 2)}
+    if overrides:
+        result["overrides"] = list(overrides)
+    return result
 
 
 @torch.no_grad()

