@@ -124,7 +124,8 @@ def add_lora(network: nn.Module, settings: AdapterSettings, targets: list[str],
     inject_adapter_in_model(config, network, adapter_name=name)
     if train_only_adapter:
         for pname, param in network.named_parameters():
-            param.requires_grad_(f".{name}." in f".{pname}" and "lora_" in pname)
+            # `...lora_A.<name>.weight` (Linear, Conv) or `...lora_embedding_A.<name>` (Embedding)
+            param.requires_grad_(name in pname.split(".") and "lora_" in pname)
     return network
 
 

@@ -24,3 +24,14 @@ def test_default_lora_targets_exist_and_train_at_most_5_percent(name):
     assert total - trainable == base_params  # the base is all there, and frozen
     assert 0 < trainable <= 0.05 * base_params, (trainable, base_params)
     assert all("lora_" in n for n, p in network.named_parameters() if p.requires_grad)
+
+
+def test_lora_on_an_embedding_trains_its_update_too():
+    from torch import nn
+
+    network = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 3))
+    settings = adapters.AdapterSettings("lora", 2, 2.0, 0.0, None)
+    adapters.add_lora(network, settings, adapters.resolve_targets(network, ("0", "1")))
+    trainable = {n for n, p in network.named_parameters() if p.requires_grad}
+    assert trainable == {"0.lora_embedding_A.default", "0.lora_embedding_B.default",
+                         "1.lora_A.default.weight", "1.lora_B.default.weight"}
