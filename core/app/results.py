@@ -71,14 +71,19 @@ def gpu_names() -> list[str]:
     return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
 
 
+CODE = ("core", "domains", "plugins", "api", "benchmarks", ":(exclude)benchmarks/results",
+        "pyproject.toml")  # git pathspecs of what a record's "-dirty" looks at
+
+
 def git_commit(repo: Path = REPO_ROOT) -> str:
-    """`git rev-parse HEAD` of `repo`, with "-dirty" when tracked files under benchmarks/ or core/
-    differ from it; "unknown" outside a git checkout."""
+    """`git rev-parse HEAD` of `repo`, with "-dirty" when tracked code differs from it (`CODE`:
+    the engine, application, domains, plugins, benchmarks and pyproject.toml; records written
+    into benchmarks/results/ by other runs do not count); "unknown" outside a git checkout."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
                               text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                "core", "benchmarks"], cwd=repo, capture_output=True, text=True,
+                                *CODE], cwd=repo, capture_output=True, text=True,
                                check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

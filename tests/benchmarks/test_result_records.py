@@ -33,3 +33,25 @@ def test_the_committed_records_name_no_machine_path():
         text = path.read_text()
         for marker in ("/tmp/", "/work/", "/home/", "/root/"):
             assert marker not in text, f"{path.name} names a machine path ({marker})"
+
+
+def test_a_record_is_dirty_for_changed_code_not_for_other_records(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+
+    for path in ("domains/text/domain.py", "benchmarks/results/a.md", "docs/a.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("one\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "first")
+    clean = results.git_commit(tmp_path)
+    assert len(clean) == 40 and not clean.endswith("-dirty")
+    (tmp_path / "benchmarks/results/a.md").write_text("another run's record\n")
+    (tmp_path / "docs/a.md").write_text("prose\n")
+    assert results.git_commit(tmp_path) == clean
+    (tmp_path / "domains/text/domain.py").write_text("changed code\n")
+    assert results.git_commit(tmp_path) == clean + "-dirty"
