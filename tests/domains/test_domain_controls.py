@@ -10,7 +10,7 @@ from diffusekit.core.app.training.models import installed_domain
 from diffusekit.core.control import (ControlBinding, Controlled, ControlNet, probe_spec,
                                      resolve_blocks)
 
-DECLARED = ["audio", "image"]
+DECLARED = ["audio", "digits", "image"]
 
 
 @pytest.mark.parametrize("name", DECLARED)
