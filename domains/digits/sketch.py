@@ -12,6 +12,14 @@ A hint file (`toolkit sample --hint FILE`) gives the same: a 28 x 28 grey PNG of
 black for `edges`, a 7 x 7 grey PNG for `thumbnail` (the ControlNet's hint encoder pools its
 features to the size of the block it joins, so a 7 x 7 map needs no upsampling).
 
+Metrics of samples against the hints they were drawn for:
+
+    edge_f1(samples, hint_edges, tolerance=1)   how well the samples' edges follow the hint's
+    thumbnail_error(samples, hint_thumbnails)   how far the samples' 7 x 7 thumbnails are from
+                                                the hint's (mean absolute error)
+
+Samples come in the model's range [-1, 1] (as `toolkit sample` and `Domain.evaluate` get them),
+hints as hint files give them, in [0, 1].
 """
 
 from __future__ import annotations
@@ -77,3 +85,68 @@ def thumbnail_hint(batch: dict) -> Tensor:
 
 # the digits domain's hint makers, by name (`control.hint`)
 HINTS: dict[str, Callable[[dict], Tensor]] = {"edges": edge_hint, "thumbnail": thumbnail_hint}
+
+
+# --------------------------------------------------------------------------------- metrics
+def _hint_for(samples: Tensor, hint: Tensor, what: str) -> Tensor:
+    """`hint` [B or 1, 1, h, w] (or one [1, h, w]) as [B, 1, h, w] beside samples [B, ...]."""
+    hint = hint[None] if isinstance(hint, Tensor) and hint.dim() == 3 else hint
+    _check_images(hint, what)
+    if hint.shape[0] not in (1, samples.shape[0]):
+        raise DataError(f"{what}: {hint.shape[0]} hints for {samples.shape[0]} samples; give "
+                        "one hint or one per sample")
+    return hint.float().to(samples.device).expand(samples.shape[0], -1, -1, -1)
+
+
+def edge_map_f1(edges: Tensor, reference: Tensor, tolerance: int = 1) -> Tensor:
+    """F1 of binary edge maps [B, 1, H, W] against reference maps of the same shape -> [B].
+
+    An edge pixel matches when a pixel of the other map lies within `tolerance` pixels of it in
+    chessboard distance (max(|dy|, |dx|) <= tolerance: the other map dilated by a
+    (2 tolerance + 1)^2 max pool):
+
+        precision P = #{edge pixels within tolerance of a reference pixel} / #{edge pixels}
+        recall    R = #{reference pixels within tolerance of an edge pixel} / #{reference pixels}
+        F1          = 2 P R / (P + R)      (0 when P + R = 0)
+
+    Two empty maps agree (F1 = 1); one empty map against a non-empty one scores 0."""
+    if edges.shape != reference.shape or edges.dim() != 4:
+        raise DataError(f"edge maps of shapes {list(edges.shape)} and {list(reference.shape)} "
+                        "cannot be compared; give two [B, 1, H, W] maps of the same size")
+    if int(tolerance) < 0:
+        raise DataError(f"the edge tolerance must be a whole number of pixels >= 0, got "
+                        f"{tolerance}")
+    t = int(tolerance)
+    a, b = (edges > 0.5).float(), (reference > 0.5).float()
+
+    def near(m: Tensor) -> Tensor:  # 1 where a pixel of m lies within t (chessboard)
+        return F.max_pool2d(m, 2 * t + 1, stride=1, padding=t) if t else m
+
+    n_a, n_b = a.sum((1, 2, 3)), b.sum((1, 2, 3))
+    precision = (a * near(b)).sum((1, 2, 3)) / n_a.clamp(min=1)
+    recall = (b * near(a)).sum((1, 2, 3)) / n_b.clamp(min=1)
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    return torch.where((n_a == 0) & (n_b == 0), torch.ones_like(f1), f1)
+
+
+def edge_f1(samples: Tensor, hint_edges: Tensor, tolerance: int = 1,
+            sigma: float = EDGE_SIGMA) -> float:
+    """Mean F1 (`edge_map_f1`) of the samples' Canny edges against their hints' edge maps.
+
+    samples [B, 1, H, W] in [-1, 1]; hint_edges [B or 1, 1, H, W] (or [1, H, W]) in [0, 1], an
+    edge where > 0.5 (the hint the samples were drawn for: `edge_hint` or a hint file)."""
+    _check_images(samples, "edge F1 takes samples that")
+    hint = _hint_for(samples, hint_edges, "edge F1's hint edges")
+    return float(edge_map_f1(digit_edges(to_unit(samples), sigma), hint, tolerance).mean())
+
+
+def thumbnail_error(samples: Tensor, hint_thumbnails: Tensor) -> float:
+    """Mean absolute error between the samples' 7 x 7 thumbnails and the hints':
+
+        error = mean over samples, cells of | thumbnail(to_unit(sample)) - thumbnail(hint) |
+
+    in [0, 1] intensity units. samples [B, 1, H, W] in [-1, 1]; hint_thumbnails
+    [B or 1, 1, 7, 7] in [0, 1] (or full-size images in [0, 1]: they are pooled to 7 x 7 too)."""
+    _check_images(samples, "thumbnail error takes samples that")
+    hint = thumbnail(_hint_for(samples, hint_thumbnails, "thumbnail error's hints"))
+    return float((thumbnail(to_unit(samples)) - hint).abs().mean())

@@ -1,16 +1,18 @@
 """Sketch -> digit (issue 17, part 4), on CPU: the digits domain's ControlNet hints (Canny edges,
-a 7 x 7 thumbnail) on drawn digits, and an edge
+a 7 x 7 thumbnail) on drawn digits, the edge F1 and thumbnail error on known maps, and an edge
 control (and a thumbnail one beside it) trained and sampled through the command line on a fake
 MNIST."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from diffusekit.core.app import cli
 from diffusekit.core.control import ControlSpec
+from diffusekit.core.errors import DataError
 from diffusekit.domains.digits import sketch
 from diffusekit.domains.digits.domain import DigitsDomain
 
@@ -62,6 +64,46 @@ def test_the_thumbnail_is_the_7x7_mean_of_the_digit():
     half = -torch.ones(1, 1, 28, 28)
     half[..., :2, :] = 1.0  # two of a cell's four rows: half its intensity
     assert torch.allclose(sketch.thumbnail_hint({"x0": half})[0, 0, 0], torch.full((7,), 0.5))
+
+
+# ---------------------------------------------------------------------------------- metrics
+def test_edge_f1_on_known_maps():
+    a = torch.zeros(1, 1, 16, 16)
+    a[0, 0, 4, 3:12] = 1  # a horizontal line
+    shifted = torch.roll(a, 1, dims=2)  # one row down
+    far = torch.roll(a, 6, dims=2)
+    assert sketch.edge_map_f1(a, a, 1).item() == 1.0
+    assert sketch.edge_map_f1(a, a, 0).item() == 1.0
+    assert sketch.edge_map_f1(shifted, a, 1).item() == 1.0
+    assert sketch.edge_map_f1(shifted, a, 0).item() == 0.0
+    diagonal = torch.roll(a, (1, 1), dims=(2, 3))  # chessboard distance 1
+    assert sketch.edge_map_f1(diagonal, a, 1).item() == 1.0
+    assert sketch.edge_map_f1(far, a, 1).item() == 0.0  # disjoint
+    half = a.clone()
+    half[0, 0, 4, 8:12] = 0  # 5 of the 9 pixels: P = 1, R = 5/9 -> F1 = 2 (5/9) / (14/9)
+    assert sketch.edge_map_f1(half, a, 0).item() == pytest.approx(10 / 14)
+    empty = torch.zeros_like(a)
+    assert sketch.edge_map_f1(empty, empty).item() == 1.0
+    assert sketch.edge_map_f1(empty, a).item() == 0.0 and sketch.edge_map_f1(a, empty).item() == 0.0
+    assert sketch.edge_map_f1(torch.cat([a, a]), torch.cat([a, far])).tolist() == [1.0, 0.0]
+
+
+def test_edge_f1_and_thumbnail_error_of_samples_against_their_hints():
+    x = square()
+    edges, thumb = sketch.edge_hint({"x0": x}), sketch.thumbnail_hint({"x0": x})
+    assert sketch.edge_f1(x, edges) == 1.0 and sketch.thumbnail_error(x, thumb) == 0.0
+    moved = torch.roll(x, 6, dims=3)
+    assert sketch.edge_f1(moved, edges) < 0.5
+    assert sketch.edge_f1(torch.cat([x, x]), edges[0]) == 1.0  # one hint for every sample
+    # a blank sample against the square's thumbnail: the square covers 9 of 49 cells
+    assert sketch.thumbnail_error(-torch.ones_like(x), thumb) == pytest.approx(9 / 49)
+    assert sketch.thumbnail_error(x, sketch.to_unit(x)) == 0.0  # a full-size reference is pooled
+    with pytest.raises(DataError, match="3 hints for 2 samples"):
+        sketch.edge_f1(torch.cat([x, x]), edges.expand(3, -1, -1, -1))
+    with pytest.raises(DataError, match="cannot be compared"):
+        sketch.edge_map_f1(edges, edges[..., :20])
+    with pytest.raises(DataError, match=r"grey images \[B, 1, H, W\]"):
+        sketch.thumbnail_error(x[0, 0], thumb)
 
 
 # ----------------------------------------------------------------- through the command line
