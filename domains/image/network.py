@@ -17,47 +17,12 @@ network, fed zeros for x_t and a fixed c_noise, is the domain's one-step regress
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffusekit.core.layers import ResBlock, group_count, sinusoidal_features
 from diffusekit.core.registry import Registry
-
-
-def sinusoidal_features(c: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
-    """[B] -> [B, dim]: (cos(w_k c'), sin(w_k c')), w_k = max_period^(-k / (dim/2)), c' = 1000 c
-    (Vaswani et al. 2017; DDPM's timestep embedding with t in [0, 1] mapped to [0, 1000])."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=c.device) / half)
-    args = 1000.0 * c.float()[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-
-
-def _groups(channels: int) -> int:
-    return math.gcd(channels, 8)
-
-
-class ResBlock(nn.Module):
-    """h = x + conv(SiLU(FiLM(GN(conv(SiLU(GN(x)))), emb))): [B, C_in, H, W] -> [B, C_out, H, W]."""
-
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.norm1, self.conv1 = nn.GroupNorm(_groups(c_in), c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.film = nn.Linear(emb_dim, 2 * c_out)
-        self.norm2, self.conv2 = nn.GroupNorm(_groups(c_out), c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.dropout = nn.Dropout(dropout)
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity
-        nn.init.zeros_(self.conv2.bias)
-
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1.0 + scale) + shift  # adaptive group norm
-        h = self.conv2(self.dropout(F.silu(h)))
-        return self.skip(x) + h
 
 
 class SRUNet(nn.Module):
@@ -96,7 +61,7 @@ class SRUNet(nn.Module):
                 c = w
             if i > 0:
                 self.upsample.append(nn.Conv2d(c, c, 3, padding=1))
-        self.head = nn.Sequential(nn.GroupNorm(_groups(c), c), nn.SiLU(),
+        self.head = nn.Sequential(nn.GroupNorm(group_count(c), c), nn.SiLU(),
                                   nn.Conv2d(c, image_channels, 3, padding=1))
         nn.init.zeros_(self.head[-1].weight)  # predicts zero (the bicubic image) at the start
         nn.init.zeros_(self.head[-1].bias)
