@@ -34,7 +34,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from diffusekit.core.app.config import typed
+from diffusekit.core.app.config import name_list, typed
 from diffusekit.core.errors import CheckpointError, ConfigError
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -74,12 +74,7 @@ class AdapterSettings:
         if alpha <= 0 or not 0 <= dropout < 1:
             raise ConfigError(f"need adapter.alpha > 0 and 0 <= adapter.dropout < 1, got "
                               f"{alpha} and {dropout}")
-        targets = section.get("targets")
-        if targets is not None:
-            targets = (targets,) if isinstance(targets, str) else tuple(str(t) for t in targets)
-            if not targets:
-                raise ConfigError("adapter.targets is empty; leave it null for the domain's "
-                                  "default target modules")
+        targets = name_list(cfg, "adapter.targets", "the domain's default target modules")
         return cls(kind, rank, alpha, dropout, targets)
 
 

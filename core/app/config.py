@@ -224,6 +224,18 @@ def typed(cfg: DictConfig, key: str, kind: Callable[[Any], Any]) -> Any:
 _KIND_NAMES = {int: "a whole number", float: "a number", str: "a string"}
 
 
+def name_list(cfg: DictConfig, key: str, what: str) -> tuple[str, ...] | None:
+    """The names at dotted `key` (a single string or a list of them) as a tuple; None when the
+    value is null. An empty list is a `ConfigError` saying to leave it null for `what`."""
+    value = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if value is None:
+        return None
+    names = (value,) if isinstance(value, str) else tuple(str(v) for v in value)
+    if not names:
+        raise ConfigError(f"{key} is empty; leave it null for {what}")
+    return names
+
+
 def fit_to_defaults(saved: DictConfig, defaults: Mapping | DictConfig, source: str,
                     domain: str) -> DictConfig:
     """A run's saved config checked against its domain's current defaults: every key it holds

@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusekit.core.app.adapters import BASE_FILE
-from diffusekit.core.app.config import typed
+from diffusekit.core.app.config import name_list, typed
 from diffusekit.core.control import ControlBinding, Controlled, ControlNet, ControlSpec
 from diffusekit.core.errors import CheckpointError, ConfigError, DataError
 from diffusekit.core.registry import Registry
@@ -73,12 +73,7 @@ class ControlSettings:
         if not is_control_run(cfg):
             return None
         section = cfg.control
-        blocks = section.get("blocks")
-        if blocks is not None:
-            blocks = (blocks,) if isinstance(blocks, str) else tuple(str(b) for b in blocks)
-            if not blocks:
-                raise ConfigError("control.blocks is empty; leave it null for the domain's "
-                                  "default blocks")
+        blocks = name_list(cfg, "control.blocks", "the domain's default blocks")
         if section.get("hint") is None:
             raise ConfigError("a control run needs control.hint: the name of a hint maker")
         width = typed(cfg, "control.width", int)

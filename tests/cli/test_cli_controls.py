@@ -51,6 +51,18 @@ def control_run(toolkit, base, tmp_path):
     return _new_run(tmp_path, before)
 
 
+def _sampler(toolkit, tmp_path):
+    """sample(*args) -> the points of 8 samples (seed 5) of `toolkit sample *args`, each call
+    into a new folder of tmp_path."""
+    def sample(*args):
+        out = tmp_path / f"s{len(list(tmp_path.glob('s*')))}"
+        code, _, err = toolkit("sample", *args, "-n", "8", "--seed", "5", "--out", str(out))
+        assert code == 0, err
+        return _points(out)
+
+    return sample
+
+
 def _hint_file(path, tensor):
     save_file({"hint": tensor.contiguous()}, str(path))
     return path
@@ -81,11 +93,7 @@ def test_a_control_run_trains_only_the_control_and_saves_it_beside_its_base(cont
 
 def test_control_scale_zero_samples_the_base_bit_for_bit(toolkit, control_run, base,
                                                          tmp_path):
-    def sample(*args):
-        out = tmp_path / f"s{len(list(tmp_path.glob('s*')))}"
-        code, _, err = toolkit("sample", *args, "-n", "8", "--seed", "5", "--out", str(out))
-        assert code == 0, err
-        return _points(out)
+    sample = _sampler(toolkit, tmp_path)
 
     base_points = sample("--model", str(base))
     hint = _hint_file(tmp_path / "hint.safetensors", torch.tensor([1.0, 1.0]))
@@ -253,11 +261,7 @@ def test_several_controls_compose_each_with_its_scale(toolkit, control_run, base
     assert code == 0, err
     other = _new_run(tmp_path, before)
 
-    def sample(*args):
-        out = tmp_path / f"s{len(list(tmp_path.glob('s*')))}"
-        code, _, err = toolkit("sample", *args, "-n", "8", "--seed", "5", "--out", str(out))
-        assert code == 0, err
-        return _points(out)
+    sample = _sampler(toolkit, tmp_path)
 
     alone = sample("--run", str(control_run))
     assert torch.equal(sample("--run", str(control_run), "--control", f"{other}=0"), alone)
@@ -290,11 +294,7 @@ def test_a_control_composes_with_a_lora_adapter_on_its_base(toolkit, control_run
     assert code == 0, err
     lora = _new_run(tmp_path, before)
 
-    def sample(*args):
-        out = tmp_path / f"s{len(list(tmp_path.glob('s*')))}"
-        code, _, err = toolkit("sample", *args, "-n", "8", "--seed", "5", "--out", str(out))
-        assert code == 0, err
-        return _points(out)
+    sample = _sampler(toolkit, tmp_path)
 
     controlled = sample("--run", str(control_run))
     adapted = sample("--run", str(lora))

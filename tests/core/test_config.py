@@ -231,3 +231,14 @@ def test_the_data_cache_follows_diffusekit_data_and_defaults_to_home(monkeypatch
         else:
             monkeypatch.setenv("DIFFUSEKIT_DATA", unset)
         assert data_cache("image") == Path.home() / ".cache" / "diffusekit" / "image"
+
+
+def test_name_list_takes_a_name_or_a_list_and_refuses_an_empty_one():
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"a": {"one": "x", "many": ["x", "y"], "none": None, "empty": []}})
+    assert config.name_list(cfg, "a.one", "defaults") == ("x",)
+    assert config.name_list(cfg, "a.many", "defaults") == ("x", "y")
+    assert config.name_list(cfg, "a.none", "defaults") is None
+    with pytest.raises(ConfigError, match="a.empty is empty; leave it null for defaults"):
+        config.name_list(cfg, "a.empty", "defaults")
