@@ -47,3 +47,11 @@ def trained_run(toolkit, tmp_path):
     assert code == 0, err
     (run,) = (tmp_path / "runs" / "toy").iterdir()
     return run
+
+
+@pytest.fixture
+def base(toolkit, trained_run, tmp_path):
+    """The finished 10-step toy run exported as a model folder."""
+    code, _, err = toolkit("export", "--run", str(trained_run), "--to", str(tmp_path / "base"))
+    assert code == 0, err
+    return tmp_path / "base"

@@ -18,27 +18,7 @@ from diffusekit.core.control import Controlled, ControlSpec
 
 from toy_domain import ToyDomain
 from error_lines import one_error
-
-STEPS = ["trainer.max_steps=10", "checkpoint_every=5", "val_every=5", "sample.val_n=2"]
-
-
-def _new_run(tmp_path, before):
-    (run,) = set((tmp_path / "runs" / "toy").iterdir()) - set(before)
-    return run
-
-
-def _points(folder):
-    rows = [r for f in sorted(folder.rglob("points.csv")) for r in f.read_text().split()]
-    return torch.tensor([[float(v) for v in r.split(",")] for r in rows])
-
-
-@pytest.fixture
-def base(toolkit, trained_run, tmp_path):
-    """The finished 10-step toy run exported as a model folder."""
-    code, _, err = toolkit("export", "--run", str(trained_run), "--to", str(tmp_path / "base"))
-    assert code == 0, err
-    return tmp_path / "base"
-
+from toy_runs import STEPS, new_run, points, sampler
 
 @pytest.fixture
 def control_run(toolkit, base, tmp_path):
@@ -48,19 +28,7 @@ def control_run(toolkit, base, tmp_path):
     code, out, err = toolkit("train", "--domain", "toy", "--control-of", str(base),
                              "control.hint=quadrant", "optim.lr=0.01", *STEPS)
     assert code == 0, err
-    return _new_run(tmp_path, before)
-
-
-def _sampler(toolkit, tmp_path):
-    """sample(*args) -> the points of 8 samples (seed 5) of `toolkit sample *args`, each call
-    into a new folder of tmp_path."""
-    def sample(*args):
-        out = tmp_path / f"s{len(list(tmp_path.glob('s*')))}"
-        code, _, err = toolkit("sample", *args, "-n", "8", "--seed", "5", "--out", str(out))
-        assert code == 0, err
-        return _points(out)
-
-    return sample
+    return new_run(tmp_path, before)
 
 
 def _hint_file(path, tensor):
@@ -93,7 +61,7 @@ def test_a_control_run_trains_only_the_control_and_saves_it_beside_its_base(cont
 
 def test_control_scale_zero_samples_the_base_bit_for_bit(toolkit, control_run, base,
                                                          tmp_path):
-    sample = _sampler(toolkit, tmp_path)
+    sample = sampler(toolkit, tmp_path)
 
     base_points = sample("--model", str(base))
     hint = _hint_file(tmp_path / "hint.safetensors", torch.tensor([1.0, 1.0]))
@@ -116,7 +84,7 @@ def test_an_exported_control_samples_like_its_run_and_evaluates(toolkit, control
         code, _, err = toolkit("sample", *source, "-n", "6", "--seed", "3", "--hint", str(hint),
                                "--out", str(tmp_path / source[0][2:]))
         assert code == 0, err
-    assert torch.equal(_points(tmp_path / "run"), _points(tmp_path / "model"))
+    assert torch.equal(points(tmp_path / "run"), points(tmp_path / "model"))
     code, out, err = toolkit("evaluate", "--run", str(control_run), "-n", "16")
     assert code == 0 and "mean_error" in out, err
 
@@ -141,12 +109,12 @@ def test_a_trained_control_steers_samples_into_the_hinted_quadrant(toolkit, tmp_
         code, _, err = toolkit("sample", "--run", str(control), "-n", "32", "--hint", str(hint),
                                "--out", str(out))
         assert code == 0, err
-        hit = (torch.sign(_points(out)) == torch.tensor(signs)).all(1).float().mean()
+        hit = (torch.sign(points(out)) == torch.tensor(signs)).all(1).float().mean()
         assert hit >= 0.85, (signs, hit)
     code, _, err = toolkit("sample", "--model", str(tmp_path / "base"), "-n", "32",
                            "--out", str(tmp_path / "free"))
     assert code == 0, err
-    assert (torch.sign(_points(tmp_path / "free")) == 1).all(1).float().mean() < 0.6
+    assert (torch.sign(points(tmp_path / "free")) == 1).all(1).float().mean() < 0.6
 
 
 def test_hint_files_are_read_without_unpickling(tmp_path):
@@ -259,9 +227,9 @@ def test_several_controls_compose_each_with_its_scale(toolkit, control_run, base
     code, _, err = toolkit("train", "--domain", "toy", "--control-of", str(base),
                            "control.hint=x0", "optim.lr=0.01", "seed=1", *STEPS)
     assert code == 0, err
-    other = _new_run(tmp_path, before)
+    other = new_run(tmp_path, before)
 
-    sample = _sampler(toolkit, tmp_path)
+    sample = sampler(toolkit, tmp_path)
 
     alone = sample("--run", str(control_run))
     assert torch.equal(sample("--run", str(control_run), "--control", f"{other}=0"), alone)
@@ -292,9 +260,9 @@ def test_a_control_composes_with_a_lora_adapter_on_its_base(toolkit, control_run
     code, _, err = toolkit("train", "--domain", "toy", "--init-from", str(base),
                            "adapter.kind=lora", "adapter.rank=2", "optim.lr=0.005", *STEPS)
     assert code == 0, err
-    lora = _new_run(tmp_path, before)
+    lora = new_run(tmp_path, before)
 
-    sample = _sampler(toolkit, tmp_path)
+    sample = sampler(toolkit, tmp_path)
 
     controlled = sample("--run", str(control_run))
     adapted = sample("--run", str(lora))
@@ -321,4 +289,4 @@ def test_a_control_run_resumes_and_the_python_api_steers(toolkit, control_run, b
                                     {control_run: 1.0})
     b = diffusekit.sample(diffusekit.use_hint_file(plain, hint), n=4, seed=2,
                           out_dir=tmp_path / "api2", progress=False)
-    assert torch.equal(_points(a[0].parent), _points(b[0].parent))
+    assert torch.equal(points(a[0].parent), points(b[0].parent))

@@ -18,22 +18,7 @@ from diffusekit.core.app.training.runs import RunDir
 
 from toy_domain import ToyDomain
 from error_lines import one_error
-
-STEPS = ["trainer.max_steps=10", "checkpoint_every=5", "val_every=5", "sample.val_n=2"]
-
-
-def _new_run(tmp_path, before):
-    (run,) = set((tmp_path / "runs" / "toy").iterdir()) - set(before)
-    return run
-
-
-@pytest.fixture
-def base(toolkit, trained_run, tmp_path):
-    """The finished 10-step toy run exported as a model folder."""
-    code, out, err = toolkit("export", "--run", str(trained_run), "--to", str(tmp_path / "base"))
-    assert code == 0, err
-    return tmp_path / "base"
-
+from toy_runs import STEPS, new_run, points, sampler
 
 @pytest.fixture
 def lora_run(toolkit, base, tmp_path):
@@ -43,12 +28,7 @@ def lora_run(toolkit, base, tmp_path):
     code, _, err = toolkit("train", "--domain", "toy", "--init-from", str(base),
                            "adapter.kind=lora", "adapter.rank=2", "optim.lr=0.005", *STEPS)
     assert code == 0, err
-    return _new_run(tmp_path, before)
-
-
-def _points(folder):
-    rows = (folder / "points.csv").read_text().split()
-    return torch.tensor([[float(v) for v in r.split(",")] for r in rows])
+    return new_run(tmp_path, before)
 
 
 def test_export_writes_a_model_folder_that_loads_like_the_run(toolkit, trained_run, base,
@@ -64,7 +44,7 @@ def test_export_writes_a_model_folder_that_loads_like_the_run(toolkit, trained_r
         code, _, err = toolkit("sample", *source, "-n", "8", "--seed", "3",
                                "--out", str(tmp_path / source[0][2:]))
         assert code == 0, err
-    assert torch.equal(_points(tmp_path / "run"), _points(tmp_path / "model"))
+    assert torch.equal(points(tmp_path / "run"), points(tmp_path / "model"))
     code, _, err = toolkit("export", "--run", str(trained_run), "--to", str(tmp_path / "half"),
                            "--half")
     assert code == 0, err
@@ -102,7 +82,7 @@ def test_init_from_fine_tunes_every_weight_from_the_model(toolkit, base, tmp_pat
                            "trainer.max_steps=2", "checkpoint_every=2", "val_every=2",
                            "optim.warmup_steps=0", "ema.decay=0.0")
     assert code == 0, err
-    run = _new_run(tmp_path, before)
+    run = new_run(tmp_path, before)
     assert yaml.safe_load((run / "config.yaml").read_text())["init_from"] == str(base)
     start, tuned = load_file(base / "model.safetensors"), load_file(run / "model.safetensors")
     assert all(not torch.equal(start[k], tuned[k]) for k in start if k.endswith("weight"))
@@ -133,11 +113,7 @@ def test_lora_trains_only_the_adapter_and_saves_it_in_peft_format(lora_run, base
 
 def test_adapter_scale_zero_is_the_base_bit_for_bit_and_one_differs(toolkit, lora_run, base,
                                                                     tmp_path):
-    def sample(*source):
-        out = tmp_path / f"s{len(list(tmp_path.glob('s*')))}"
-        code, _, err = toolkit("sample", *source, "-n", "8", "--seed", "5", "--out", str(out))
-        assert code == 0, err
-        return _points(out)
+    sample = sampler(toolkit, tmp_path)
 
     base_points = sample("--model", str(base))
     assert torch.equal(sample("--run", str(lora_run), "--adapter-scale", "0"), base_points)
@@ -201,7 +177,7 @@ def test_a_shared_adapter_finds_a_moved_base_with_base(toolkit, lora_run, base, 
     code, _, err = toolkit("sample", "--model", str(tmp_path / "shared"), "-n", "4", "--seed",
                            "3", "--base", str(moved), "--out", str(tmp_path / "after"))
     assert code == 0, err
-    assert torch.equal(_points(tmp_path / "before"), _points(tmp_path / "after"))
+    assert torch.equal(points(tmp_path / "before"), points(tmp_path / "after"))
     code, _, err = toolkit("merge", "--run", str(lora_run), "--base", str(moved),
                            "--to", str(tmp_path / "merged"))
     assert code == 0, err
