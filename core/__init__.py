@@ -9,6 +9,7 @@ Importing it needs torch only. Modules:
     samplers           pure sampler functions, one signature, one registry
     discrete           masked (absorbing) and uniform discrete diffusion
     process            GaussianDiffusion: the built parts a trainer and a sampler need
+    editing            SDEdit: any sampler started from a given sample perturbed to t0
     analytic           a Gaussian mixture with an exact denoiser, sliced Wasserstein
     registry           the name -> component tables everything is chosen from
 

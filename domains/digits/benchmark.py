@@ -26,6 +26,7 @@ FD against steps, label accuracy against guidance and a grid of digits per class
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -39,6 +40,9 @@ from diffusekit.core.app import results as results_io
 from diffusekit.core.app.training.fit import train_for_benchmark
 from diffusekit.domains.digits.metrics import (as_numpy_grid, balanced_labels, classify,
                                                feature_fd, feature_statistics, sample_scores)
+from diffusekit.domains.digits.sketch_benchmark import (sketch_figure, sketch_options, sketch_rows,
+                                                        sketch_targets, step_time_ratio,
+                                                        train_controls)
 
 
 def _options(cfg: DictConfig, quick: bool) -> dict[str, Any]:
@@ -134,7 +138,47 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     classifier_seconds = round(time.perf_counter() - started, 1)
 
     recipe = [f"seed={int(b.seed)}", f"optim.decay={b.lr_decay}", "sample.guidance=0"]
-    trained = train_for_benchmark(domain, cfg, opts["train_steps"], b.run_dir, overrides=recipe)
+    with tempfile.TemporaryDirectory(prefix="diffusekit-digits-") as scratch:
+        work = Path(b.run_dir) if b.get("run_dir") else Path(scratch)
+        trained = train_for_benchmark(domain, cfg, opts["train_steps"], work, overrides=recipe)
+        metrics, rows, grids = _sampler_sweep(trained, classifier, test_x, reference, opts, cfg,
+                                              device, n_classes)
+        sketch, sketch_samples, sketch_digits = _sketch(domain, cfg, quick, trained.run.path,
+                                                        work, recipe, classifier, test_x, test_y,
+                                                        reference)
+    metrics.update(classifier=record, classifier_seconds=classifier_seconds, sketch=sketch,
+                   total_seconds=round(time.perf_counter() - begun, 1))
+    _write(cfg, quick, metrics, baselines, rows, grids, n_classes, sketch_samples, sketch_digits)
+    return {"metrics": metrics, "baselines": baselines}
+
+
+def _sketch(domain: Any, cfg: DictConfig, quick: bool, base_run: Path, work: Path,
+            recipe: list[str], classifier: Any, test_x: torch.Tensor, test_y: torch.Tensor,
+            reference: tuple) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]:
+    """The sketch -> digit part (sketch_benchmark.py): controls trained on `base_run`, every
+    system scored on a seeded subset of the test digits; (its metrics, samples, test digits)."""
+    opts = sketch_options(cfg, quick)
+    seed = int(cfg.benchmark.seed)
+    timing = step_time_ratio(domain, cfg, base_run, opts["timing_steps"], opts["timing_rounds"])
+    trained = train_controls(domain, cfg, base_run, opts["control_steps"], work, recipe)
+    pick = torch.randperm(len(test_x), generator=torch.Generator().manual_seed(seed))[:opts["n"]]
+    digits, labels = test_x[pick], test_y[pick]
+    rows, samples = sketch_rows(domain, cfg, base_run, {h: t.run.path for h, t in trained.items()},
+                                digits, labels, classifier, reference, opts, seed)
+    runs = {h: {"train_seconds": t.seconds, "train_loss": t.final_loss(),
+                "seconds_per_step": round(t.seconds / opts["control_steps"], 3)}
+            for h, t in trained.items()}
+    out = {**opts, "rows": rows, "timing": timing, "controls": runs,
+           **sketch_targets(rows, timing)}
+    return out, samples, digits
+
+
+def _sampler_sweep(trained: Any, classifier: Any, test_x: torch.Tensor, reference: tuple,
+                   opts: dict[str, Any], cfg: DictConfig, device: str,
+                   n_classes: int) -> tuple[dict[str, Any], list[dict], dict]:
+    """Part one: every (sampler, steps, guidance) setting on the trained base; (its metrics,
+    rows, the digits of the figure's grid)."""
+    b = cfg.benchmark
     network = trained.network.to(device)
     labels = balanced_labels(opts["n_samples"], n_classes)
     cross_guidance, cross_steps = float(b.cross_guidance), int(b.cross_steps)
@@ -155,7 +199,6 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
         if steps == cross_steps and sampler == opts["samplers"][0]:
             grids[w] = digits
     metrics: dict[str, Any] = {
-        "classifier": record, "classifier_seconds": classifier_seconds,
         "train_steps": opts["train_steps"], "train_seconds": trained.seconds,
         "train_loss": trained.final_loss(), "n_samples": opts["n_samples"],
         "grid": opts["grid"], "device": device, "torch_threads": torch.get_num_threads(),
@@ -164,10 +207,8 @@ def run_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
             "schedule", "prediction", "weighting", "t_sampler", "grid"])),
         "batch_size": int(cfg.data.batch_size), "lr": float(cfg.optim.lr),
         "ema_decay": float(cfg.ema.decay), "rows": rows,
-        **_targets(rows, cross_guidance),
-        "total_seconds": round(time.perf_counter() - begun, 1)}
-    _write(cfg, quick, metrics, baselines, rows, grids, n_classes)
-    return {"metrics": metrics, "baselines": baselines}
+        **_targets(rows, cross_guidance)}
+    return metrics, rows, grids
 
 
 def _figure(path: Path, rows: list[dict], baselines: dict, grids: dict[float, torch.Tensor],
@@ -223,8 +264,46 @@ def _figure(path: Path, rows: list[dict], baselines: dict, grids: dict[float, to
     plt.close(fig)
 
 
+def _sketch_lines(sketch: dict[str, Any], figure: str) -> list[str]:
+    """The sketch -> digit section of the record's markdown."""
+    headers = ["system", "edge F1", "thumbnail error", "label accuracy", "classifier FD",
+               "seconds"]
+    table = [[r["system"], r["edge_f1"], r["thumbnail_error"], r["label_accuracy"],
+              r["classifier_fd"], "-" if r["seconds"] is None else r["seconds"]]
+             for r in sketch["rows"]]
+    timing = sketch["timing"]
+    met = lambda key: "met" if sketch[key] else "not met"  # noqa: E731
+    runs = ", ".join(f"{h}: {v['train_seconds']} s ({v['seconds_per_step']} s a step)"
+                     for h, v in sketch["controls"].items())
+    return [
+        "", "## Sketch -> digit: ControlNets against the base and SDEdit", "",
+        f"Two ControlNets on the base above, {sketch['control_steps']} steps each (`toolkit train "
+        "--control-of BASE control.hint=edges`, `control.hint=thumbnail`); `both` sums their "
+        f"residuals. {sketch['n']} held-out test digits give the hints; every system draws one "
+        f"digit per hint with the test digit's label, guidance w = {sketch['guidance']:g}, "
+        f"{sketch['sampler']} at {sketch['steps']} steps (SDEdit: {sketch['steps']} steps over "
+        "[0, t0], from the hint drawn as a digit). Edge F1: Canny edges of the samples against "
+        "the hint's, 1-pixel tolerance; thumbnail error: MAE of 7 x 7 thumbnails in [0, 1].", "",
+        results_io.markdown_table(headers, table, digits=4), "",
+        f"- edges control: edge F1 >= 0.75: {met('target_edge_f1_0_75')}; >= 3x the base's: "
+        f"{met('target_edge_f1_3x_base')} ({sketch['edge_f1_over_base']}x)",
+        f"- both controls keep each single control's score within 10%: "
+        f"{met('target_both_within_10_percent')} (edge F1 {sketch['both_edge_f1_over_edges']}x "
+        f"the edges control's, thumbnail error {sketch['both_thumbnail_error_over_thumbnail']}x "
+        "the thumbnail control's)",
+        f"- a ControlNet training step (hint making included) costs "
+        f"{timing['control_over_base_step']}x a base training step "
+        f"({timing['control_step_seconds']} s against {timing['base_step_seconds']} s, the "
+        f"median of {timing['timing_rounds']} interleaved rounds of {timing['timing_steps']} "
+        f"steps on the same batches): target <= 1.5x {met('target_control_step_1_5x')}. The "
+        f"control trains {timing['control_trainable_parameters']} parameters (the base has "
+        f"{timing['base_parameters']}). Control runs: {runs}.",
+        "", f"![hint, samples and ground truth]({figure})"]
+
+
 def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict, rows: list[dict],
-           grids: dict[float, torch.Tensor], n_classes: int) -> None:
+           grids: dict[float, torch.Tensor], n_classes: int,
+           sketch_samples: dict[str, torch.Tensor], sketch_digits: torch.Tensor) -> None:
     name = "digits_quick" if quick else "digits"
     b = cfg.benchmark
     out_dir = Path(b.results_dir) if b.get("results_dir") else results_io.RESULTS_DIR
@@ -260,6 +339,11 @@ def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict, rows: l
         f"{metrics['train_seconds']} s (EMA {metrics['ema_decay']}); device {metrics['device']}; "
         f"the whole benchmark {metrics['total_seconds']} s.",
         "", f"![FD, accuracy and digits]({name}.png)"]
+    sketch_png = f"{name}_sketch.png"
+    sketch_figure(out_dir / sketch_png, sketch_digits, sketch_samples, int(b.sketch_grid_rows),
+                  f"sketch -> digit: hints | samples | ground truth "
+                  f"({metrics['sketch']['control_steps']} control steps)")
+    lines += _sketch_lines(metrics["sketch"], sketch_png)
     record = results_io.make_record(name, metrics, baselines)
     results_io.write_results(record, "\n".join(lines), out_dir,
                              title=f"Digits domain benchmark ({name})")

@@ -105,6 +105,9 @@ def test_benchmark_writes_its_record(fake_cache, tmp_path):
         "benchmark.n_samples=20", "benchmark.samplers=[ddim,dpmpp_2m]",
         "benchmark.steps=[1,2]", "benchmark.guidance=[0,1]", "benchmark.grid=cross",
         "benchmark.cross_steps=2", "benchmark.cross_guidance=1", "benchmark.grid_per_class=1",
+        "benchmark.sketch_control_steps=2", "benchmark.sketch_n=12", "benchmark.sketch_steps=2",
+        "benchmark.sketch_sdedit_t=[0.5]", "benchmark.sketch_timing_steps=2",
+        "benchmark.sketch_timing_rounds=1", "benchmark.sketch_grid_rows=3",
         f"benchmark.results_dir={tmp_path}"])
     result = domain.benchmark(cfg)
     metrics = result["metrics"]
@@ -118,3 +121,18 @@ def test_benchmark_writes_its_record(fake_cache, tmp_path):
         assert (tmp_path / f"digits.{suffix}").is_file()
     record = json.loads((tmp_path / "digits.json").read_text())
     assert record["name"] == "digits" and "classifier FD" in (tmp_path / "digits.md").read_text()
+    # sketch -> digit: the base, SDEdit from each hint, each control and both, then the truth
+    sketch = metrics["sketch"]
+    systems = [r["system"] for r in sketch["rows"]]
+    assert systems == ["base", "sdedit-edges t0=0.5", "sdedit-thumbnail t0=0.5", "edges",
+                       "thumbnail", "both", "test digits"]
+    for row in sketch["rows"]:
+        assert 0 <= row["edge_f1"] <= 1 and 0 <= row["thumbnail_error"] <= 1
+    truth = sketch["rows"][-1]  # the test digits against their own hints
+    assert truth["edge_f1"] == 1.0 and truth["thumbnail_error"] < 1e-6
+    assert sketch["timing"]["control_over_base_step"] > 0
+    assert 0 < sketch["timing"]["control_trainable_parameters"] < sketch["timing"]["base_parameters"]
+    assert {"target_edge_f1_0_75", "target_both_within_10_percent",
+            "target_control_step_1_5x"} <= set(sketch)
+    assert (tmp_path / "digits_sketch.png").is_file()
+    assert "Sketch -> digit" in (tmp_path / "digits.md").read_text()
