@@ -80,7 +80,9 @@ class Domain:
         raise NotImplementedError
 
     def evaluate(self, batch: dict, samples: Any, cfg: DictConfig) -> dict[str, float]:
-        """Quality metrics of `samples` generated for `batch` (the batch holds the references)."""
+        """Quality metrics of `samples` generated for `batch` (the batch holds the references;
+        for a control run its `cond` also holds the hints the samples were drawn for, under the
+        control's keyword `hint`, and `cfg.control.hint` names their maker)."""
         raise NotImplementedError
 
     def write_samples(self, samples: Any, out_dir: Path, cfg: DictConfig) -> list[Path]:

@@ -139,16 +139,21 @@ class HintedProcess:
         """The same process with the hints of `key` taken from `source`."""
         return HintedProcess(self.process, {**self.sources, key: source})
 
-    def _hinted(self, batch: dict) -> dict:
+    def hinted(self, batch: dict) -> dict:
+        """The batch with each control's hint in its `cond` (a copy; hints the batch already
+        holds are kept, so a batch hinted once keeps its hints through `generate`)."""
         device = batch["x0"].device
-        hints = {key: source(batch).to(device) for key, source in self.sources.items()}
-        return {**batch, "cond": {**(batch.get("cond") or {}), **hints}}
+        cond = dict(batch.get("cond") or {})
+        for key, source in self.sources.items():
+            if key not in cond:
+                cond[key] = source(batch).to(device)
+        return {**batch, "cond": cond}
 
     def training_loss(self, network: Any, batch: dict, generator: Any = None) -> Tensor:
-        return self.process.training_loss(network, self._hinted(batch), generator=generator)
+        return self.process.training_loss(network, self.hinted(batch), generator=generator)
 
     def generate(self, network: Any, batch: dict, **options: Any) -> Any:
-        return self.process.generate(network, self._hinted(batch), **options)
+        return self.process.generate(network, self.hinted(batch), **options)
 
     def __getattr__(self, name: str) -> Any:
         if name in ("process", "sources"):  # not set yet (copying, unpickling)

@@ -85,11 +85,20 @@ class DigitsDomain(Domain):
 
     def evaluate(self, batch: dict, samples: torch.Tensor, cfg: DictConfig) -> dict[str, float]:
         """label_accuracy (the classifier's label of each sample against the label it was drawn
-        for; only for labelled batches) and ink_fraction. Classifier FD needs thousands of
-        samples at once: `toolkit benchmark --domain digits` reports it."""
+        for; only for labelled batches) and ink_fraction; for an `edges` or `thumbnail` control
+        run also edge_f1 or thumbnail_error of the samples against the hints they were drawn
+        for (sketch.py). Classifier FD needs thousands of samples at once: `toolkit benchmark
+        --domain digits` reports it."""
         from diffusekit.domains.digits.metrics import pixel_statistics, sample_scores
+        from diffusekit.domains.digits.sketch import edge_f1, thumbnail_error
 
         scores = pixel_statistics(samples)
+        hint = (batch.get("cond") or {}).get("hint")
+        made_by = (cfg.get("control") or {}).get("hint")
+        if hint is not None and made_by == "edges":
+            scores["edge_f1"] = edge_f1(samples, hint)
+        elif hint is not None and made_by == "thumbnail":
+            scores["thumbnail_error"] = thumbnail_error(samples, hint)
         label = (batch.get("cond") or {}).get("label")
         if label is not None:
             key = str(cfg.evaluate.classifier) + str(cfg.data)

@@ -27,6 +27,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from diffusekit.core.app.controls import HintedProcess
 from diffusekit.core.errors import CheckpointError, ConfigError, DataError
 from diffusekit.core.app.training.module import batch_size, concat_batches, slice_batch
 from diffusekit.core.app.training.models import (ADAPTER_FOLDER, WEIGHTS_FILE, Model, load_model,
@@ -176,6 +177,8 @@ def evaluate_model(model: Model, *, sampler: str | None = None, steps: int | Non
     with tqdm(total=steps * _n_batches(n, int(cfg.sample.batch_size)), desc="evaluating",
               unit="step", disable=not progress) as bar:
         for batch in _rebatch(example_batches(datamodule, n), int(cfg.sample.batch_size)):
+            if isinstance(process, HintedProcess):  # the domain scores samples against hints
+                batch = process.hinted(batch)
             samples = _generate(network, process, batch, sampler=sampler, steps=steps,
                                 generator=generator, bar=bar)
             size = batch_size(batch)

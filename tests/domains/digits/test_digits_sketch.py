@@ -165,6 +165,13 @@ def test_an_edge_control_trains_and_samples_with_a_png_hint(fake_cache, tmp_path
     both = sample("--run", controls["edges"], "--hint", tmp_path / "edges.png",
                   "--control", f"{controls['thumbnail']}=1")
     assert both.shape == (4, 28, 28) and not np.array_equal(both, hinted)
+    # evaluate scores a control's samples against the hints they were drawn for
+    for hint, metric in (("edges", "edge_f1"), ("thumbnail", "thumbnail_error")):
+        code, out, err = toolkit(capsys, "evaluate", "--run", controls[hint], "-n", "6",
+                                 "--steps", "2")
+        assert code == 0, err
+        (line,) = [line.split() for line in out.splitlines() if line.split()[:1] == [metric]]
+        assert 0.0 <= float(line[1]) <= 1.0
     Image.fromarray(np.zeros((7, 7), np.uint8)).save(tmp_path / "small.png")
     code, _, err = toolkit(capsys, "sample", "--run", controls["edges"], "--hint",
                            tmp_path / "small.png")
