@@ -142,8 +142,12 @@ class ReplacementDenoiser:
         """Hand the times to the wrapped denoiser (`prepare_denoiser`: its fast path survives) and
         evaluate alpha, sigma for all of them at once (one schedule call before the loop)."""
         inner = prepare_denoiser(self.denoiser, times, stacked, **known)
-        stacked = torch.stack(list(times)) if stacked is None or len(stacked) != len(times) else stacked
-        alpha, sigma = self.schedule.alpha_sigma(stacked)
+        given = known.get("alpha_sigma")  # the grid's own values (host float64), where a sampler has them
+        if given is None or len(given[0]) != len(times):
+            host = torch.stack([t.detach() for t in times]).to(device="cpu", dtype=torch.float64)
+            given = self.schedule.alpha_sigma(host)  # on the host, before the loop
+        like = times[0]
+        alpha, sigma = (v.to(device=like.device, dtype=like.dtype) for v in given)
         scales = {id(t): (t, a, s) for t, a, s in zip(times, alpha.unbind(0), sigma.unbind(0))}
         return ReplacementDenoiser(inner, self.known, self.mask, self.schedule, self.space, self.generator, scales)
 
