@@ -10,6 +10,8 @@ Importing it needs torch only. Modules:
     discrete           masked (absorbing) and uniform discrete diffusion
     process            GaussianDiffusion: the built parts a trainer and a sampler need
     editing            SDEdit: any sampler started from a given sample perturbed to t0
+    inpainting         fill the unknown part of a partly known state with any sampler: replacement,
+                       RePaint (resampling with jumps), zero-CoM frames for molecules
     analytic           a Gaussian mixture with an exact denoiser, sliced Wasserstein
     registry           the name -> component tables everything is chosen from
 

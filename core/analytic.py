@@ -57,6 +57,24 @@ class GaussianMixture:
         eps = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         return self.means[k] + self.stds[k, None] * eps
 
+    def conditional(self, known: Tensor, mask: Tensor) -> "GaussianMixture":
+        """The exact law of the unknown coordinates given the known ones: known, mask: [D]
+        (mask True = known). Each isotropic component factorises over coordinates, so
+        (Bayes' rule on the components, Bishop 2006, Sec. 2.3.9)
+
+            p(x_u | x_k) = sum_k w_k' N(mu_k,u, s_k^2 I),   w_k' ∝ w_k N(x_k; mu_k,k, s_k^2 I),
+
+        a mixture on the D_u = D - D_k unknown coordinates (in their order) with the same widths."""
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        if mask.shape != (self.dim,) or known.shape != (self.dim,):
+            raise ValueError(f"conditional needs known and mask of shape ({self.dim},)")
+        if bool(mask.all()):
+            raise ValueError("conditional needs at least one unknown coordinate")
+        x_k, mu_k, s2 = known.double()[mask], self.means[:, mask], self.stds**2
+        log_w = (self.weights.log() - 0.5 * ((x_k - mu_k) ** 2).sum(1) / s2
+                 - 0.5 * x_k.shape[0] * torch.log(2 * math.pi * s2))  # log w_k N(x_k; mu_k,k, s_k^2 I)
+        return GaussianMixture(self.means[:, ~mask], self.stds, torch.softmax(log_w, dim=0))
+
     def posterior_mean(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         """E[x0 | x_t = x]. x: [B, D]; alpha, sigma: [B]. Computed in float64."""
         dtype = x.dtype

@@ -45,6 +45,12 @@ time it will see (`Grid.times_for` does both for the grid's own times). A first-
         x = space.project(cx * x + cd * denoiser(x, times[i], **cond))
     return x
 
+Running a sampler over part of a grid: `run_segment(sampler, D, x, ts, schedule)` takes any
+sampler from a given state x at ts[0] down to ts[-1], which may be > 0 (segments.py: the state
+enters as noise = x / sigma(ts[0]); a segment ending above 0 is the first steps of a run over
+ts + [0], stopped through the callback). It relies on the contract alone, so every sampler,
+plugins' included, supports segments; RePaint (`diffusekit.core.inpainting`) uses it.
+
 A sampler that also evaluates D off the grid passes those times through `step_scalars` too and
 hands them all to `prepare_denoiser`; per-step decisions become Python bools with `.tolist()`
 before the loop; `finite_or_zero` zeroes the entries of steps that do not use a coefficient.
@@ -73,6 +79,7 @@ from diffusekit.core.samplers.grid_coefficients import (
     step_scalars,
 )
 from diffusekit.core.samplers.karras import sample_euler, sample_heun
+from diffusekit.core.samplers.segments import run_segment
 from diffusekit.core.samplers.unipc import sample_unipc
 
 
@@ -131,4 +138,6 @@ __all__ = [
     "step_scalars",
     "prepare_denoiser",
     "finite_or_zero",
+    # running a sampler over part of a grid
+    "run_segment",
 ]
