@@ -12,6 +12,8 @@ Importing it needs torch only. Modules:
     editing            SDEdit: any sampler started from a given sample perturbed to t0
     inpainting         fill the unknown part of a partly known state with any sampler: replacement,
                        RePaint (resampling with jumps), zero-CoM frames for molecules
+    distillation       consistency distillation: the boundary-parameterised student, its loss
+                       (any sampler as the teacher's ODE step; guidance scale as an input)
     analytic           a Gaussian mixture with an exact denoiser, sliced Wasserstein
     registry           the name -> component tables everything is chosen from
 

@@ -26,7 +26,9 @@ callback receive are shared by every run of an equal grid: read them, never chan
 place (`t = 1000 * t`, not `t *= 1000`).
 
 Built-ins (`BUILTINS`): `ddpm`, `ddim` (ancestral.py), `euler`, `heun` (karras.py), `dpmpp_2m`,
-`dpmpp_2m_sde`, `dpmpp_3m`, `dpmpp_3m_sde` (dpmsolver.py), `unipc` (unipc.py). Every sampler
+`dpmpp_2m_sde`, `dpmpp_3m`, `dpmpp_3m_sde` (dpmsolver.py), `unipc` (unipc.py), `consistency`
+(consistency.py: multistep sampling of a consistency model, e.g. a distilled student from
+`diffusekit.core.distillation`; with any other denoiser, denoise-and-renoise). Every sampler
 fulfils `SamplerFn` and lives in one `REGISTRY`: look one up with `get(name)`; `names()` lists
 all, plugins included; `register(name, fn)` (or `@register(name)`) adds one.
 
@@ -65,6 +67,7 @@ from torch import Tensor
 
 from diffusekit.core.registry import Registry
 from diffusekit.core.samplers.ancestral import sample_ddim, sample_ddpm
+from diffusekit.core.samplers.consistency import sample_consistency
 from diffusekit.core.samplers.dpmsolver import (
     sample_dpmpp_2m,
     sample_dpmpp_2m_sde,
@@ -119,6 +122,7 @@ BUILTINS: dict[str, SamplerFn] = {
     "dpmpp_3m": sample_dpmpp_3m,
     "dpmpp_3m_sde": sample_dpmpp_3m_sde,
     "unipc": sample_unipc,
+    "consistency": sample_consistency,
 }
 for _name, _fn in BUILTINS.items():
     register(_name, _fn)

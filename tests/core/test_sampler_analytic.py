@@ -107,3 +107,35 @@ def test_noise_floor_is_small_against_a_bad_sampler(mixture_name):
     """Sanity of the yardstick: the floor is far below the error of a 1-step sampler."""
     _, _, floor = reference(mixture_name)
     assert distance(mixture_name, "ddim", 1) > 3 * floor
+
+
+def exact_consistency_function(mixture: GaussianMixture, n_ode: int = 50):
+    """f(x, t): the probability-flow ODE of the exact denoiser solved from t to 0 (dpmpp_2m, n_ode
+    uniform steps): the mixture's consistency function, up to that solver's error (at the floor)."""
+    D = mixture.denoiser(SCHEDULE)
+
+    def consistency_function(x, t, **cond):
+        t = float(t)  # a host read: this test denoiser runs a whole sampler per call
+        sigma = SCHEDULE.sigma(torch.tensor(t, dtype=torch.float64)).to(x.dtype)
+        ts = schedules.time_grid(SCHEDULE, n_ode, "uniform", t_max=t)
+        return samplers.get("dpmpp_2m")(D, x / sigma, ts, SCHEDULE)
+
+    return consistency_function
+
+
+@pytest.mark.parametrize("mixture_name", list(MIXTURES))
+def test_the_consistency_sampler_of_the_exact_consistency_function_is_exact_at_any_nfe(mixture_name):
+    """Consistency Models, Algorithm 1: with the exact consistency function, one step is already a
+    sample, and re-noising a sample to t_i and mapping it back again gives a sample too, so 1, 2
+    and 4 steps all land at the floor. The same loop with the plain denoiser E[x0 | x_t] at 4 steps
+    does not (it collapses every step onto posterior means)."""
+    true, noise, floor = reference(mixture_name)
+    mixture = MIXTURES[mixture_name][0]
+    sample = samplers.get("consistency")
+    for n in (1, 2, 4):
+        ts = schedules.time_grid(SCHEDULE, n, "uniform")
+        x = sample(exact_consistency_function(mixture), noise, ts, SCHEDULE, generator=torch.Generator().manual_seed(3))
+        assert sw(mixture_name, x, true) < 1.3 * floor, (n, sw(mixture_name, x, true), floor)
+    plain = sample(mixture.denoiser(SCHEDULE), noise, schedules.time_grid(SCHEDULE, 4, "uniform"), SCHEDULE,
+                   generator=torch.Generator().manual_seed(3))
+    assert sw(mixture_name, plain, true) > 2 * floor

@@ -18,10 +18,10 @@ from diffusekit.core.registry import UnknownNameError
 # (schedule, time-grid kind) pairs: VP continuous, VP with alpha(1) ~ 0, discrete VP, VE, flow.
 SCHEDULES = [("vp_linear", "log_snr"), ("vp_cosine", "karras"), ("vp_discrete", "trailing"),
              ("edm", "karras"), ("flow", "uniform")]
-BUILTINS = ["ddim", "ddpm", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m", "dpmpp_3m_sde", "euler", "heun",
-            "unipc"]
+BUILTINS = ["consistency", "ddim", "ddpm", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m", "dpmpp_3m_sde", "euler",
+            "heun", "unipc"]
 DETERMINISTIC = ["ddim", "dpmpp_2m", "dpmpp_3m", "euler", "heun", "unipc", "midpoint"]
-STOCHASTIC = [("ddpm", {}), ("dpmpp_2m_sde", {}), ("dpmpp_3m_sde", {}), ("ddim", {"eta": 1.0}),
+STOCHASTIC = [("consistency", {}), ("ddpm", {}), ("dpmpp_2m_sde", {}), ("dpmpp_3m_sde", {}), ("ddim", {"eta": 1.0}),
               ("euler", {"S_churn": 20.0}), ("heun", {"S_churn": 20.0, "S_tmin": 0.05, "S_tmax": 50.0})]
 N_STEPS, SHAPE = 6, (8, 3, 4)  # data [B, 3, 4]: the mixture lives on the 12 flattened entries
 MIXTURE = GaussianMixture.random(dim=12, n_modes=3, seed=1)

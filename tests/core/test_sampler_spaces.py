@@ -84,7 +84,7 @@ def test_stochastic_noise_comes_from_the_space():
     schedule = schedules.get("vp_linear")
     ts = schedules.time_grid(schedule, N_STEPS, "uniform")
     noise = torch.randn(B, N, 3 + F)
-    for name, options in [("ddpm", {}), ("dpmpp_2m_sde", {}), ("ddim", {"eta": 0.5})]:
+    for name, options in [("ddpm", {}), ("dpmpp_2m_sde", {}), ("ddim", {"eta": 0.5}), ("consistency", {})]:
         CountingSpace.draws = 0
         samplers.get(name)(lambda x, t: torch.zeros_like(x), noise, ts, schedule, space=CountingSpace(),
                            generator=torch.Generator().manual_seed(0), **options)
