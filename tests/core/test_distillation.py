@@ -9,7 +9,7 @@ true samples, paired (student and teacher samplers start from the same noise):
 
     2000 steps (~25 s):  student 1 / 2 / 4 NFE  0.090 / 0.042 / 0.031;  teacher's best sampler
                          at 2 / 4 / 10 / 50 NFE  0.93 / 0.29 / 0.061 / 0.046;  floor 0.027
-    6000 steps, N = 50, batch 1024 (slow, ~2 min):  student 1 / 2 NFE  0.053 / 0.037
+    6000 steps, N = 50, batch 1024 (slow, 1-2 min):  student 1 / 2 / 4 NFE  0.055 / 0.039 / 0.040
 
 and a w-conditioned student of the class-conditional guided teacher follows w.
 """
@@ -34,7 +34,7 @@ from diffusekit.core.spaces import ZeroCoM
 
 SCHEDULE = schedules.get("vp_linear")
 RING = GaussianMixture.ring_2d()
-N_EVAL, PROJECTIONS = 50_000, 32  # evaluation samples and SW directions (the floor is ~0.025)
+N_EVAL, PROJECTIONS = 50_000, 32  # evaluation samples and SW directions (the floor is ~0.027)
 GRIDS = {1: [1.0, 0.0], 2: [1.0, 0.2, 0.0], 4: [1.0, 0.5, 0.2, 0.05, 0.0]}  # the student's NFE -> times
 TEACHER_SAMPLERS = ("ddim", "dpmpp_2m", "dpmpp_3m", "unipc")
 
@@ -278,14 +278,14 @@ def test_a_student_of_the_exact_teacher_beats_the_teachers_samplers_at_two_nfe()
 
 @pytest.mark.slow
 def test_a_longer_trained_student_at_one_nfe_matches_the_teacher_at_ten():
-    """6000 steps, N = 50, batch 1024 (~2 min): 1 NFE as close as the teacher's best at 10 NFE."""
+    """6000 steps, N = 50, batch 1024 (1-2 min): 1 NFE as close to the ring as the teacher's best
+    sampler at 10 NFE, 2 NFE as close as its best at 50 NFE (training seed 1 measured the same)."""
     torch.manual_seed(0)
     student = train(ConsistencyStudent(MixtureNet(), SCHEDULE), RING.denoiser(SCHEDULE), draw_ring, steps=6000,
                     n_steps=50, batch=1024)
-    _, _, floor = ring_reference()
     d = {nfe: student_distance(student, nfe) for nfe in GRIDS}
-    assert d[1] <= teacher_best(10), (d, teacher_best(10))  # measured 0.053 vs 0.061
-    assert d[2] < 1.6 * floor, (d, floor)  # measured 0.037 vs 0.025
+    assert d[1] <= teacher_best(10), (d, teacher_best(10))  # measured 0.055 vs 0.061
+    assert d[2] <= teacher_best(50), (d, teacher_best(50))  # measured 0.039 vs 0.046 (floor 0.027)
 
 
 HALVES = [GaussianMixture(RING.means[k], RING.stds[k], torch.full((4,), 0.25, dtype=torch.float64))
