@@ -193,38 +193,19 @@ def ddim_step(teacher: DenoiserFn, x: Tensor, t: Tensor, s: Tensor, schedule: Sc
     return space.project(broadcast_to(c_x, x) * x + broadcast_to(c_d, x) * denoised)
 
 
-class _FirstStepTaken(Exception):
-    """Raised by `sampler_step`'s callback to stop a sampler after its first step."""
-
-    def __init__(self, x: Tensor) -> None:
-        super().__init__("first step taken")
-        self.x = x
-
-
 def sampler_step(sampler: str | Callable[..., Tensor], teacher: DenoiserFn, x: Tensor, t: float, s: float,
                  schedule: Schedule, *, space: Any = Euclidean(), cond: Mapping[str, Any] | None = None,
                  generator: torch.Generator | None = None) -> Tensor:
-    """The first step of any registered sampler (or `SamplerFn`) from t to s, 0 < s < t, for the
-    whole batch x: [B, ...] (one step, one time pair). Samplers only accept grids that end at 0
-    (`Grid.build`), so this runs the sampler over [t, s, 0] from the unit noise x / sigma(t)
-    (the contract's start state is sigma(t) project(noise) = x) and stops it by its callback after
-    step 0, whose state is x at s: it relies on the sampler contract's callback (called after each
-    step with the state at t_next) and on every sampler's first step using no history."""
+    """One step of any registered sampler (or `SamplerFn`) from t to s, 0 < s < t, for the whole
+    batch x: [B, ...] (one time pair). Samplers refuse grids that end above 0 (`Grid.build`), so
+    this is `samplers.run_segment` over [t, s]: the run over [t, s, 0] from the state x, stopped
+    by the contract's callback after its first step (an interior step: heun corrects it, a
+    multistep solver takes it at order 1), without evaluating the step to 0."""
     sample = samplers.get(sampler) if isinstance(sampler, str) else sampler
     if not 0.0 < s < t:
         raise ValueError(f"sampler_step needs 0 < s < t, got t={t:g}, s={s:g}")
-    sigma_t = schedule.alpha_sigma(torch.tensor([t], dtype=torch.float64))[1][0].to(compute_dtype(x.dtype))
-    ts = torch.tensor([t, s, 0.0], dtype=torch.float64, device=x.device)
-
-    def stop(info: dict[str, Any]) -> None:
-        raise _FirstStepTaken(info["x"])
-
-    try:
-        sample(teacher, (x / sigma_t.to(x.device)).to(x.dtype), ts, schedule, space=space, generator=generator,
-               callback=stop, cond=dict(cond or {}))
-    except _FirstStepTaken as taken:
-        return taken.x
-    raise RuntimeError("the sampler returned without calling its callback")
+    ts = torch.tensor([t, s], dtype=torch.float64)
+    return samplers.run_segment(sample, teacher, x, ts, schedule, space=space, generator=generator, cond=cond)
 
 
 # d(a, b) of the consistency loss: (error [B, ...] projected, n_dof [B], **options) -> [B]
