@@ -185,6 +185,7 @@ class VPDiscrete(Schedule):
         object.__setattr__(self, "_t_knots", torch.linspace(0.0, 1.0, len(ab) + 1, dtype=torch.float64))
         object.__setattr__(self, "_g_knots", g)
         object.__setattr__(self, "_alphas_cumprod", ab)
+        object.__setattr__(self, "_knots_on", {})  # device -> (t_knots, g_knots) there
         if self.log_snr_max == DEFAULT_LOG_SNR_MAX:  # least noise a grid visits: the first step
             object.__setattr__(self, "log_snr_max", float(torch.log(ab[0] / (1 - ab[0]))))
 
@@ -193,6 +194,15 @@ class VPDiscrete(Schedule):
         """[N] float64: alpha_bar_k of the training steps."""
         return self._alphas_cumprod
 
+    def _knots(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(t_knots, g_knots) on `device`, so the schedule follows its times there (a GPU's
+        training times); copied once per device."""
+        if device.type == "cpu":
+            return self._t_knots, self._g_knots
+        if device not in self._knots_on:
+            self._knots_on[device] = (self._t_knots.to(device), self._g_knots.to(device))
+        return self._knots_on[device]
+
     def _g(self, t: Tensor) -> Tensor:
         """g(t) = -log alpha(t)^2, linear between the knots t_k = k / N (k = 0..N), so the
         segment of t is floor(t N): no search needed."""
@@ -200,7 +210,8 @@ class VPDiscrete(Schedule):
         i = scaled.floor().clamp(max=self.n_train_steps - 1)
         w = scaled - i
         i = i.long()
-        g0, g1 = self._g_knots[i], self._g_knots[i + 1]
+        g_knots = self._knots(t.device)[1]
+        g0, g1 = g_knots[i], g_knots[i + 1]
         return torch.where(w > 0, g0 + w * (g1 - g0), g0)  # exact at knots, also where g1 = inf
 
     def log_snr(self, t: Tensor) -> Tensor:
@@ -209,7 +220,8 @@ class VPDiscrete(Schedule):
 
     def t_of_log_snr(self, log_snr: Tensor) -> Tensor:
         g = torch.nn.functional.softplus(-log_snr.to(torch.float64))
-        return _interp(g, self._g_knots, self._t_knots).to(log_snr.dtype)
+        t_knots, g_knots = self._knots(log_snr.device)
+        return _interp(g, g_knots, t_knots).to(log_snr.dtype)
 
     def alpha(self, t: Tensor | float) -> Tensor:
         t = _as_tensor(t)
