@@ -185,6 +185,7 @@ class VPDiscrete(Schedule):
         object.__setattr__(self, "_t_knots", torch.linspace(0.0, 1.0, len(ab) + 1, dtype=torch.float64))
         object.__setattr__(self, "_g_knots", g)
         object.__setattr__(self, "_alphas_cumprod", ab)
+        object.__setattr__(self, "_knots_on", {})  # device -> (t_knots, g_knots) there
         if self.log_snr_max == DEFAULT_LOG_SNR_MAX:  # least noise a grid visits: the first step
             object.__setattr__(self, "log_snr_max", float(torch.log(ab[0] / (1 - ab[0]))))
 
@@ -193,6 +194,15 @@ class VPDiscrete(Schedule):
         """[N] float64: alpha_bar_k of the training steps."""
         return self._alphas_cumprod
 
+    def _knots(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(t_knots, g_knots) on `device`, so the schedule follows its times there (a GPU's
+        training times); copied once per device."""
+        if device.type == "cpu":
+            return self._t_knots, self._g_knots
+        if device not in self._knots_on:
+            self._knots_on[device] = (self._t_knots.to(device), self._g_knots.to(device))
+        return self._knots_on[device]
+
     def _g(self, t: Tensor) -> Tensor:
         """g(t) = -log alpha(t)^2, linear between the knots t_k = k / N (k = 0..N), so the
         segment of t is floor(t N): no search needed."""
@@ -200,7 +210,8 @@ class VPDiscrete(Schedule):
         i = scaled.floor().clamp(max=self.n_train_steps - 1)
         w = scaled - i
         i = i.long()
-        g0, g1 = self._g_knots[i], self._g_knots[i + 1]
+        g_knots = self._knots(t.device)[1]
+        g0, g1 = g_knots[i], g_knots[i + 1]
         return torch.where(w > 0, g0 + w * (g1 - g0), g0)  # exact at knots, also where g1 = inf
 
     def log_snr(self, t: Tensor) -> Tensor:
@@ -209,7 +220,8 @@ class VPDiscrete(Schedule):
 
     def t_of_log_snr(self, log_snr: Tensor) -> Tensor:
         g = torch.nn.functional.softplus(-log_snr.to(torch.float64))
-        return _interp(g, self._g_knots, self._t_knots).to(log_snr.dtype)
+        t_knots, g_knots = self._knots(log_snr.device)
+        return _interp(g, g_knots, t_knots).to(log_snr.dtype)
 
     def alpha(self, t: Tensor | float) -> Tensor:
         t = _as_tensor(t)
@@ -223,6 +235,39 @@ class VPDiscrete(Schedule):
         t = _as_tensor(t)
         g = self._g(t)
         return torch.exp(-0.5 * g).to(t.dtype), torch.sqrt(-torch.expm1(-g)).to(t.dtype)
+
+
+@REGISTRY.register("vp_polynomial")
+@dataclass(frozen=True, eq=False)
+class VPPolynomial(VPDiscrete):
+    """EDM's polynomial schedule for molecules (Hoogeboom et al. 2022, App. B, "polynomial_2"),
+    on its N training steps: at t_k = k / N, k = 0..N,
+
+        a_k = (1 - t_k^power)^2                         the polynomial,
+        a_k = prod_{i<=k} clip(a_i / a_{i-1}, c, 1)     each step's ratio clipped at c = 0.001
+                                                        (a_{-1} = 1), so sampling stays stable,
+        alpha_k^2 = (1 - 2 s) a_k + s                   s = `precision`: the SNR stays in
+                                                        [s / (1 - s), (1 - s) / s] (about e^+-11.5)
+
+    and step k = 1..N sits at t = k / N as in `vp_discrete`; t = 0 is the clean data (EDM's own
+    t = 0 keeps noise of variance s). EDM trains on QM9 with power 2, s = 1e-5, N = 1000.
+    """
+
+    power: float = 2.0
+    precision: float = 1e-5
+    clip: float = 0.001
+
+    def __post_init__(self) -> None:
+        if not (self.power > 0 and 0 < self.precision < 0.5 and 0 < self.clip <= 1):
+            raise ValueError(f"vp_polynomial needs power > 0, 0 < precision < 0.5 and "
+                             f"0 < clip <= 1, got {self.power}, {self.precision}, {self.clip}")
+        t = torch.linspace(0.0, 1.0, self.n_train_steps + 1, dtype=torch.float64)
+        a = (1.0 - t ** self.power) ** 2
+        ratios = a / torch.cat([torch.ones(1, dtype=torch.float64), a[:-1]])
+        a = torch.cumprod(ratios.clamp(self.clip, 1.0), 0)
+        alphas2 = (1.0 - 2.0 * self.precision) * a + self.precision
+        object.__setattr__(self, "alphas_cumprod", tuple(alphas2[1:].tolist()))
+        super().__post_init__()
 
 
 def rescale_zero_terminal_snr(schedule: Schedule, n_train_steps: int = 1000) -> VPDiscrete:

@@ -3,7 +3,8 @@
     toolkit domains | plugins                        what is installed
     toolkit config --domain D [key=value ...]        the resolved config of a run (YAML)
     toolkit prepare --domain D                       build the domain's offline data cache
-    toolkit train --domain D [key=value ...] [--config f.yaml] [--resume [RUN]]
+    toolkit train --domain D [key=value ...] [--preset gpu] [--config f.yaml] [--budget 10m]
+                  [--resume [RUN]]
     toolkit sample --run RUN [--sampler S] [--steps N] [-n K] [--hint FILE]
     toolkit evaluate --run RUN                       the domain's metrics -> metrics.json
     toolkit benchmark --domain D [--quick]           the domain's benchmark
@@ -47,9 +48,17 @@ def _domain_names() -> list[str]:
     return plugins.domain_names()
 
 
-def _compose(domain: Any, files: tuple[str, ...], overrides: tuple[str, ...]):
-    return configuration.compose(domain.default_config(), files=files, overrides=overrides,
-                                 domain=domain.name)
+def _compose(domain: Any, files: tuple[str, ...], overrides: tuple[str, ...],
+             preset: str | None = None):
+    return configuration.compose(domain.default_config(), files=_with_preset(domain, preset, files),
+                                 overrides=overrides, domain=domain.name)
+
+
+def _with_preset(domain: Any, preset: str | None, files: tuple[str, ...]) -> tuple[str, ...]:
+    """The config files of a command: the domain's preset file first, then the user's."""
+    if preset is None:
+        return files
+    return (str(configuration.preset_file(domain, preset)), *files)
 
 
 def _check_sampler(name: str | None) -> None:
@@ -87,6 +96,9 @@ def _echo_paths(paths: list[Path], what: str) -> None:
 
 config_option = click.option("--config", "files", multiple=True, type=click.Path(dir_okay=False),
                              help="A YAML file of config values (repeatable; later wins).")
+preset_option = click.option("--preset", default=None, metavar="NAME",
+                             help="A config file the domain ships (presets/NAME.yaml, e.g. gpu: "
+                                  "the published size on one GPU), before --config files.")
 domain_option = click.option("--domain", "-d", required=True, help="The domain (toolkit domains).")
 overrides_argument = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 
@@ -131,26 +143,33 @@ def plugins() -> None:
 
 @cli.command("config", context_settings=CONTEXT)
 @domain_option
+@preset_option
 @config_option
 @overrides_argument
-def config_command(domain: str, files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
-    """Print the resolved config of a run of DOMAIN (defaults, files, overrides) as YAML."""
-    click.echo(configuration.to_yaml(_compose(get_domain(domain), files, overrides)), nl=False)
+def config_command(domain: str, preset: str | None, files: tuple[str, ...],
+                   overrides: tuple[str, ...]) -> None:
+    """Print the resolved config of a run of DOMAIN (defaults, preset, files, overrides) as
+    YAML."""
+    click.echo(configuration.to_yaml(_compose(get_domain(domain), files, overrides, preset)),
+               nl=False)
 
 
 @cli.command()
 @domain_option
+@preset_option
 @config_option
 @overrides_argument
-def prepare(domain: str, files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+def prepare(domain: str, preset: str | None, files: tuple[str, ...],
+            overrides: tuple[str, ...]) -> None:
     """Build DOMAIN's offline data cache."""
     dom = get_domain(domain)
-    dom.prepare(_compose(dom, files, overrides))
+    dom.prepare(_compose(dom, files, overrides, preset))
     click.echo(f"prepared the data of domain {dom.name!r}")
 
 
 @cli.command()
 @click.option("--domain", "-d", help="The domain (toolkit domains); not needed with --resume RUN.")
+@preset_option
 @config_option
 @click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[RUN]",
               help="Continue a run from its last checkpoint: its folder, or alone the latest run "
@@ -161,15 +180,22 @@ def prepare(domain: str, files: tuple[str, ...], overrides: tuple[str, ...]) -> 
 @click.option("--control-of", "control_of", default=None, metavar="PATH_OR_ID",
               help="Train a ControlNet on this frozen model (control.of); control.hint=NAME "
                    "says how each example's hint is made.")
+@click.option("--budget", default=None, metavar="DURATION",
+              help="Stop training after this wall-clock time (trainer.max_time): 90s, 10m, "
+                   "1.5h or DD:HH:MM:SS; the run still ends with its model, samples and metrics.")
 @overrides_argument
-def train(domain: str | None, files: tuple[str, ...], resume: str | None, init_from: str | None,
-          control_of: str | None, overrides: tuple[str, ...]) -> None:
+def train(domain: str | None, preset: str | None, files: tuple[str, ...], resume: str | None,
+          init_from: str | None, control_of: str | None, budget: str | None,
+          overrides: tuple[str, ...]) -> None:
     """Train a model of DOMAIN; KEY=VALUE overrides any config value (toolkit config lists them).
 
     The run folder is runs/<domain>/<timestamp>/ (config, checkpoints, model.safetensors,
     samples, logs, loss curve, metrics.json)."""
     if resume is not None and "=" in resume and not Path(resume).exists():
         overrides, resume = (resume, *overrides), "latest"  # `--resume key=value ...`
+    if budget is not None:
+        configuration.duration_seconds(budget, "--budget")  # `--budget abc`: one error line
+        overrides = (*overrides, f"trainer.max_time={json.dumps(budget)}")
     if init_from is not None:
         if resume is not None:
             raise click.UsageError("--init-from starts a new run; it does not go with --resume.")
@@ -183,11 +209,12 @@ def train(domain: str | None, files: tuple[str, ...], resume: str | None, init_f
         if not domain:
             raise click.UsageError("Missing option '--domain' (or --resume RUN).")
         dom = get_domain(domain)
-        cfg = _compose(dom, files, overrides)
+        cfg = _compose(dom, files, overrides, preset)
         run = None
     else:
         run, dom, cfg = _resume_target(resume, domain)
-        cfg = configuration.override(cfg, files=files, overrides=overrides)
+        cfg = configuration.override(cfg, files=_with_preset(dom, preset, files),
+                                     overrides=overrides)
     _check_sampler(cfg.sample.sampler)
 
     from diffusekit.core.app.training.fit import is_launched_worker, train as train_run
@@ -202,6 +229,8 @@ def train(domain: str | None, files: tuple[str, ...], resume: str | None, init_f
         return None
     loss = m.get("val_loss")
     loss_text = f", validation loss {loss:.4g}" if isinstance(loss, float) else ""
+    if m.get("stopped_by") == "max_time":
+        loss_text += " (stopped by the time budget)"
     click.echo(f"trained {dom.name} to step {m.get('step')} in {m.get('train_seconds')} s"
                f"{loss_text}: {result.path}")
     return None
@@ -417,13 +446,14 @@ def merge(run_dir: str, to: str, adapter_args: tuple[str, ...],
 @click.option("--finetune", is_flag=True,
               help="The customisation benchmark: base, LoRA, full fine-tuning and scratch on a "
                    "shifted target set (docs/customise.md).")
+@preset_option
 @config_option
 @overrides_argument
-def benchmark(domain: str, quick: bool, finetune: bool, files: tuple[str, ...],
-              overrides: tuple[str, ...]) -> None:
+def benchmark(domain: str, quick: bool, finetune: bool, preset: str | None,
+              files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     """Run DOMAIN's benchmark and print its metrics (as JSON)."""
     dom = get_domain(domain)
-    cfg = _compose(dom, files, (*overrides, *(["quick=true"] if quick else [])))
+    cfg = _compose(dom, files, (*overrides, *(["quick=true"] if quick else [])), preset)
     try:
         if finetune:
             from diffusekit.core.app.finetune import run_finetune_benchmark

@@ -9,7 +9,8 @@ Layers, later wins:
    ema, sample, checkpoint_every, ...);
 2. the domain's defaults: may change any toolkit value and add its own top-level sections
    (model, data, process, ...);
-3. each `--config file.yaml`, in order;
+3. each `--config file.yaml`, in order (a domain's preset, `--preset NAME`, is the file
+   `presets/NAME.yaml` beside the domain's module, placed before the user's files);
 4. dotlist overrides `key=value` (the value is parsed as YAML: `64`, `true`, `[1, 2]`, `null`).
 
 Layers 3 and 4 (and a domain's values inside the toolkit's sections) may only set keys that
@@ -22,7 +23,10 @@ interpolations `${...}` resolved; no custom resolvers are registered (in particu
 from __future__ import annotations
 
 import difflib
+import inspect
+import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Callable
@@ -41,6 +45,29 @@ def data_cache(domain: str | None = None) -> Path:
     empty), else ~/.cache/diffusekit; with `domain`, that domain's folder inside it."""
     root = Path(os.environ.get("DIFFUSEKIT_DATA") or "~/.cache/diffusekit").expanduser()
     return root / domain if domain else root
+
+
+PRESETS_FOLDER = "presets"  # beside a domain's module: presets/<name>.yaml
+
+
+def preset_files(domain: Any) -> dict[str, Path]:
+    """{name: file} of the presets `domain` ships: the `presets/<name>.yaml` files in the folder
+    of the module that defines its class (a built-in domain's package, or a plugin's). A preset
+    is a `--config` file that comes with the domain (`--preset gpu`: the published scale on one
+    GPU); it is layered before the user's own files."""
+    folder = Path(inspect.getfile(type(domain))).parent / PRESETS_FOLDER
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+
+
+def preset_file(domain: Any, name: str) -> Path:
+    """The file of `domain`'s preset `name`; a `ConfigError` naming the presets it has."""
+    files = preset_files(domain)
+    if name in files:
+        return files[name]
+    known = f"its presets: {', '.join(files)}" if files else "it ships none"
+    close = difflib.get_close_matches(str(name), list(files), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(f"domain {domain.name!r} has no preset {name!r}{hint}; {known}")
 
 
 def training_defaults() -> DictConfig:
@@ -222,6 +249,40 @@ def typed(cfg: DictConfig, key: str, kind: Callable[[Any], Any]) -> Any:
 
 
 _KIND_NAMES = {int: "a whole number", float: "a number", str: "a string"}
+
+# "90s", "10m", "1.5h", "1h30m", "2d": numbers with a unit, summed
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smhd])")
+_DURATION_CLOCK = re.compile(r"(\d+):(\d\d):(\d\d):(\d\d)")  # Lightning's DD:HH:MM:SS
+
+
+def duration_seconds(value: Any, what: str = "trainer.max_time") -> float | None:
+    """Seconds of a wall-clock duration: a number of seconds, a string of numbers with units
+    (`"90s"`, `"10m"`, `"1.5h"`, `"1h30m"`, `"2d"`) or Lightning's `"DD:HH:MM:SS"`; None for
+    null. A `ConfigError` naming `what` for anything else, and for a duration that is not
+    positive."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    seconds: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif clock := _DURATION_CLOCK.fullmatch(text):
+        d, h, m, s = (int(g) for g in clock.groups())
+        seconds = float(((d * 24 + h) * 60 + m) * 60 + s)
+    elif text and _DURATION_PART.sub("", text) == "":
+        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+    else:
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = None
+    if seconds is None or not math.isfinite(seconds):
+        raise ConfigError(f"{what} must be a duration such as 90s, 10m, 1.5h or DD:HH:MM:SS, "
+                          f"got {value!r}")
+    if seconds <= 0:
+        raise ConfigError(f"{what} must be a positive duration, got {value!r}")
+    return seconds
 
 
 def name_list(cfg: DictConfig, key: str, what: str) -> tuple[str, ...] | None:

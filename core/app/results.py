@@ -75,10 +75,17 @@ CODE = ("core", "domains", "plugins", "api", "benchmarks", ":(exclude)benchmarks
         "pyproject.toml")  # git pathspecs of what a record's "-dirty" looks at
 
 
+COMMIT_ENV = "DIFFUSEKIT_COMMIT"  # the commit of code that runs outside its checkout
+
+
 def git_commit(repo: Path = REPO_ROOT) -> str:
     """`git rev-parse HEAD` of `repo`, with "-dirty" when tracked code differs from it (`CODE`:
     the engine, application, domains, plugins, benchmarks and pyproject.toml; records written
-    into benchmarks/results/ by other runs do not count); "unknown" outside a git checkout."""
+    into benchmarks/results/ by other runs do not count); "unknown" outside a git checkout.
+    `$DIFFUSEKIT_COMMIT`, when set, is taken instead: the commit a copy of the code was built
+    from, where it runs away from its checkout (a wheel installed on a GPU machine)."""
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
                               text=True, check=True).stdout.strip()

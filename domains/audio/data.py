@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from diffusekit.core.app.config import data_cache
+from diffusekit.core.app.data_loading import loader_options
 from diffusekit.core.errors import ConfigError, DataError
 from diffusekit.domains.audio import corpus, recordings
 from diffusekit.domains.audio.features import MelFeatures
@@ -312,8 +313,7 @@ class AudioDataModule(L.LightningDataModule):
         return DataLoader(self.splits[split], batch_size=int(d.batch_size), shuffle=shuffle,
                           collate_fn=Collate(self.features),
                           drop_last=shuffle and len(self.splits[split]) >= int(d.batch_size),
-                          num_workers=int(d.num_workers),
-                          persistent_workers=int(d.num_workers) > 0)
+                          **loader_options(d))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

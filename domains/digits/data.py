@@ -43,6 +43,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from diffusekit.core.app.config import data_cache
+from diffusekit.core.app.data_loading import loader_options
 from diffusekit.core.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -283,9 +284,8 @@ class DigitsDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         self.setup()
-        workers = int(self.d.num_workers)
         return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle,
-                          drop_last=shuffle, num_workers=workers, persistent_workers=workers > 0)
+                          drop_last=shuffle, **loader_options(self.d))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", int(self.d.batch_size), shuffle=True)

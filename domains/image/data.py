@@ -42,6 +42,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from diffusekit.core.app.config import data_cache
+from diffusekit.core.app.data_loading import loader_options
 from diffusekit.core.errors import DataError
 from diffusekit.core.registry import Registry
 from diffusekit.domains.image.degradation import Degradation
@@ -328,9 +329,8 @@ class SRDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         self.setup()
-        workers = int(self.d.num_workers)
         return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle,
-                          drop_last=shuffle, num_workers=workers, persistent_workers=workers > 0)
+                          drop_last=shuffle, **loader_options(self.d))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", int(self.d.batch_size), shuffle=True)

@@ -43,6 +43,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_dense_batch
 
 from diffusekit.core.app.config import data_cache
+from diffusekit.core.app.data_loading import loader_options
 from diffusekit.core.errors import DataError
 from diffusekit.domains.molecules.charges import CHARGE_SOURCES, derive_formal_charges
 from diffusekit.domains.molecules.structures import (ATOMIC_NUMBERS, ELEMENTS, Structure,
@@ -325,11 +326,12 @@ class MoleculeDataModule(L.LightningDataModule):
     """Train / val / test loaders over QM9 (data.source: qm9) or a folder of SDF / XYZ files."""
 
     def __init__(self, source: str = "qm9", *, seed: int = 0, folder_split=(0.8, 0.1, 0.1),
-                 max_atoms: int = 29, batch_size: int = 64, num_workers: int = 0,
+                 max_atoms: int = 29, batch_size: int = 64, loader: dict | None = None,
                  codec: FeatureCodec = FeatureCodec(), limit: int | None = None) -> None:
         super().__init__()
         self.source, self.seed, self.folder_split = source, seed, tuple(folder_split)
-        self.max_atoms, self.batch_size, self.num_workers = max_atoms, batch_size, num_workers
+        self.max_atoms, self.batch_size = max_atoms, batch_size
+        self.loader = dict(loader or {})  # DataLoader workers, pinning (data_loading.py)
         self.codec, self.limit = codec, limit
         self.splits: dict[str, MoleculeSet] = {}
         self.skipped = 0
@@ -339,7 +341,7 @@ class MoleculeDataModule(L.LightningDataModule):
         d = cfg.data
         return cls(str(d.source), seed=int(d.seed), folder_split=tuple(d.folder_split),
                    max_atoms=int(d.max_atoms), batch_size=int(d.batch_size),
-                   num_workers=int(d.num_workers),
+                   loader=loader_options(d),
                    codec=FeatureCodec.from_config(d),
                    limit=None if d.limit is None else int(d.limit))
 
@@ -402,9 +404,8 @@ class MoleculeDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
         return DataLoader(MoleculeDataset(self.splits[split]), batch_size=self.batch_size,
-                          shuffle=shuffle, drop_last=False, num_workers=self.num_workers,
-                          collate_fn=DenseCollate(self.codec, self.max_atoms),
-                          persistent_workers=self.num_workers > 0)
+                          shuffle=shuffle, drop_last=False,
+                          collate_fn=DenseCollate(self.codec, self.max_atoms), **self.loader)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

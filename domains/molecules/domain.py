@@ -110,23 +110,31 @@ class MoleculeDomain(Domain):
 
     def draw_valid(self, smiles: list[str | None], path: Path, cfg: DictConfig) -> Path:
         """A PNG grid of 2D drawings (rdkit.Chem.Draw) of the valid SMILES, or a note image
-        saying that none was valid."""
+        saying that none was valid, or that RDKit cannot draw on this machine (its drawing
+        code needs X rendering libraries, such as libXrender, that a headless GPU machine may
+        lack; the molecules are in samples.sdf and samples.xyz all the same)."""
         from rdkit import Chem
-        from rdkit.Chem import Draw
 
+        try:
+            from rdkit.Chem import Draw
+        except ImportError as exc:
+            Draw, note = None, f"RDKit cannot draw here ({' '.join(str(exc).split())[:60]})"
         valid = [s for s in smiles if s][: int(cfg.evaluate.png_max)]
         mols = [Chem.MolFromSmiles(s) for s in valid]
         pairs = [(m, s) for m, s in zip(mols, valid) if m is not None]
-        if pairs:
+        if pairs and Draw is not None:
             image = Draw.MolsToGridImage([m for m, _ in pairs],
                                          molsPerRow=int(cfg.evaluate.png_per_row),
                                          subImgSize=(220, 180), legends=[s for _, s in pairs])
         else:
             from PIL import Image, ImageDraw
 
-            image = Image.new("RGB", (480, 60), "white")
-            ImageDraw.Draw(image).text((10, 20), f"no valid molecule among {len(smiles)} samples",
-                                       fill="black")
+            if pairs:
+                note = f"{len(pairs)} valid molecules among {len(smiles)} samples; {note}"
+            else:
+                note = f"no valid molecule among {len(smiles)} samples"
+            image = Image.new("RGB", (640, 60), "white")
+            ImageDraw.Draw(image).text((10, 20), note, fill="black")
         image.save(path)
         return path
 

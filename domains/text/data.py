@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from diffusekit.domains.text.corpus import data_root, load_works, split_works
 from diffusekit.domains.text.tokenization import (TOKENIZER_FILE, Tokenizer, build_tokenizer,
                                                   load_tokenizer, tokenizer_vocab_size)
+from diffusekit.core.app.data_loading import loader_options
 from diffusekit.core.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -100,7 +101,7 @@ class TextDataModule(L.LightningDataModule):
         self.cfg = cfg
         self.seq_len = int(cfg.data.seq_len)
         self.batch_size = int(cfg.data.batch_size)
-        self.num_workers = int(cfg.data.num_workers)
+        self.loader = loader_options(cfg.data)  # DataLoader workers, pinning (data_loading.py)
         self.seed = int(cfg.data.seed)
         self.streams: dict[str, Tensor] = {}
         self._tokenizer: Tokenizer | None = None
@@ -149,12 +150,10 @@ class TextDataModule(L.LightningDataModule):
         self._epoch += 1
         data = self.dataset("train", offset)
         return DataLoader(data, batch_size=self.batch_size, shuffle=True, generator=g,
-                          drop_last=len(data) >= self.batch_size, num_workers=self.num_workers)
+                          drop_last=len(data) >= self.batch_size, **self.loader)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset("val"), batch_size=self.batch_size,
-                          num_workers=self.num_workers)
+        return DataLoader(self.dataset("val"), batch_size=self.batch_size, **self.loader)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset("test"), batch_size=self.batch_size,
-                          num_workers=self.num_workers)
+        return DataLoader(self.dataset("test"), batch_size=self.batch_size, **self.loader)

@@ -55,3 +55,10 @@ def test_a_record_is_dirty_for_changed_code_not_for_other_records(tmp_path):
     assert results.git_commit(tmp_path) == clean
     (tmp_path / "domains/text/domain.py").write_text("changed code\n")
     assert results.git_commit(tmp_path) == clean + "-dirty"
+
+
+def test_code_run_away_from_its_checkout_names_the_commit_it_was_built_from(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setenv(results.COMMIT_ENV, "0123456789abcdef0123456789abcdef01234567")
+    assert results.git_commit(tmp_path) == "0123456789abcdef0123456789abcdef01234567"
+    assert results.make_record("x", {}, {}, command="c")["commit"].startswith("0123456789")

@@ -242,3 +242,34 @@ def test_name_list_takes_a_name_or_a_list_and_refuses_an_empty_one():
     assert config.name_list(cfg, "a.none", "defaults") is None
     with pytest.raises(ConfigError, match="a.empty is empty; leave it null for defaults"):
         config.name_list(cfg, "a.empty", "defaults")
+
+
+@pytest.mark.parametrize("value, seconds", [
+    (90, 90.0), (1.5, 1.5), ("90", 90.0), ("90s", 90.0), ("10m", 600.0), ("1.5h", 5400.0),
+    ("1h30m", 5400.0), ("2d", 172800.0), (" 10M ", 600.0), ("00:00:10:00", 600.0),
+    ("01:02:03:04", 93784.0), (None, None)])
+def test_durations_in_units_or_lightnings_clock(value, seconds):
+    assert config.duration_seconds(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["abc", "10x", "m", "1h 30m", "00:10:00", "-5m", "0", "0s",
+                                   "nan", "inf", True, ""])
+def test_a_bad_duration_is_one_config_error_naming_the_key(value):
+    with pytest.raises(ConfigError, match="trainer.max_time") as info:
+        config.duration_seconds(value, "trainer.max_time")
+    assert "\n" not in str(info.value)
+
+
+def test_a_domain_preset_is_a_config_file_beside_its_module(tmp_path):
+    from diffusekit.core.app.training.models import installed_domain
+
+    domain = installed_domain("molecules")
+    assert set(config.preset_files(domain)) == {"gpu"}
+    user = tmp_path / "user.yaml"
+    user.write_text("network:\n  hidden: 128\n")
+    cfg = config.compose(domain.default_config(), domain="molecules", overrides=["data.batch_size=32"],
+                         files=[config.preset_file(domain, "gpu"), user])
+    assert cfg.network.n_layers == 9 and cfg.network.hidden == 128  # the user's file wins
+    assert cfg.data.batch_size == 32 and cfg.trainer.max_time == "10m"
+    with pytest.raises(ConfigError, match=r"no preset 'gpus' \(did you mean 'gpu'\?\); its presets: gpu"):
+        config.preset_file(domain, "gpus")

@@ -141,3 +141,35 @@ def test_unknown_names_are_clear_errors():
         schedules.time_grid(schedules.get("edm"), 5, "bogus")
     with pytest.raises(ValueError):
         schedules.time_grid(schedules.get("edm"), 0)
+
+
+def test_vp_polynomial_is_edms_polynomial_2_at_its_training_steps():
+    """EDM's `polynomial_schedule(1000, s=1e-5, power=2)` (Hoogeboom et al. 2022), written out
+    with numpy: alpha^2 on t = k / N, each step's ratio clipped at 0.001, then the precision s."""
+    import numpy as np
+
+    n, s = 1000, 1e-5
+    a = (1 - (np.arange(n + 1) / n) ** 2) ** 2
+    a = np.cumprod(np.clip(a / np.concatenate([[1.0], a[:-1]]), 0.001, 1.0))
+    alphas2 = (1 - 2 * s) * a + s
+    schedule = schedules.get("vp_polynomial")
+    t = torch.arange(1, n + 1, dtype=F64) / n
+    assert torch.allclose(schedule.alpha(t) ** 2, torch.from_numpy(alphas2[1:]), rtol=1e-12)
+    assert schedule.alpha(torch.zeros((), dtype=F64)) == 1  # t = 0 is the clean data
+    # the SNR stays within EDM's precision bounds: log((1 - s) / s) ~ 11.5 at both ends
+    assert -11.6 < float(schedule.log_snr(torch.ones((), dtype=F64))) < -11.4
+    assert schedules.get("vp_polynomial", power=3.0).alpha(torch.tensor(0.5, dtype=F64)) > \
+        schedule.alpha(torch.tensor(0.5, dtype=F64))
+    with pytest.raises(ValueError, match="vp_polynomial"):
+        schedules.get("vp_polynomial", precision=0.0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_schedule_follows_its_times_to_their_device(name):
+    """Training draws its times on the data's device (a GPU); every schedule must evaluate there.
+    The meta device stands in for a GPU: a tensor left on the CPU is an error there too."""
+    s = schedules.get(name)
+    t = torch.rand(4, dtype=F64, device="meta")
+    alpha, sigma = s.alpha_sigma(t)
+    assert alpha.device == sigma.device == s.log_snr(t).device == t.device
+    assert s.t_of_log_snr(s.log_snr(t)).device == t.device

@@ -10,6 +10,8 @@ Each callback gets paths and plain functions, never a domain or a config:
     FinalCheckpoint     at the end of training, a last.ckpt of the final step (when the periodic
                         checkpoint did not just write it)
     LossCurve           loss.png from the CSV logs of every (re)start of the run
+    Throughput          training examples per second (`train/samples_per_s`: the CSV logs and
+                        the progress bar), and its mean over the run for metrics.json
 
 and the checkpoint writer `AtomicCheckpointIO` (a Lightning plugin): a checkpoint is written
 next to its final name and renamed into place, and read back without unpickling code.
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import csv
 import os
+import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
@@ -208,3 +212,45 @@ def plot_loss_curves(series: dict[str, dict[int, float]], png: Path) -> Path | N
     plt.close(fig)
     tmp.replace(png)
     return png
+
+
+class Throughput(Callback):
+    """Training examples per second over all devices, logged every step as
+    `train/samples_per_s` (to the CSV logs and the progress bar): examples of the last `window`
+    batches over the wall time they took, from the end of one training batch to the end of the
+    next, so data loading and checkpoint writing count, and validations (which run in between,
+    with their samples) do not. The first batch of each start (warm-up: allocation, kernel
+    selection, compilation) is left out, also of `mean()`, the rate over the whole start."""
+
+    def __init__(self, window: int = 20) -> None:
+        self.window = max(1, int(window))
+        self._recent: deque[tuple[int, float]] = deque(maxlen=self.window)
+        self._last: float | None = None
+        self.samples, self.seconds = 0, 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last, self._recent = None, deque(maxlen=self.window)
+        self.samples, self.seconds = 0, 0.0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        last, self._last = self._last, now
+        if last is None:  # the first batch of this start: its time includes the warm-up
+            return
+        n = batch_size(batch) * trainer.world_size
+        self._recent.append((n, now - last))
+        self.samples += n
+        self.seconds += now - last
+        seconds = sum(s for _, s in self._recent)
+        if seconds > 0:
+            pl_module.log("train/samples_per_s", sum(k for k, _ in self._recent) / seconds,
+                          prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._last is not None:  # the next interval starts after the validation
+            self._last = time.perf_counter()
+
+    def mean(self) -> float | None:
+        """Examples per second over this start of the run (None before two batches)."""
+        return self.samples / self.seconds if self.seconds > 0 else None

@@ -6,8 +6,12 @@
 
 The domain builds the parts (network, process, data module); this module turns the config's
 toolkit sections into a `DiffusionModule`, a Lightning `Trainer` (devices, strategy, precision,
-gradient clipping, validation and checkpoint intervals) and the callbacks that write the run
-folder (see `runs`). Multi-device and multi-node training is Lightning's own: `trainer.devices`,
+gradient clipping, validation and checkpoint intervals, the wall-clock budget `trainer.max_time`)
+and the callbacks that write the run folder (see `runs`). A run stopped by its time budget ends
+like one that reached `trainer.max_steps`: Lightning validates once more when a callback stops
+training (its Timer does), so the last step gets its validation loss and samples; then the final
+checkpoint, the EMA weights, the loss curve and metrics.json (`stopped_by`: max_steps or
+max_time; `samples_per_s`: the training throughput). Multi-device and multi-node training is Lightning's own: `trainer.devices`,
 `trainer.num_nodes`, `trainer.strategy=ddp` (gloo on CPU). With `ddp`, Lightning starts the other
 processes by re-running the same command; they find the run folder through the
 `DIFFUSEKIT_RUN_DIR` environment variable, which a multi-node launcher may also set.
@@ -23,6 +27,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +38,11 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from diffusekit.core.app.adapters import is_adapter_run
-from diffusekit.core.app.config import as_dict, override, typed
+from diffusekit.core.app.config import as_dict, duration_seconds, override, typed
 from diffusekit.core.errors import ConfigError
 from diffusekit.core.app.training.callbacks import (AtomicCheckpointIO, ExportEMAWeights,
-                                                FinalCheckpoint, LossCurve, ValidationSamples,
-                                                read_csv_logs)
+                                                FinalCheckpoint, LossCurve, Throughput,
+                                                ValidationSamples, read_csv_logs)
 from diffusekit.core.app.training.inference import load_run
 from diffusekit.core.app.training.models import save_run_model, start_control, start_from_model
 from diffusekit.core.app.training.module import DiffusionModule, OptimSettings
@@ -114,9 +119,34 @@ def adapter_lr_scale(cfg: DictConfig) -> float:
     return scale
 
 
+def max_time(cfg: DictConfig) -> float | None:
+    """`trainer.max_time` in seconds (None: no wall-clock budget); see `duration_seconds`."""
+    return duration_seconds(OmegaConf.select(cfg, "trainer.max_time", default=None),
+                            "trainer.max_time")
+
+
+# Precisions that need float16 autocast with a gradient scaler: a GPU's. On a CPU Lightning
+# would quietly train in bfloat16 instead; the toolkit refuses, so a run is what it says.
+_FLOAT16_MIXED = ("16-mixed", "16")
+
+
+def check_precision(cfg: DictConfig) -> str:
+    """`trainer.precision`, refused (one `ConfigError` line) where it cannot be what it says:
+    float16 mixed precision on a CPU (`trainer.accelerator=cpu`, or `auto` without a GPU)."""
+    precision = str(cfg.trainer.precision)
+    accelerator = str(cfg.trainer.accelerator)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision in _FLOAT16_MIXED and on_cpu:
+        raise ConfigError(f"trainer.precision={precision} needs a GPU (float16 autocast with a "
+                          "gradient scaler); on a CPU use bf16-mixed or 32-true")
+    return precision
+
+
 def build_trainer(cfg: DictConfig, run: RunDir, callbacks: list[Any]) -> L.Trainer:
     """A Lightning Trainer from the config's `trainer` section and the toolkit's intervals."""
     t = cfg.trainer
+    budget = max_time(cfg)
+    precision = check_precision(cfg)
     accumulate = typed(cfg, "trainer.accumulate_grad_batches", int)
     every = typed(cfg, "checkpoint_every", int)
     periodic = ModelCheckpoint(dirpath=run.checkpoints, every_n_train_steps=every or None,
@@ -127,9 +157,10 @@ def build_trainer(cfg: DictConfig, run: RunDir, callbacks: list[Any]) -> L.Train
     try:
         return L.Trainer(
             max_steps=typed(cfg, "trainer.max_steps", int), max_epochs=-1,
+            max_time=None if budget is None else timedelta(seconds=budget),
             accelerator=t.accelerator, devices=as_dict(t.devices),
             num_nodes=typed(cfg, "trainer.num_nodes", int),
-            strategy=t.strategy, precision=t.precision,
+            strategy=t.strategy, precision=precision,
             accumulate_grad_batches=accumulate,
             gradient_clip_val=grad_clip,
             gradient_clip_algorithm="norm",
@@ -159,6 +190,7 @@ def train(domain: Any, cfg: DictConfig, resume: RunDir | None = None) -> RunDir:
     and checked before a new run folder is made, and a new run that fails before its first
     checkpoint (a data error inside the data module's setup, say) leaves no folder behind."""
     ckpt_path, ckpt_step = resume.resume_checkpoint() if resume is not None else (None, 0)
+    max_time(cfg), check_precision(cfg)  # bad values are one error line before anything is built
     L.seed_everything(typed(cfg, "seed", int), workers=True, verbose=False)
     network = domain.build_network(cfg)
     base = start_from_model(domain, cfg, network, load_base=resume is None)
@@ -185,7 +217,9 @@ def _fit(domain: Any, cfg: DictConfig, run: RunDir, module: DiffusionModule, dat
          base: dict[str, str] | None) -> RunDir:
     if resume is not None:
         run.remove_stale_temporaries()
+    throughput = Throughput()
     callbacks = [
+        throughput,
         ExportEMAWeights(lambda network, step: save_run_model(
             network, run, domain.name, step, base, is_adapter_run(cfg))),
         FinalCheckpoint(run.last_checkpoint, typed(cfg, "checkpoint_every", int)),
@@ -212,14 +246,22 @@ def _fit(domain: Any, cfg: DictConfig, run: RunDir, module: DiffusionModule, dat
 
     if trainer.is_global_zero:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        budget = max_time(cfg)
+        step = int(trainer.global_step)
         summary = {
             "domain": domain.name,
-            "step": int(trainer.global_step),
+            "step": step,
             "max_steps": int(cfg.trainer.max_steps),
+            "max_time_seconds": budget,
+            # what ended the run: the step budget, or the wall-clock one (Lightning's Timer)
+            "stopped_by": "max_steps" if step >= int(cfg.trainer.max_steps) or budget is None
+                          else "max_time",
+            "precision": str(cfg.trainer.precision),
             "world_size": int(trainer.world_size),
             "train_seconds": round(time.time() - started, 2),
             "train_loss": metrics.get("train/loss"),
             "val_loss": metrics.get("val/loss"),
+            "samples_per_s": None if throughput.mean() is None else round(throughput.mean(), 2),
         }
         previous_metrics = run.read_metrics()
         if resume is not None:

@@ -12,19 +12,23 @@ further adapters trained on the same base, each with its scale.
 Both generate for examples of the domain's data (their shapes, conditioning and masks): the
 predict split when the data module has one (Lightning's `predict_dataloader`: what to generate
 for, e.g. molecule sizes drawn from the training set), else the test split, else the validation
-split. Progress is a tqdm bar over sampler steps. Nothing here needs Lightning's Trainer.
+split. Progress is a tqdm bar over sampler steps. Generation runs where `sample.device` says
+(auto: a GPU when torch sees one); the domain's writer and metrics get the samples on the CPU.
+Nothing here needs Lightning's Trainer.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from lightning.fabric.utilities.apply_func import move_data_to_device
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from diffusekit.core.app.controls import HintedProcess
@@ -85,11 +89,46 @@ def example_batches(datamodule: Any, n: int,
     raise DataError("the domain's data module yields no test or validation examples")
 
 
+def sampling_device(cfg: DictConfig) -> torch.device:
+    """Where generation runs: `sample.device` (auto: the first GPU when torch sees one, else
+    the CPU; or a torch device name such as cpu, cuda, cuda:1). A `ConfigError` line for a name
+    torch does not know or a GPU it does not see."""
+    name = str(OmegaConf.select(cfg, "sample.device", default=None) or "auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"sample.device={name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"sample.device={name}: torch sees no GPU here (use auto or cpu)")
+    return device
+
+
 def _generate(network: torch.nn.Module, process: Any, batch: dict, *, sampler: str | None,
               steps: int | None, generator: torch.Generator, bar: tqdm) -> Any:
+    """Samples for `batch`, generated on the device of `generator` (where `network` is), then
+    moved to the CPU with the batch's tensors, for the domain's writer and metrics."""
+    device = generator.device
     with torch.no_grad():
-        return process.generate(network, batch, sampler=sampler, steps=steps, generator=generator,
-                                callback=lambda info: bar.update(1))
+        samples = process.generate(network, move_data_to_device(batch, device), sampler=sampler,
+                                   steps=steps, generator=generator,
+                                   callback=lambda info: bar.update(1))
+    return move_data_to_device(samples, "cpu") if device.type != "cpu" else samples
+
+
+@contextmanager
+def _on_sampling_device(cfg: DictConfig, network: torch.nn.Module,
+                        seed: int) -> Iterator[torch.Generator]:
+    """`network` moved to the sampling device for the block, and back to where it was after
+    it; yields a generator seeded with `seed` on that device."""
+    device = sampling_device(cfg)
+    home = next((p.device for p in network.parameters()), torch.device("cpu"))
+    network.to(device)
+    try:
+        yield torch.Generator(device=device).manual_seed(seed)
+    finally:
+        network.to(home)
 
 
 def sample_run(domain: Any, run: RunDir, *, out_dir: Path | None = None,
@@ -130,14 +169,14 @@ def sample_model(model: Model, *, sampler: str | None = None, steps: int | None 
     sampler = sampler or cfg.sample.sampler or getattr(process, "sampler", None)
     steps = int(steps or cfg.sample.steps)
     n = int(n or cfg.sample.n)
-    generator = torch.Generator().manual_seed(int(cfg.seed if seed is None else seed))
     name = f"{sampler or 'default'}-{steps}"
     out = Path(out_dir) if out_dir else child_path(out_root, name, "sample folder")
     out.mkdir(parents=True, exist_ok=True)
     datamodule = domain.build_datamodule(cfg)
     paths: list[Path] = []
     n_batches = _n_batches(n, int(cfg.sample.batch_size))
-    with tqdm(total=steps * n_batches, desc="sampling", unit="step", disable=not progress) as bar:
+    with _on_sampling_device(cfg, network, int(cfg.seed if seed is None else seed)) as generator, \
+            tqdm(total=steps * n_batches, desc="sampling", unit="step", disable=not progress) as bar:
         batches = _rebatch(example_batches(datamodule, n), int(cfg.sample.batch_size))
         for i, batch in enumerate(batches):
             samples = _generate(network, process, batch, sampler=sampler, steps=steps,
@@ -169,13 +208,13 @@ def evaluate_model(model: Model, *, sampler: str | None = None, steps: int | Non
     sampler = sampler or cfg.sample.sampler or getattr(process, "sampler", None)
     steps = int(steps or cfg.sample.steps)
     n = int(n or cfg.sample.eval_n)
-    generator = torch.Generator().manual_seed(int(cfg.seed))
     datamodule = domain.build_datamodule(cfg)
     totals: dict[str, float] = {}
     count = 0
     started = time.time()
-    with tqdm(total=steps * _n_batches(n, int(cfg.sample.batch_size)), desc="evaluating",
-              unit="step", disable=not progress) as bar:
+    with _on_sampling_device(cfg, network, int(cfg.seed)) as generator, \
+            tqdm(total=steps * _n_batches(n, int(cfg.sample.batch_size)), desc="evaluating",
+                 unit="step", disable=not progress) as bar:
         for batch in _rebatch(example_batches(datamodule, n), int(cfg.sample.batch_size)):
             if isinstance(process, HintedProcess):  # the domain scores samples against hints
                 batch = process.hinted(batch)
