@@ -29,6 +29,7 @@ CPU with a small budget (the tests do, on tiny data). Runs go under `--runs` (de
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -252,7 +253,7 @@ def write_smoke(args: argparse.Namespace, results: dict[str, dict[str, Any]], ki
                 seconds: float) -> tuple[Path, Path]:
     metrics = {"budget_seconds": args.budget_seconds, "smoke_seconds": round(seconds, 1),
                "preset": args.preset, "domains": results}
-    record = results_io.make_record(f"smoke_{kind}", metrics, {})
+    record = results_io.make_record(f"smoke_{kind}", metrics, {}, command=args.command)
     rows = [[name] + [r.get(key) for key, _ in SMOKE_COLUMNS] for name, r in results.items()]
     body = (f"Each domain's `presets/{args.preset}.yaml` trained for "
             f"{args.smoke_share * args.budget_seconds / len(results):.0f} s of a "
@@ -270,7 +271,8 @@ def write_main(args: argparse.Namespace, result: dict[str, Any], kind: str,
 
     metrics = {"budget_seconds": args.budget_seconds, "total_seconds": round(seconds, 1),
                "preset": args.preset, **result}
-    record = results_io.make_record(f"molecules_edm_{kind}", metrics, BASELINES)
+    record = results_io.make_record(f"molecules_edm_{kind}", metrics, BASELINES,
+                                    command=args.command)
     train = result["train"]
     lines = [f"The molecule domain's `presets/{args.preset}.yaml` (EDM's size) trained for "
              f"{train.get('budget_seconds', '-')} s: {summary_line(train)}; "
@@ -309,11 +311,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = parse_args(argv)
+        args = parse_args(given)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # the records name this script and its arguments, also when it is called in-process
+    args.command = " ".join(["python", "benchmarks/gpu.py", *map(shlex.quote, given)])
     return run(args)
 
 

@@ -13,7 +13,11 @@ from diffusekit.domains.molecules.domain import MoleculeDomain
 def test_without_rdkits_drawing_the_samples_are_written_with_a_note(tmp_path, monkeypatch):
     domain = MoleculeDomain()
     cfg = config.compose(domain.default_config(), domain="molecules")
-    monkeypatch.setitem(sys.modules, "rdkit.Chem.Draw", None)  # importing it raises ImportError
+    # importing rdkit.Chem.Draw raises ImportError, also when another test imported it already
+    import rdkit.Chem
+
+    monkeypatch.setitem(sys.modules, "rdkit.Chem.Draw", None)
+    monkeypatch.delattr(rdkit.Chem, "Draw", raising=False)
     x = torch.zeros(1, 3, 9)
     x[0, :, :3] = torch.tensor([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
     x[0, :, 3:] = torch.tensor([[0, 0, 0, 0.25, 0, 0.8], [0.25, 0, 0, 0, 0, 0.1],
