@@ -266,9 +266,20 @@ def inpaint_batch(network: Any, process: Any, batch: dict, known: Any, *, method
     if not callable(getattr(process, "inpaint", None)):
         raise ConfigError(f"the {domain_name!r} domain's process ({type(process).__name__}) "
                           "cannot inpaint (it has no inpaint method)")
-    with tqdm(desc="inpainting", unit="step", disable=not progress) as bar, torch.no_grad():
-        return process.inpaint(network, batch, known, method=method, sampler=sampler, steps=steps,
-                               generator=generator, callback=lambda info: bar.update(1))
+    bars: list[tqdm] = []  # opened at the first step: an input refused before it shows no bar
+
+    def step(info: dict) -> None:
+        if not bars:
+            bars.append(tqdm(desc="inpainting", unit="step", disable=not progress))
+        bars[0].update(1)
+
+    try:
+        with torch.no_grad():
+            return process.inpaint(network, batch, known, method=method, sampler=sampler,
+                                   steps=steps, generator=generator, callback=step)
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def inpaint_model(model: Any, damaged: Damaged, *, method: str | None = None,
