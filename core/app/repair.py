@@ -326,5 +326,6 @@ def repair_file(model: Any, path: Path, region: Region, *, out_dir: Path, method
 
 
 __all__ = ["REGION_KINDS", "Region", "Damaged", "parse_box", "parse_span", "parse_indices",
-           "parse_region", "check_region", "output_name", "pixel_mask", "centre_box_mask", "stroke_mask", "inpaint_method", "nfe_of", "Setting",
-           "sweep_settings", "repeat_batch", "inpaint_batch", "inpaint_model", "repair_file"]
+           "parse_region", "check_region", "output_name", "pixel_mask", "centre_box_mask",
+           "stroke_mask", "inpaint_method", "nfe_of", "Setting", "sweep_settings", "repeat_batch",
+           "inpaint_batch", "inpaint_model", "repair_file"]

@@ -27,6 +27,7 @@ Target (issue 18): gap log-mel L1 at least 30% below linear interpolation's (`ta
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -109,7 +110,7 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     seed = int(r.seed)
     if r.get("threads"):
         torch.set_num_threads(int(r.threads))
-    begun = time.perf_counter()
+    begun, load_start = time.perf_counter(), round(os.getloadavg()[0], 2)
     features = MelFeatures.from_config(cfg.features)
     iterations = int(cfg.reconstruct.griffin_lim_iters)
     overrides = [f"seed={seed}", *[str(o) for o in r.train_overrides]]
@@ -166,7 +167,9 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                "gaps": int(sum(len(s) for s in cases["spans"])),
                "lost_frame_share": float(cases["unknown"].double().mean()),
                **_targets(rows, baselines, float(r.target_ratio)),
-               "seconds": round(time.perf_counter() - begun, 1)}
+               "seconds": round(time.perf_counter() - begun, 1),
+               # the machine may be shared: how busy it was (1-minute load average)
+               "load_average_start": load_start, "load_average_end": round(os.getloadavg()[0], 2)}
     _write(cfg, quick, metrics, baselines, shown, cases, features)
     return {"metrics": metrics, "baselines": baselines}
 
@@ -217,7 +220,9 @@ def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict, shown: 
                      f"{predictor[0]['gap_logmel_l1']:.4f}; the best diffusion setting "
                      f"({best['system']}) {best['gap_logmel_l1']:.4f}: the diffusion "
                      + ("improves on it." if adds else "adds nothing over it on this measure."))
-    lines += ["", f"The whole benchmark {metrics['seconds']} s.", "",
+    lines += ["", f"The whole benchmark {metrics['seconds']} s; 1-minute load average "
+              f"{metrics['load_average_start']} at the start, {metrics['load_average_end']} at the "
+              "end (a shared machine is slower than an idle one).", "",
               f"![spectrograms with gaps, gap L1 against NFE]({name}.png)"]
     record = results_io.make_record(name, metrics, baselines)
     results_io.write_results(record, "\n".join(lines), out_dir, title=f"Audio repair ({name})")

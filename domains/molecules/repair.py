@@ -31,6 +31,7 @@ least the unconditional model's.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -202,7 +203,7 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     seed = int(r.seed)
     if r.get("threads"):
         torch.set_num_threads(int(r.threads))
-    begun = time.perf_counter()
+    begun, load_start = time.perf_counter(), round(os.getloadavg()[0], 2)
     datamodule = domain.build_datamodule(cfg)
     datamodule.prepare()
     datamodule.setup()
@@ -261,7 +262,9 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                "n_test": len(molecules), "sampler": sampler, "quick": quick,
                "kept_share": float(np.mean([float(k.double().mean()) for k in keeps])),
                **_targets(rows, baselines, float(r.position_tolerance)),
-               "seconds": round(time.perf_counter() - begun, 1)}
+               "seconds": round(time.perf_counter() - begun, 1),
+               # the machine may be shared: how busy it was (1-minute load average)
+               "load_average_start": load_start, "load_average_end": round(os.getloadavg()[0], 2)}
     _write(cfg, quick, metrics, baselines, drawn, molecules, keeps)
     return {"metrics": metrics, "baselines": baselines}
 
@@ -324,7 +327,9 @@ def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict,
              f"{'met' if metrics['target_validity_at_least_unconditional'] else 'not met'}"
              + (f" (below: {', '.join(metrics['settings_below_unconditional_validity'])})"
                 if metrics["settings_below_unconditional_validity"] else "") + ".",
-             "", f"The whole benchmark {metrics['seconds']} s.", "",
+             "", f"The whole benchmark {metrics['seconds']} s; 1-minute load average "
+              f"{metrics['load_average_start']} at the start, {metrics['load_average_end']} at the "
+              "end (a shared machine is slower than an idle one).", "",
              f"![kept fragments and completions]({name}.png)"]
     record = results_io.make_record(name, metrics, baselines)
     results_io.write_results(record, "\n".join(lines), out_dir,
