@@ -210,10 +210,11 @@ def nfe_of(method: Any, steps: int, calls_per_step: int = 1) -> int:
 
 @dataclass(frozen=True)
 class Setting:
-    """One point of a repair benchmark's sweep: a method at a number of steps."""
+    """One point of a repair benchmark's sweep: a method with a sampler at a number of steps."""
 
     method: str
     steps: int
+    sampler: str
     resamplings: int = 1
     jump_length: int = 1
 
@@ -225,22 +226,27 @@ class Setting:
 
     @property
     def label(self) -> str:
+        """E.g. "replace-25 (ddpm)", "repaint-10x4-j5 (ddpm)"."""
         if self.method == "repaint":
-            return f"repaint-{self.steps}x{self.resamplings}-j{self.jump_length}"
-        return f"{self.method}-{self.steps}"
+            return f"repaint-{self.steps}x{self.resamplings}-j{self.jump_length} ({self.sampler})"
+        return f"{self.method}-{self.steps} ({self.sampler})"
 
     def nfe(self, calls_per_step: int = 1) -> int:
         return nfe_of(self.instance(), self.steps, calls_per_step)
 
 
 def sweep_settings(section: Any) -> list[Setting]:
-    """The settings of a domain's `repair:` config section: replacement at each of `steps`, and
-    RePaint at each of `repaint_steps` with each of `resamplings` (jump length `jump_length`)."""
-    out = [Setting("replace", int(s)) for s in section.steps]
+    """The settings of a domain's `repair:` config section: replacement with each of `samplers`
+    at each of `steps`, and RePaint with the first sampler at each of `repaint_steps` with each
+    of `resamplings` (jump length `jump_length`). Replacement is exact only in law for a sampler
+    that draws fresh noise at every step (ddpm); a deterministic one keeps the start noise's
+    direction (core/inpainting.py), which the sweep shows."""
+    samplers = [str(name) for name in section.samplers]
+    out = [Setting("replace", int(s), name) for name in samplers for s in section.steps]
     jump = int(section.get("jump_length", 5))
     for steps in section.repaint_steps:
         for r in section.resamplings:
-            out.append(Setting("repaint", int(steps), int(r), jump))
+            out.append(Setting("repaint", int(steps), samplers[0], int(r), jump))
     return out
 
 

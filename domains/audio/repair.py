@@ -13,8 +13,8 @@ clean speech, against linear interpolation of the log-mel and against zeros.
                       nearest received frames (`concealment.interpolate_frames`)
        predictor      StoRM's one-step predictor alone (the regression inside the model), its
                       output kept on the lost frames only (1 NFE)
-       replace-N, repaint-NxR-jJ   the model's inpainting (`process.inpaint`, `sweep_settings`),
-                      NFE = 1 (the predictor) + the sampler steps
+       replace-N (S), repaint-NxR-jJ (S)   the model's inpainting with sampler S
+                      (`process.inpaint`, `sweep_settings`), NFE = 1 (the predictor) + the steps
    Every log-mel goes back to audio the same way: Griffin-Lim over the clip, spliced into the
    gaps only (`concealment.to_audio`); zeros stays silent.
 4. Scores on the gaps: log-mel L1 over the lost frames (every frame whose STFT window touches a
@@ -153,17 +153,18 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
             started = time.perf_counter()
             estimate = process.inner.predict(network.predictor, batch)
             score("predictor", torch.where(known, cases["mel_received"], estimate), 1, started,
-                  method="regression", steps=0, resamplings=1)
+                  method="regression", sampler=None, steps=0, resamplings=1)
         for setting in sweep_settings(r):
             started = time.perf_counter()
             out = inpaint_batch(network, process, batch, known, method=setting.instance(),
-                                sampler=str(r.sampler), steps=setting.steps,
+                                sampler=setting.sampler, steps=setting.steps,
                                 generator=torch.Generator().manual_seed(generator_seed))
             score(setting.label, mel_of(out), setting.nfe() + int(storm), started,
-                  method=setting.method, steps=setting.steps, resamplings=setting.resamplings)
+                  method=setting.method, sampler=setting.sampler, steps=setting.steps,
+                  resamplings=setting.resamplings)
     metrics = {"rows": rows, "train_steps": steps, "train_seconds": trained.seconds,
                "objective": str(run_cfg.model.objective), "train_overrides": overrides[1:],
-               "n_test": len(waves), "sampler": str(r.sampler), "quick": quick,
+               "n_test": len(waves), "samplers": [str(x) for x in r.samplers], "quick": quick,
                "gaps": int(sum(len(s) for s in cases["spans"])),
                "lost_frame_share": float(cases["unknown"].double().mean()),
                **_targets(rows, baselines, float(r.target_ratio)),
@@ -201,7 +202,8 @@ def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict, shown: 
                row["seconds"]] for row in metrics["rows"]]
     lines = [title, "",
              f"Training: `{' '.join(metrics['train_overrides'])}`, the toolkit's trainer, "
-             f"{metrics['train_seconds']} s. Sampler {metrics['sampler']}. Lost frames (an STFT "
+             f"{metrics['train_seconds']} s. RePaint with {metrics['samplers'][0]}. Lost frames "
+             "(an STFT "
              f"window touching a gap): {100 * metrics['lost_frame_share']:.1f}% of all frames. "
              "Every log-mel is turned into audio by Griffin-Lim over the clip spliced into the "
              "gaps (received samples untouched); SI-SDR is of the gaps' samples (zeros: "
@@ -256,11 +258,12 @@ def _figure(path: Path, metrics: dict, baselines: dict, shown: dict[str, Tensor]
             if i == 0:
                 ax.set_title(label, fontsize=9)
     ax = fig.add_subplot(grid[clips, :])
-    for method, marker in (("replace", "o-"), ("repaint", "s--")):
+    curves = sorted({(row["method"], row["sampler"]) for row in metrics["rows"]
+                     if row["method"] != "regression"})
+    for method, sampler in curves:
         pts = sorted((row["nfe"], row["gap_logmel_l1"]) for row in metrics["rows"]
-                     if row.get("method") == method)
-        if pts:
-            ax.plot(*zip(*pts), marker, label=method)
+                     if (row["method"], row["sampler"]) == (method, sampler))
+        ax.plot(*zip(*pts), "s--" if method == "repaint" else "o-", label=f"{method} ({sampler})")
     for row in metrics["rows"]:
         if row.get("method") == "regression":
             ax.plot(row["nfe"], row["gap_logmel_l1"], "^", label="predictor alone")

@@ -16,11 +16,12 @@ The benchmark (`run_repair_benchmark`):
    toolkit's trainer (`train_for_benchmark`), the digits benchmark's recipe;
 2. `n_test` held-out test digits (a seeded subset), each damaged two ways: a centre box
    (`box_fraction` of each side) and `strokes` random brush strokes (`core.app.repair.stroke_mask`);
-3. every setting of `core.app.repair.sweep_settings` (replacement at several step counts,
-   RePaint with 2 and 4 resamplings) with `sampler`, the null label and guidance 0 (one network
-   call a step, so NFE = sampler steps); also the mean of `mean_of` repairs at `mean_steps` steps
-   (an estimate of the posterior mean, which is what PSNR rewards), and one setting with the true
-   label (the class-conditional model, as `repair.label=K` does);
+3. every setting of `core.app.repair.sweep_settings` (replacement with each of `samplers` at
+   several step counts, RePaint with 2 and 4 resamplings) with the null label and guidance 0
+   (one network call a step, so NFE = sampler steps); also the mean of `mean_of` repairs at
+   `mean_steps` steps (an estimate of the posterior mean, which is what PSNR rewards: a single
+   sharp repair whose stroke is one pixel off costs twice what a blur does), and one setting with
+   the true label (the class-conditional model, as `repair.label=K` does);
 4. the classic baseline: biharmonic inpainting (scikit-image's `inpaint_biharmonic`);
 5. scores on the hole only: PSNR of the filled pixels (8-bit, peak 255), SSIM averaged over the
    hole (scikit-image's Gaussian-window SSIM map, sigma 1.5), and the digit classifier's label
@@ -36,6 +37,7 @@ of photos. The digits model is a prior of whole digits, so a hole is well posed 
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -163,7 +165,7 @@ def benchmark_masks(n: int, size: int, r: DictConfig, seed: int) -> dict[str, Te
 
 
 def _repair(network: Any, process: Any, truth: Tensor, fill: Tensor, labels: Tensor | None,
-            setting: Setting, sampler: str, seed: int, batch_size: int) -> Tensor:
+            setting: Setting, seed: int, batch_size: int) -> Tensor:
     """Repairs [N, 1, S, S] of the test digits `truth` where `fill`, in batches, from noise
     seeded with `seed` (the same for every setting)."""
     generator = torch.Generator().manual_seed(seed)
@@ -175,7 +177,8 @@ def _repair(network: Any, process: Any, truth: Tensor, fill: Tensor, labels: Ten
         if labels is not None:
             batch["cond"] = {"label": labels[start:start + batch_size]}
         out.append(inpaint_batch(network, process, batch, known, method=setting.instance(),
-                                 sampler=sampler, steps=setting.steps, generator=generator))
+                                 sampler=setting.sampler, steps=setting.steps,
+                                 generator=generator))
     return torch.cat(out).clamp(-1, 1)
 
 
@@ -204,7 +207,7 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
         from diffusekit.domains.digits.data import fetch_mnist
 
         fetch_mnist(cfg.data)
-    begun = time.perf_counter()
+    begun, load_start = time.perf_counter(), round(os.getloadavg()[0], 2)
     classifier, classifier_record = domain.classifier(cfg)
     datamodule = domain.build_datamodule(cfg)
     test_x, test_y = datamodule.split_tensors("test")
@@ -213,10 +216,7 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     masks = benchmark_masks(len(truth), int(cfg.data.size), r, seed)
     recipe = [f"seed={seed}", f"optim.decay={cfg.benchmark.lr_decay}", "sample.guidance=0"]
     settings = sweep_settings(r)
-    if str(r.grid_setting) not in [s.label for s in settings]:
-        raise ConfigError(f"repair.grid_setting={r.grid_setting!r} is not a setting of the sweep "
-                          f"({', '.join(s.label for s in settings)})")
-    sampler, batch_size = str(r.sampler), int(r.batch_size)
+    sampler, batch_size = str(r.samplers[0]), int(r.batch_size)
     null = torch.full_like(labels, int(cfg.network.n_classes)) if int(cfg.network.n_classes) else None
     rows: list[dict[str, Any]] = []
     shown: dict[str, dict[str, Tensor]] = {kind: {} for kind in MASK_KINDS}
@@ -229,34 +229,36 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
             fill = masks[kind]
             for setting in settings:
                 started = time.perf_counter()
-                out = _repair(network, process, truth, fill, null, setting, sampler, seed + 1,
-                              batch_size)
+                out = _repair(network, process, truth, fill, null, setting, seed + 1, batch_size)
                 rows.append({"mask": kind, "setting": setting.label, "method": setting.method,
+                             "sampler": setting.sampler,
                              "steps": setting.steps, "resamplings": setting.resamplings,
                              "jump_length": setting.jump_length, "nfe": setting.nfe(),
                              "label": "null", "repairs_averaged": 1,
                              **_scores(out, truth, fill, labels, classifier),
                              "seconds": round(time.perf_counter() - started, 1)})
                 shown[kind][setting.label] = out
-            mean_setting = Setting("replace", int(r.mean_steps))
+            mean_setting = Setting("replace", int(r.mean_steps), sampler)
             started = time.perf_counter()
-            draws = [_repair(network, process, truth, fill, null, mean_setting, sampler,
-                             seed + 1 + k, batch_size) for k in range(int(r.mean_of))]
+            draws = [_repair(network, process, truth, fill, null, mean_setting, seed + 1 + k,
+                             batch_size) for k in range(int(r.mean_of))]
             mean = torch.stack(draws).mean(0)
-            rows.append({"mask": kind, "setting": f"mean of {int(r.mean_of)} x replace-"
-                         f"{mean_setting.steps}", "method": "replace", "steps": mean_setting.steps,
+            rows.append({"mask": kind, "setting": f"mean of {int(r.mean_of)} x "
+                         f"{mean_setting.label}", "method": "replace", "sampler": sampler,
+                         "steps": mean_setting.steps,
                          "resamplings": 1, "jump_length": 1,
                          "nfe": int(r.mean_of) * mean_setting.nfe(), "label": "null",
                          "repairs_averaged": int(r.mean_of),
                          **_scores(mean, truth, fill, labels, classifier),
                          "seconds": round(time.perf_counter() - started, 1)})
             shown[kind]["mean"] = mean
-            label_setting = Setting("replace", int(r.label_steps))
+            label_setting = Setting("replace", int(r.label_steps), sampler)
             started = time.perf_counter()
-            out = _repair(network, process, truth, fill, labels, label_setting, sampler, seed + 1,
+            out = _repair(network, process, truth, fill, labels, label_setting, seed + 1,
                           batch_size)
-            rows.append({"mask": kind, "setting": f"replace-{label_setting.steps}, true label",
-                         "method": "replace", "steps": label_setting.steps, "resamplings": 1,
+            rows.append({"mask": kind, "setting": f"{label_setting.label}, true label",
+                         "method": "replace", "sampler": sampler,
+                         "steps": label_setting.steps, "resamplings": 1,
                          "jump_length": 1, "nfe": label_setting.nfe(), "label": "true",
                          "repairs_averaged": 1, **_scores(out, truth, fill, labels, classifier),
                          "seconds": round(time.perf_counter() - started, 1)})
@@ -273,10 +275,12 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
         shown[kind]["biharmonic"] = filled
         shown[kind]["damaged"] = damaged
     metrics = {"rows": rows, "train_steps": steps, "train_seconds": trained.seconds,
-               "n_test": len(truth), "sampler": sampler, "quick": quick,
+               "n_test": len(truth), "samplers": [str(x) for x in r.samplers], "quick": quick,
                "hole_fraction": {k: float(masks[k].double().mean()) for k in MASK_KINDS},
                "classifier": classifier_record, **_targets(rows, baselines, int(r.max_nfe)),
-               "seconds": round(time.perf_counter() - begun, 1)}
+               "seconds": round(time.perf_counter() - begun, 1),
+               # the machine may be shared: how busy it was (1-minute load average)
+               "load_average_start": load_start, "load_average_end": round(os.getloadavg()[0], 2)}
     _write(cfg, quick, metrics, baselines, shown, truth)
     return {"metrics": metrics, "baselines": baselines}
 
@@ -309,8 +313,7 @@ def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict,
     out_dir.mkdir(parents=True, exist_ok=True)
     title = (f"Digits repair: {metrics['n_test']} held-out digits, a centre box and random "
              f"strokes, {metrics['train_steps']} training steps")
-    _figure(out_dir / f"{name}.png", metrics, baselines, shown, truth, int(r.grid_rows),
-            str(r.grid_setting), title)
+    _figure(out_dir / f"{name}.png", metrics, baselines, shown, truth, int(r.grid_rows), title)
     headers = ["mask", "setting", "NFE", "hole PSNR (dB)", "hole SSIM", "label accuracy",
                "seconds"]
     table = [[row["mask"], row["setting"], row["nfe"], row["hole_psnr"], row["hole_ssim"],
@@ -322,8 +325,9 @@ def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict,
         table.append([kind, "the test digits themselves", "-", "-", "-",
                       baselines[f"truth_{kind}"]["label_accuracy"], "-"])
     lines = [title, "",
-             f"Sampler {metrics['sampler']}; the null label and guidance 0 unless the row says "
-             f"otherwise (one network call a step: NFE = sampler steps). Holes: "
+             "The null label and guidance 0 unless the row says otherwise (one network call a "
+             "step: NFE = sampler steps); RePaint, the mean and the true-label row use "
+             f"{metrics['samplers'][0]}. Holes: "
              + ", ".join(f"{k} {100 * v:.1f}% of the pixels" for k, v in
                          metrics["hole_fraction"].items())
              + ". Scores on the hole only (PSNR of 8-bit pixels, SSIM averaged over the hole); "
@@ -338,39 +342,45 @@ def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict,
             f"setting {t['best_hole_psnr']:.2f} dB ({t['best']}): "
             f"{'above' if t['best_beats_biharmonic'] else 'not above'} biharmonic.")
     lines += ["", f"Training: the toolkit's trainer, {metrics['train_steps']} steps in "
-              f"{metrics['train_seconds']} s; the whole benchmark {metrics['seconds']} s.", "",
+              f"{metrics['train_seconds']} s; the whole benchmark {metrics['seconds']} s; 1-minute "
+              f"load average {metrics['load_average_start']} at the start, "
+              f"{metrics['load_average_end']} at the end (a shared machine is slower than an "
+              "idle one).", "",
               f"![masked, repaired, truth]({name}.png)"]
     record = results_io.make_record(name, metrics, baselines)
     results_io.write_results(record, "\n".join(lines), out_dir, title=f"Digits repair ({name})")
 
 
 def _figure(path: Path, metrics: dict, baselines: dict, shown: dict[str, dict[str, Tensor]],
-            truth: Tensor, rows: int, setting: str, title: str) -> None:
-    """Left: digits, one row each, per mask kind: masked | biharmonic | repaired (`setting`) |
-    truth. Right: hole PSNR against NFE per mask kind, replacement and RePaint, biharmonic as a
-    line."""
+            truth: Tensor, rows: int, title: str) -> None:
+    """Left: digits, one row each, per mask kind: masked | biharmonic | the best single repair |
+    the mean of repairs | truth. Right: hole PSNR against NFE per mask kind, replacement (per
+    sampler) and RePaint, biharmonic as a line."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 6), dpi=100)
     FigureCanvasAgg(fig)
-    columns = ["damaged", "biharmonic", setting]
     for i, kind in enumerate(MASK_KINDS):
+        best = metrics[f"target_{kind}"]["best_single"]
+        columns = ["damaged", "biharmonic", best, "mean"]
         ax = fig.add_subplot(2, 3, 1 + 3 * i)
         n = min(rows, len(truth))
         parts = [shown[kind][c][:n] for c in columns] + [truth[:n]]
         mosaic = torch.stack(parts, 1).reshape(-1, *truth.shape[1:])
         ax.imshow(as_numpy_grid(mosaic, len(parts)), cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"{kind}: damaged | biharmonic | {setting} | truth", fontsize=8)
+        ax.set_title(f"{kind}: damaged | biharmonic | {best} | mean | truth", fontsize=7)
         ax.set_axis_off()
     for i, kind in enumerate(MASK_KINDS):
         ax = fig.add_subplot(2, 3, (2 + 3 * i, 3 + 3 * i))
-        for method, marker in (("replace", "o-"), ("repaint", "s--")):
+        curves = sorted({(row["method"], row["sampler"]) for row in metrics["rows"]})
+        for method, sampler in curves:
             pts = sorted((row["nfe"], row["hole_psnr"]) for row in metrics["rows"]
-                         if row["mask"] == kind and row["method"] == method and row["label"] == "null"
-                         and row["repairs_averaged"] == 1)
+                         if row["mask"] == kind and (row["method"], row["sampler"]) == (method, sampler)
+                         and row["label"] == "null" and row["repairs_averaged"] == 1)
             if pts:
-                ax.plot(*zip(*pts), marker, label=method)
+                ax.plot(*zip(*pts), "s--" if method == "repaint" else "o-",
+                        label=f"{method} ({sampler})")
         for row in metrics["rows"]:
             if row["mask"] == kind and (row["repairs_averaged"] > 1 or row["label"] == "true"):
                 ax.plot(row["nfe"], row["hole_psnr"], "^", label=row["setting"])

@@ -18,8 +18,9 @@ The benchmark (`run_repair_benchmark`):
 2. `n_test` held-out QM9 test molecules (a seeded subset); each keeps a connected fragment of a
    share of its atoms drawn uniformly in [`keep_min`, `keep_max`] (breadth-first over the
    distance-table bonds from a random heavy atom, `kept_fragment`);
-3. every setting of `core.app.repair.sweep_settings` completes each molecule once, and the same
-   model draws as many molecules of the same sizes unconditionally at `unconditional_steps`;
+3. every setting of `core.app.repair.sweep_settings` (replacement with each of `samplers`,
+   RePaint) completes each molecule once, and the same model draws as many molecules of the same
+   sizes unconditionally with each sampler at `unconditional_steps`;
 4. scores: EDM's atom / molecule stability and validity (metrics.py), the share of completions
    that are valid with every kept atom in their largest fragment (`fragment_kept`), and how
    exactly the kept atoms came back (the largest position error in Angstrom, after the frame is
@@ -220,7 +221,6 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     network, process, run_cfg = trained.network, trained.process, trained.cfg
     batch, known = encode_known(molecules, keeps, run_cfg)
     batch_size = int(r.batch_size)
-    sampler = str(r.sampler)
     rows: list[dict[str, Any]] = []
     drawn: dict[str, list[Structure]] = {}
     for setting in sweep_settings(r):
@@ -228,11 +228,13 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(seed + 1)
         samples = torch.cat([inpaint_batch(
             network, process, _rows(batch, a, batch_size), known[a:a + batch_size],
-            method=setting.instance(), sampler=sampler, steps=setting.steps, generator=generator)
+            method=setting.instance(), sampler=setting.sampler, steps=setting.steps,
+            generator=generator)
             for a in range(0, len(molecules), batch_size)])
         structures = decode(samples, batch["mask"], run_cfg)
         scores = molecule_metrics(structures)
-        rows.append({"system": setting.label, "method": setting.method, "steps": setting.steps,
+        rows.append({"system": setting.label, "method": setting.method,
+                     "sampler": setting.sampler, "steps": setting.steps,
                      "resamplings": setting.resamplings, "nfe": setting.nfe(),
                      **{k: scores[k] for k in ("atom_stability", "mol_stability", "validity")},
                      "fragment_kept": 100.0 * float(np.mean([fragment_kept(s, k) for s, k
@@ -242,24 +244,26 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
         drawn[setting.label] = structures
     baselines: dict[str, Any] = {}
     sizes = torch.tensor([m.n_atoms for m in molecules])
-    for n_steps in r.unconditional_steps:
-        started = time.perf_counter()
-        generator = torch.Generator().manual_seed(seed + 2)
-        structures = []
-        for chunk in sizes.split(batch_size):
-            structures += domain.generate_sized(network, process, chunk, sampler=sampler,
-                                                steps=int(n_steps), generator=generator)
-        scores = molecule_metrics(structures)
-        baselines[f"unconditional_{int(n_steps)}"] = {
-            "nfe": int(n_steps), **{k: scores[k] for k in ("atom_stability", "mol_stability",
-                                                            "validity")},
-            "seconds": round(time.perf_counter() - started, 1)}
+    for sampler in (str(x) for x in r.samplers):
+        for n_steps in r.unconditional_steps:
+            started = time.perf_counter()
+            generator = torch.Generator().manual_seed(seed + 2)
+            structures = []
+            for chunk in sizes.split(batch_size):
+                structures += domain.generate_sized(network, process, chunk, sampler=sampler,
+                                                    steps=int(n_steps), generator=generator)
+            scores = molecule_metrics(structures)
+            baselines[f"unconditional_{sampler}_{int(n_steps)}"] = {
+                "sampler": sampler, "nfe": int(n_steps),
+                **{k: scores[k] for k in ("atom_stability", "mol_stability", "validity")},
+                "seconds": round(time.perf_counter() - started, 1)}
     data = molecule_metrics(molecules)
     baselines["test_molecules"] = {k: data[k] for k in ("atom_stability", "mol_stability",
                                                         "validity")}
     metrics = {"rows": rows, "train_steps": steps, "train_seconds": trained.seconds,
                "network": {k: run_cfg.network[k] for k in ("hidden", "n_layers")},
-               "n_test": len(molecules), "sampler": sampler, "quick": quick,
+               "n_test": len(molecules), "samplers": [str(x) for x in r.samplers],
+               "quick": quick,
                "kept_share": float(np.mean([float(k.double().mean()) for k in keeps])),
                **_targets(rows, baselines, float(r.position_tolerance)),
                "seconds": round(time.perf_counter() - begun, 1),
@@ -306,14 +310,16 @@ def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict,
               row["kept_features_exact"], row["seconds"]] for row in metrics["rows"]]
     for key, value in baselines.items():
         if key.startswith("unconditional_"):
-            table.append([f"unconditional, {value['nfe']} steps (same sizes)", value["nfe"],
+            table.append([f"unconditional, {value['sampler']} {value['nfe']} steps (same "
+                          "sizes)", value["nfe"],
                           value["atom_stability"], value["mol_stability"], value["validity"],
                           "-", "-", "-", value["seconds"]])
     data = baselines["test_molecules"]
     table.append(["the test molecules themselves", "-", data["atom_stability"],
                   data["mol_stability"], data["validity"], "-", "-", "-", "-"])
     lines = [title, "",
-             f"Sampler {metrics['sampler']}; one completion per molecule; each keeps a connected "
+             f"RePaint with {metrics['samplers'][0]}; one completion per molecule; each keeps a "
+             "connected "
              "fragment (breadth-first over the distance-table bonds) of "
              f"{100 * float(r.keep_min):.0f}-{100 * float(r.keep_max):.0f}% of its atoms. "
              "Fragment kept: valid, with every kept atom in the largest fragment.", "",
@@ -355,15 +361,18 @@ def _figure(path: Path, metrics: dict, baselines: dict, drawn: dict[str, list[St
                  f"({best})", fontsize=9)
     ax.set_axis_off()
     ax = fig.add_subplot(2, 1, 2)
-    for method, marker in (("replace", "o-"), ("repaint", "s--")):
-        for key, colour in (("validity", "C0"), ("fragment_kept", "C1")):
-            pts = sorted((row["nfe"], row[key]) for row in metrics["rows"] if row["method"] == method)
-            if pts:
-                ax.plot(*zip(*pts), marker, color=colour, label=f"{key} ({method})")
+    curves = sorted({(row["method"], row["sampler"]) for row in metrics["rows"]})
+    for k, (method, sampler) in enumerate(curves):
+        for key, style in (("validity", "-"), ("fragment_kept", ":")):
+            pts = sorted((row["nfe"], row[key]) for row in metrics["rows"]
+                         if (row["method"], row["sampler"]) == (method, sampler))
+            ax.plot(*zip(*pts), ("s" if method == "repaint" else "o") + style, color=f"C{k}",
+                    label=f"{key} ({method}, {sampler})")
     for key, value in baselines.items():
         if key.startswith("unconditional_"):
             ax.axhline(value["validity"], color="0.4", ls=":", lw=1)
-            ax.annotate(f"unconditional validity, {value['nfe']} steps", (0.01, value["validity"]),
+            ax.annotate(f"unconditional validity, {value['sampler']} {value['nfe']} steps",
+                        (0.01, value["validity"]),
                         xycoords=("axes fraction", "data"), fontsize=7, color="0.3")
     ax.set(xscale="log", xlabel="NFE", ylabel="%")
     ax.legend(fontsize=7)

@@ -56,10 +56,11 @@ def test_methods_and_their_network_calls():
     assert repaint == RePaint(jump_length=5, resamplings=4)
     assert nfe_of("replace", 20) == 20 and nfe_of("replace", 20, calls_per_step=2) == 40
     assert nfe_of(repaint, 20) == 20 + 3 * 15  # the top segment is done once
-    section = OmegaConf.create({"steps": [5, 10], "repaint_steps": [10], "resamplings": [2, 4],
-                                "jump_length": 5})
+    section = OmegaConf.create({"samplers": ["ddpm", "heun"], "steps": [5, 10],
+                                "repaint_steps": [10], "resamplings": [2, 4], "jump_length": 5})
     assert [(s.label, s.nfe()) for s in sweep_settings(section)] == [
-        ("replace-5", 5), ("replace-10", 10), ("repaint-10x2-j5", 15), ("repaint-10x4-j5", 25)]
+        ("replace-5 (ddpm)", 5), ("replace-10 (ddpm)", 10), ("replace-5 (heun)", 5),
+        ("replace-10 (heun)", 10), ("repaint-10x2-j5 (ddpm)", 15), ("repaint-10x4-j5 (ddpm)", 25)]
 
 
 def test_repeat_batch_and_strokes():

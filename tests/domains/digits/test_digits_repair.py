@@ -136,14 +136,15 @@ def test_the_repair_benchmark_writes_its_record(fake_cache, tmp_path, capsys):
         "trainer.progress_bar=false", "repair.quick_train_steps=2",
         "repair.quick_n_test=6", "repair.steps=[2,3]", "repair.repaint_steps=[2]",
         "repair.resamplings=[2]", "repair.jump_length=1", "repair.mean_of=2",
-        "repair.mean_steps=2", "repair.label_steps=2", "repair.grid_setting=replace-2",
+        "repair.mean_steps=2", "repair.label_steps=2", "repair.samplers=[ddpm,ddim]",
         "repair.grid_rows=2", f"repair.results_dir={results}", "benchmark.lr_decay=constant")
     assert code == 0, err
     record = json.loads((results / "digits_repair_quick.json").read_text())
     rows = record["metrics"]["rows"]
     assert {r["mask"] for r in rows} == {"box", "strokes"}
-    assert {r["setting"] for r in rows} >= {"replace-2", "replace-3", "repaint-2x2-j1"}
-    assert [r["nfe"] for r in rows if r["setting"] == "repaint-2x2-j1"] == [3, 3]
+    assert {r["setting"] for r in rows} >= {"replace-2 (ddpm)", "replace-3 (ddim)",
+                                              "repaint-2x2-j1 (ddpm)", "mean of 2 x replace-2 (ddpm)"}
+    assert [r["nfe"] for r in rows if r["setting"] == "repaint-2x2-j1 (ddpm)"] == [3, 3]
     assert set(record["baselines"]) >= {"biharmonic_box", "biharmonic_strokes"}
     assert "target_box" in record["metrics"]
     assert (results / "digits_repair_quick.png").is_file()

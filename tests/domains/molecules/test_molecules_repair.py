@@ -132,15 +132,16 @@ def test_the_repair_benchmark_writes_its_record(run, tmp_path, capsys):
     code, _, err = _run(capsys, "benchmark", "--domain", "molecules", "--repair", "--quick",
                         f"data.source={folder}", *TINY[:3], "trainer.progress_bar=false",
                         "repair.quick_train_steps=2", "repair.quick_n_test=4",
-                        "repair.steps=[2,3]", "repair.repaint_steps=[2]",
+                        "repair.steps=[2,3]", "repair.repaint_steps=[2]", "repair.samplers=[ddpm]",
                         "repair.resamplings=[2]", "repair.jump_length=1",
                         "repair.unconditional_steps=[2]", "repair.figure_molecules=2",
                         f"repair.results_dir={results}")
     assert code == 0, err
     record = json.loads((results / "molecules_repair_quick.json").read_text())
     rows = record["metrics"]["rows"]
-    assert [r["system"] for r in rows] == ["replace-2", "replace-3", "repaint-2x2-j1"]
+    assert [r["system"] for r in rows] == ["replace-2 (ddpm)", "replace-3 (ddpm)",
+                                           "repaint-2x2-j1 (ddpm)"]
     assert all(r["kept_max_position_error"] < 1e-5 and r["kept_features_exact"] for r in rows)
     assert record["metrics"]["target_kept_exact"] is True
-    assert set(record["baselines"]) == {"unconditional_2", "test_molecules"}
+    assert set(record["baselines"]) == {"unconditional_ddpm_2", "test_molecules"}
     assert (results / "molecules_repair_quick.png").is_file()
