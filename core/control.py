@@ -27,6 +27,13 @@ controls add their scaled residuals (the paper's "multiple conditions", sec. 4.4
     net = Controlled(base, [ControlBinding(control, scale=1.0, key="hint")])
     out = net(x_in, c_noise, hint=hint, **cond)           # the network contract, unchanged
 
+A block may return a tensor or a tuple whose first element is its hidden state (a transformer
+layer's `(hidden, ...)`, an EGNN layer's `(h, x)`): the control joins that first element and
+leaves the rest (an EGNN's coordinates) as the base made them. A hint is a vector [D] (an MLP,
+broadcast), a map [C, *spatial] for a channels-first block input (convolutions, pooled to the
+block's size), or one row per element [*elements, D] for a channels-last input [*elements, C]
+(atoms, tokens: the same MLP on every element).
+
 The hint travels in the network's keyword arguments (`cond[key]`), so every sampler and the
 denoiser contract D(x, t, **cond) -> x0_hat work unchanged; `Controlled` takes it out before the
 base sees `cond`. The copy stops once its last chosen block has run (its later layers are not
@@ -91,6 +98,24 @@ def default_blocks(network: nn.Module) -> list[str]:
         raise ConfigError("the network has no list of blocks to control; name them with "
                           "control.blocks (module names or patterns such as 'blocks.*')")
     return best[1]
+
+
+def main_output(out: Any) -> Tensor | None:
+    """The tensor of a block's output that a control joins: the output itself, or the first
+    element of a tuple / list output (the hidden state: a transformer layer's `(hidden, ...)`, an
+    EGNN layer's `(h, x)`, whose coordinates stay untouched); None for anything else."""
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        return out[0]
+    return None
+
+
+def with_residual(out: Any, residual: Tensor) -> Any:
+    """`out` with `residual` added to its main output (`main_output`), same type and length."""
+    if isinstance(out, Tensor):
+        return out + residual
+    return type(out)([out[0] + residual, *out[1:]])
 
 
 def channel_axis(block: nn.Module) -> int:
@@ -173,12 +198,14 @@ def probe_spec(base: nn.Module, blocks: Sequence[str], hint_shape: Sequence[int]
 
     def after(name: str):
         def hook(module: nn.Module, args: tuple, out: Any) -> None:
-            if not isinstance(out, Tensor):
-                raise ConfigError(f"control block {name!r} returns {type(out).__name__}, not "
-                                  "one tensor; choose blocks that return a tensor")
+            main = main_output(out)
+            if main is None:
+                raise ConfigError(f"control block {name!r} returns {type(out).__name__}, "
+                                  "neither a tensor nor a tuple starting with one; choose "
+                                  "other blocks")
             if name not in outputs:
                 order.append(name)
-                outputs[name] = out
+                outputs[name] = main
         return hook
 
     handles = [m.register_forward_pre_hook(mark) for m in base.modules()]
@@ -238,10 +265,19 @@ class HintEncoder(nn.Module):
         shape, w = spec.hint_shape, spec.width
         self.entry_axis, self.entry_ndim = spec.entry_axis, spec.entry_ndim
         self.spatial = len(shape) - 1
+        self.per_element = False
         if len(shape) == 1:
             self.body = nn.Sequential(nn.Linear(shape[0], w), nn.SiLU(), nn.Linear(w, w),
                                       nn.SiLU())
             self.zero = ZeroProjection(w, spec.entry_channels, -1)
+        elif spec.entry_axis == -1 and spec.entry_ndim == len(shape) >= 2:
+            # a per-element hint [*elements, D] for a channels-last entry [*elements, C] (atoms,
+            # tokens): the same MLP on every element, no pooling
+            self.spatial = 0
+            self.body = nn.Sequential(nn.Linear(shape[-1], w), nn.SiLU(), nn.Linear(w, w),
+                                      nn.SiLU())
+            self.zero = ZeroProjection(w, spec.entry_channels, -1)
+            self.per_element = True
         elif 1 <= self.spatial <= 3 and spec.entry_axis == 1 \
                 and spec.entry_ndim == len(shape):
             conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[self.spatial - 1]
@@ -256,6 +292,11 @@ class HintEncoder(nn.Module):
     def forward(self, hint: Tensor, like: Tensor) -> Tensor:
         """hint [B, *hint_shape] -> features broadcastable to `like` [B, *entry]."""
         h = self.body(hint)
+        if self.per_element:  # [B, *elements, C]: one feature vector per element
+            if h.shape[1:-1] != like.shape[1:-1]:
+                raise DataError(f"a per-element hint of shape {list(hint.shape)} does not fit "
+                                f"the block input {list(like.shape)}: give one row per element")
+            return self.zero(h)
         if self.spatial:  # Z_1(E(c)) at the entry's spatial size
             return self.zero(_POOLS[self.spatial](h, tuple(like.shape[2:])))
         h = self.zero(h)  # [B, C]
@@ -314,8 +355,8 @@ class ControlNet(nn.Module):
             return (args[0] + self.hint_encoder(hint, args[0]), *args[1:])
 
         def record(name: str):
-            def hook(module: nn.Module, args: tuple, out: Tensor) -> None:
-                outputs.setdefault(name, out)
+            def hook(module: nn.Module, args: tuple, out: Any) -> None:
+                outputs.setdefault(name, main_output(out))
                 if len(outputs) == len(blocks):
                     raise _CopyDone
             return hook
@@ -407,8 +448,9 @@ class Controlled(nn.Module):
             return self.base(x_in, c_noise, **rest)
 
         def add(residual: Tensor):
-            def hook(module: nn.Module, args: tuple, out: Tensor) -> Tensor:
-                return out + residual  # F(x; Theta) + Z(F(x + Z(c); Theta_c)), eq. 2
+            def hook(module: nn.Module, args: tuple, out: Any) -> Any:
+                # F(x; Theta) + Z(F(x + Z(c); Theta_c)), eq. 2 (on a tuple's first element)
+                return with_residual(out, residual)
             return hook
 
         handles = [self.base.get_submodule(name).register_forward_hook(add(r))

@@ -203,7 +203,7 @@ def test_a_hint_of_the_wrong_size_or_channels_or_a_missing_hint_is_a_data_error(
         assert controlled(x, c, hint=hint[:1], **cond).shape == x.shape
 
 
-def test_blocks_that_return_no_single_tensor_are_refused():
+def test_blocks_that_return_neither_a_tensor_nor_a_tuple_are_refused():
     class Pair(nn.Module):
         def __init__(self):
             super().__init__()
@@ -212,19 +212,19 @@ def test_blocks_that_return_no_single_tensor_are_refused():
         def forward(self, x, c):
             return self.layers[0](x)  # layers.1 is never called
 
-    class Tuple(nn.Module):
+    class Dict(nn.Module):
         def forward(self, x):
-            return x, x
+            return {"h": x}
 
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.block = Tuple()
+            self.block = Dict()
 
         def forward(self, x, c):
-            return self.block(x)[0]
+            return self.block(x)["h"]
 
-    with pytest.raises(ConfigError, match="returns tuple"):
+    with pytest.raises(ConfigError, match="returns dict, neither a tensor nor a tuple"):
         probe_spec(Net(), ["block"], (2,), (torch.randn(3, 2), torch.rand(3), {}))
     with pytest.raises(ConfigError, match="never run"):
         probe_spec(Pair(), ["layers.1"], (2,), (torch.randn(3, 2), torch.rand(3), {}))
