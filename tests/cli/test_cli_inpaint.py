@@ -70,3 +70,22 @@ def test_repeat_batch_and_strokes():
     assert out["name"] == "a"
     strokes = stroke_mask(28, 28, torch.Generator().manual_seed(0), strokes=2, width_px=1.5)
     assert strokes.dtype == torch.bool and 0.05 < float(strokes.float().mean()) < 0.6
+
+
+def test_a_control_steers_inpainting_through_its_hints():
+    from diffusekit.core.app.controls import HintedProcess
+
+    seen = {}
+
+    class Process:
+        def inpaint(self, network, batch, known, **options):
+            seen.update(batch=batch, known=known, options=options)
+            return batch["x0"]
+
+    hinted = HintedProcess(Process(), {"hint": lambda batch: batch["x0"] * 2})
+    batch = {"x0": torch.ones(2, 3)}
+    hinted.inpaint(None, batch, torch.tensor([True, False, True]), method="replace", steps=3)
+    assert torch.equal(seen["batch"]["cond"]["hint"], 2 * torch.ones(2, 3))
+    assert seen["options"] == {"method": "replace", "steps": 3}
+    with pytest.raises(ConfigError, match="cannot inpaint"):
+        HintedProcess(object(), {}).inpaint(None, batch, None)
