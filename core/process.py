@@ -8,6 +8,10 @@ plug into the same LightningModule:
     process.training_loss(network, batch, generator=None) -> [B] per-example loss
     process.generate(network, batch, sampler=..., steps=..., generator=None) -> samples like batch["x0"]
 
+and a third that repair uses (`toolkit inpaint`, `core.inpainting`):
+
+    process.inpaint(network, batch, known, method="replace", ...) -> samples whose known part is batch["x0"]
+
 A batch is a dict: "x0" the clean data [B, ...], optionally "cond" (keyword arguments for the
 network, e.g. the low-resolution image) and "mask" ([B, N] node / padding mask that selects the
 noise space). The process never sees a config file: domains build it from a section of theirs
@@ -24,6 +28,7 @@ import torch
 from torch import Tensor
 
 from diffusekit.core import losses, samplers, schedules
+from diffusekit.core.inpainting import inpaint
 from diffusekit.core.parameterization import Denoiser
 from diffusekit.core.registry import Registry
 from diffusekit.core.schedules import Schedule
@@ -154,6 +159,41 @@ class GaussianDiffusion:
         return sample(self.sampling_denoiser(network, batch), noise, ts.to(x_like.device),
                       self.schedule, space=space, generator=generator, callback=callback,
                       **options)
+
+    def inpaint(
+        self,
+        network: Callable[..., Tensor],
+        batch: dict,
+        known: Tensor,
+        *,
+        method: str | Any = "replace",
+        sampler: str | None = None,
+        steps: int | None = None,
+        grid: str | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callable[[dict], None] | None = None,
+        t_max: float | None = None,
+        noise: Tensor | None = None,
+        **sampler_options,
+    ) -> Tensor:
+        """Samples shaped like batch["x0"] that keep batch["x0"] where `known` is True and fill
+        the rest (`core.inpainting.inpaint`: replacement or RePaint with any sampler; in a
+        `ZeroCoM` space the known atoms fix the frame). `known`: bool (or 0 / 1) of batch["x0"]'s
+        shape, broadcastable to it, or a leading [B, N] mask; method: a name of
+        `inpainting.METHODS` or an instance with options (`RePaint(jump_length=5,
+        resamplings=4)`). Everything else as in `generate`; the sampler sees the same denoiser
+        (`sampling_denoiser`: guidance included) and the batch's "cond" and "mask"."""
+        x0 = batch["x0"]
+        space = self.space_for(batch)
+        ts = schedules.time_grid(self.schedule, steps or self.steps, grid or self.grid, t_max=t_max)
+        if noise is None:
+            noise = space.randn_like(x0, generator)
+        options = {**self.sampler_options, **sampler_options}
+        if callback is not None:
+            options["callback"] = callback
+        return inpaint(samplers.get(sampler or self.sampler), self.sampling_denoiser(network, batch),
+                       noise, ts.to(x0.device), self.schedule, x0, known, space=space,
+                       generator=generator, method=method, cond=batch.get("cond") or None, **options)
 
     def sampling_denoiser(self, network: Callable[..., Tensor], batch: dict) -> Callable[..., Tensor]:
         """The denoiser `generate` hands the sampler: `denoiser(network)` here; a subclass may

@@ -52,7 +52,7 @@ schedules are claimed by the `builtin` plugin (`diffusekit.plugins.builtin`) thr
 
 from __future__ import annotations
 
-from diffusekit.plugins.domain import Domain
+from diffusekit.plugins.domain import Damaged, Domain, Region
 from diffusekit.plugins.hookspecs import hookimpl, hookspec
 from diffusekit.plugins.manager import (
     ENTRY_POINT_GROUP,
@@ -70,7 +70,9 @@ from diffusekit.plugins.manager import (
 install_loaders()
 
 __all__ = [
+    "Damaged",
     "Domain",
+    "Region",
     "hookimpl",
     "hookspec",
     "ENTRY_POINT_GROUP",

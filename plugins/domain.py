@@ -13,6 +13,14 @@ these methods with the resolved OmegaConf config of a run:
     benchmark(cfg)                     what `toolkit benchmark --domain NAME` runs
     prepare(cfg)                       build the offline data cache (`toolkit prepare`)
 
+Repair (`toolkit inpaint`, docs/repair.md) needs two more, and `inpaint_regions`; the toolkit does
+the rest (loading the model, `--method`, `--steps`, `--sampler`, `--seed`, `-n`, the sampling):
+
+    read_damaged(path, region, cfg)    a user's file + the region to fill -> `Damaged`: a batch of
+                                       one example in the model's data space, the known mask, cond
+    write_repaired(samples, damaged, out, cfg)   the repaired files, inside `out`
+    repair_benchmark(cfg)              what `toolkit benchmark --domain NAME --repair` runs
+
 Batches are dicts: "x0" the clean data [B, ...]; optionally "cond" (keyword arguments passed to
 the network, e.g. {"low_res": ...}) and "mask" ([B, N] padding / node mask). Built-in domains
 subclass this exactly as a third-party plugin does and register through the same hook.
@@ -20,10 +28,59 @@ subclass this exactly as a third-party plugin does and register through the same
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+#: The kinds of region `toolkit inpaint` passes on (its options --mask, --box, --span, --keep).
+REGION_KINDS = ("mask", "box", "span", "keep")
+
+
+@dataclass(frozen=True)
+class Region:
+    """What to repair in an input, as the command line gives it; each domain reads the kinds it
+    declares in `Domain.inpaint_regions` and says what their numbers mean (pixels, seconds, atom
+    indices, characters):
+
+    mask:  a file marking the region to fill (`--mask FILE`; an image: white = fill);
+    boxes: rectangles to fill, (x0, y0, x1, y1) each (`--box X0,Y0,X1,Y1`, repeatable);
+    spans: intervals to fill along the input's one axis, (start, end) each (`--span START-END`,
+           repeatable);
+    keep:  the indices of the elements to keep, everything else is filled (`--keep 0,1,4-7`).
+    """
+
+    mask: Path | None = None
+    boxes: tuple[tuple[float, float, float, float], ...] = ()
+    spans: tuple[tuple[float, float], ...] = ()
+    keep: tuple[int, ...] | None = None
+
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds given, in `REGION_KINDS` order."""
+        given = {"mask": self.mask is not None, "box": bool(self.boxes), "span": bool(self.spans),
+                 "keep": self.keep is not None}
+        return tuple(kind for kind in REGION_KINDS if given[kind])
+
+
+@dataclass
+class Damaged:
+    """A user's input read for repair by `Domain.read_damaged`.
+
+    batch:  one example as a batch of one, in the model's data space, as the domain's batches
+            are: "x0" [1, ...] the input (any finite value where it is to be filled), "cond" (the
+            network's conditioning made from the damaged input only, never from what is
+            missing) and "mask" (padding / atoms) where the domain has them;
+    known:  bool, batch["x0"]'s shape or one that broadcasts to it (or a leading [1, N]): True
+            where the input is kept;
+    source: whatever `write_repaired` needs of the input (its pixels, samples, atoms, text);
+    name:   a plain name for the written files (letters, digits, '._+-').
+    """
+
+    batch: dict
+    known: Any
+    source: Any = None
+    name: str = "input"
 
 
 class Domain:
@@ -39,6 +96,8 @@ class Domain:
     name: str = ""
     description: str = ""
     config_file: str | Path | None = None
+    #: the region kinds (`REGION_KINDS`) `read_damaged` reads; empty: the domain cannot inpaint
+    inpaint_regions: tuple[str, ...] = ()
     adapter_targets: tuple[str, ...] | None = None
     control_blocks: tuple[str, ...] | None = None
 
@@ -101,6 +160,28 @@ class Domain:
         domain), "higher_is_better": bool}."""
         raise NotImplementedError(f"domain {self.name!r} declares no finetune_target, so it "
                                   "has no customisation benchmark")
+
+    def read_damaged(self, path: Path, region: Region, cfg: DictConfig) -> Damaged:
+        """Read the user's file `path` and the `region` to fill (of the kinds in
+        `inpaint_regions`; the toolkit refuses other kinds before calling) into a `Damaged`: the
+        known part in the model's data space, the known mask and the conditioning, made from the
+        damaged input alone. Bad input is a `diffusekit.core.errors.DataError` (an unreadable
+        file, a region outside the input, a mask of another size) in one line. Never unpickle."""
+        raise NotImplementedError(f"domain {self.name!r} cannot read an input to repair "
+                                  "(it implements no read_damaged)")
+
+    def write_repaired(self, samples: Any, damaged: Damaged, out_dir: Path,
+                       cfg: DictConfig) -> list[Path]:
+        """Write the repaired `samples` (what the process's `inpaint` returned for
+        `damaged.batch` repeated `-n` times) as the domain's files, only inside `out_dir`
+        (names the domain chooses, or `damaged.name` + a fixed suffix); return the paths."""
+        raise NotImplementedError(f"domain {self.name!r} cannot write repaired samples "
+                                  "(it implements no write_repaired)")
+
+    def repair_benchmark(self, cfg: DictConfig) -> dict[str, Any]:
+        """The repair benchmark (`toolkit benchmark --domain NAME --repair [--quick]`): the
+        domain's repair of held-out examples against classic baselines; returns its metrics."""
+        raise NotImplementedError(f"domain {self.name!r} has no repair benchmark")
 
     def __repr__(self) -> str:
         return f"<Domain {self.name}: {self.description}>"

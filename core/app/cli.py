@@ -7,7 +7,8 @@
                   [--resume [RUN]]
     toolkit sample --run RUN [--sampler S] [--steps N] [-n K] [--hint FILE]
     toolkit evaluate --run RUN                       the domain's metrics -> metrics.json
-    toolkit benchmark --domain D [--quick]           the domain's benchmark
+    toolkit inpaint --run RUN INPUT [--mask F | --box B | --span S | --keep I] [--method M]
+    toolkit benchmark --domain D [--quick] [--finetune | --repair]
 
 Plugins add commands through the `register_commands(cli)` hook. Bad input (an unknown domain,
 sampler or config key, a missing or corrupt run folder or checkpoint, an unreadable file, a NaN
@@ -401,6 +402,52 @@ def evaluate(run_dir: str | None, model_id: str | None, adapter_args: tuple[str,
 
 
 @cli.command()
+@_model_options
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option("--mask", "mask", type=click.Path(dir_okay=False), default=None,
+              help="A file marking what to fill (an image: white = fill).")
+@click.option("--box", "boxes", multiple=True, metavar="X0,Y0,X1,Y1",
+              help="A rectangle to fill, in pixels (repeatable).")
+@click.option("--span", "spans", multiple=True, metavar="START-END",
+              help="An interval to fill along the input's axis: seconds of audio, characters "
+                   "of text (repeatable).")
+@click.option("--keep", "keep", default=None, metavar="I,J,K-L",
+              help="The elements to keep (0-based atom indices); the rest is generated.")
+@click.option("--method", "method", default=None, metavar="replace|repaint",
+              help="How the known part steers the sampler (default: inpaint.method; RePaint "
+                   "uses inpaint.jump_length and inpaint.resamplings).")
+@click.option("--sampler", "-s", default=None, help="A sampler name (default: the model's).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampler steps.")
+@click.option("-n", "n", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
+              help="Repairs (completions) to draw.")
+@click.option("--seed", type=int, default=None, help="Seed of the sampling noise.")
+@click.option("--out", type=click.Path(file_okay=False), default="repaired", show_default=True,
+              help="The folder the repaired files go into (nothing is written elsewhere).")
+@overrides_argument
+def inpaint(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, ...],
+            adapter_scale: float | None, base: str | None, control_scale: float | None,
+            control_args: tuple[str, ...], hint: str | None, input_path: str, mask: str | None,
+            boxes: tuple[str, ...], spans: tuple[str, ...], keep: str | None,
+            method: str | None, sampler: str | None, steps: int | None, n: int,
+            seed: int | None, out: str, overrides: tuple[str, ...]) -> None:
+    """Repair INPUT with a model: fill the region given (--mask, --box, --span or --keep, as
+    the domain reads them) and keep the rest exactly; KEY=VALUE overrides change the model's
+    config for this call (e.g. inpaint.resamplings=8). docs/repair.md has each domain's input."""
+    _check_sampler(sampler)
+    from diffusekit.core.app.repair import check_region, parse_region, repair_file
+    from diffusekit.core.app.training.inference import with_overrides
+
+    region = parse_region(mask, boxes, spans, keep)
+    model, _ = _open_model(run_dir, model_id, adapter_scale, adapter_args, base, control_scale,
+                           hint, control_args)
+    check_region(model.domain, region)
+    model = with_overrides(model, overrides)
+    paths = repair_file(model, Path(input_path), region, out_dir=Path(out), method=method,
+                        sampler=sampler, steps=steps, n=n, seed=seed)
+    _echo_paths(paths, "repaired")
+
+
+@cli.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(), help="A run folder.")
 @click.option("--to", "to", required=True, type=click.Path(file_okay=False),
               help="The model folder to write (new or empty).")
@@ -446,12 +493,17 @@ def merge(run_dir: str, to: str, adapter_args: tuple[str, ...],
 @click.option("--finetune", is_flag=True,
               help="The customisation benchmark: base, LoRA, full fine-tuning and scratch on a "
                    "shifted target set (docs/customise.md).")
+@click.option("--repair", is_flag=True,
+              help="The repair benchmark: inpainting held-out examples against classic "
+                   "baselines (docs/repair.md).")
 @preset_option
 @config_option
 @overrides_argument
-def benchmark(domain: str, quick: bool, finetune: bool, preset: str | None,
+def benchmark(domain: str, quick: bool, finetune: bool, repair: bool, preset: str | None,
               files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     """Run DOMAIN's benchmark and print its metrics (as JSON)."""
+    if finetune and repair:
+        raise click.UsageError("--finetune and --repair are two benchmarks: give one.")
     dom = get_domain(domain)
     cfg = _compose(dom, files, (*overrides, *(["quick=true"] if quick else [])), preset)
     try:
@@ -459,6 +511,8 @@ def benchmark(domain: str, quick: bool, finetune: bool, preset: str | None,
             from diffusekit.core.app.finetune import run_finetune_benchmark
 
             result = run_finetune_benchmark(dom, cfg)
+        elif repair:
+            result = dom.repair_benchmark(cfg)
         else:
             result = dom.benchmark(cfg)
     except NotImplementedError as exc:

@@ -129,8 +129,8 @@ class FileHints:
 class HintedProcess:
     """The base's process with each batch's hints put into its `cond`: `sources` maps each
     control's keyword to a function `source(batch) -> hint [B, ...]` (`MadeHints`,
-    `FileHints`). `training_loss` and `generate` as the process's; every other attribute is the
-    process's own."""
+    `FileHints`). `training_loss`, `generate` and `inpaint` as the process's; every other
+    attribute is the process's own."""
 
     def __init__(self, process: Any, sources: dict[str, Callable[[dict], Tensor]]) -> None:
         self.process, self.sources = process, dict(sources)
@@ -154,6 +154,15 @@ class HintedProcess:
 
     def generate(self, network: Any, batch: dict, **options: Any) -> Any:
         return self.process.generate(network, self.hinted(batch), **options)
+
+    def inpaint(self, network: Any, batch: dict, known: Any, **options: Any) -> Any:
+        """The process's `inpaint` on the hinted batch: repair steered by the controls (a hint
+        made from the batch is made from the damaged input, which is all it holds)."""
+        inner = getattr(self.process, "inpaint", None)
+        if inner is None:
+            raise ConfigError(f"the base's process ({type(self.process).__name__}) cannot "
+                              "inpaint (it has no inpaint method)")
+        return inner(network, self.hinted(batch), known, **options)
 
     def __getattr__(self, name: str) -> Any:
         if name in ("process", "sources"):  # not set yet (copying, unpickling)

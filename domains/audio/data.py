@@ -36,7 +36,8 @@ from diffusekit.core.app.data_loading import loader_options
 from diffusekit.core.errors import ConfigError, DataError
 from diffusekit.domains.audio import corpus, recordings
 from diffusekit.domains.audio.features import MelFeatures
-from diffusekit.domains.audio.noise import NOISES, NoisePool, noisy_version
+from diffusekit.domains.audio.noise import (NOISES, NoisePool, PacketLoss, drop_packets,
+                                            noisy_version)
 
 
 def data_root(cfg: DictConfig) -> Path:
@@ -142,7 +143,8 @@ class NoisyPairs(Dataset):
 
     def __init__(self, waves: list[np.ndarray], features: MelFeatures, frames: int, *,
                  train: bool, kinds: list[str], snr_range: tuple[float, float],
-                 snr: float | None = None, pool: NoisePool | None = None, seed: int = 0) -> None:
+                 snr: float | None = None, pool: NoisePool | None = None, seed: int = 0,
+                 packet_loss: PacketLoss = PacketLoss()) -> None:
         if not waves:
             raise DataError("no usable audio in this split")
         for kind in kinds:
@@ -150,7 +152,7 @@ class NoisyPairs(Dataset):
         self.waves, self.features, self.frames = waves, features, frames
         self.samples = features.samples_for(frames)
         self.train, self.kinds, self.snr_range, self.snr = train, kinds, snr_range, snr
-        self.pool, self.seed = pool or NoisePool(), seed
+        self.pool, self.seed, self.packet_loss = pool or NoisePool(), seed, packet_loss
         self._rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -164,6 +166,7 @@ class NoisyPairs(Dataset):
         snr_range = (self.snr, self.snr) if self.snr is not None else self.snr_range
         noisy, _, _ = noisy_version(clean[:valid], self.features.sample_rate, rng, self.pool,
                                     self.kinds, snr_range)
+        noisy = drop_packets(clean[:valid], noisy, self.features.sample_rate, rng, self.packet_loss)
         noisy = np.pad(noisy, (0, self.samples - valid))
         if self.train:  # level augmentation
             gain = float(10 ** (rng.uniform(-10, 6) / 20))
@@ -295,11 +298,13 @@ class AudioDataModule(L.LightningDataModule):
         kinds, snr_range = list(d.noise_kinds), (float(d.snr_min), float(d.snr_max))
         test_snr = None if d.test_snr is None else float(d.test_snr)
         seed = int(d.seed)
+        loss = PacketLoss.from_config(d.get("packet_loss"))  # train and val; the test is as it was
         self.splits = {
             "train": NoisyPairs(train, f, frames, train=True, kinds=kinds, snr_range=snr_range,
-                                pool=pool, seed=seed),
+                                pool=pool, seed=seed, packet_loss=loss),
             "val": NoisyPairs(_load_split(root, rows, "val", sr), f, eval_frames, train=False,
-                              kinds=kinds, snr_range=snr_range, pool=pool, seed=seed + 1),
+                              kinds=kinds, snr_range=snr_range, pool=pool, seed=seed + 1,
+                              packet_loss=loss),
             "test": NoisyPairs(_load_split(root, rows, "test", sr), f, eval_frames, train=False,
                                kinds=kinds, snr_range=snr_range, snr=test_snr, pool=pool,
                                seed=seed + 2),

@@ -16,7 +16,10 @@
                                       (outputs.py)
     finetune_target(cfg)              siren noise on a tenth of the training speech,
                                       `benchmark --finetune`'s target
+    read_damaged / write_repaired     `toolkit inpaint`: packet-loss concealment of a WAV, the lost
+                                      time ranges given by --span (concealment.py)
     benchmark(cfg)                    see benchmark.py
+    repair_benchmark(cfg)             `--repair`: concealment against interpolation (repair.py)
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from diffusekit.domains.audio.metrics import score_systems, summarise
 from diffusekit.domains.audio.network import NETWORKS
 from diffusekit.domains.audio.outputs import spectrogram_figure, written_clips
 from diffusekit.domains.audio.process import OBJECTIVES, Enhanced, Enhancer, mel_of
-from diffusekit.plugins import Domain
+from diffusekit.plugins import Damaged, Domain, Region
 
 
 # the customisation target's noise kind (noise.NOISES), absent from the default data.noise_kinds
@@ -52,6 +55,7 @@ class AudioDomain(Domain):
     # LoRA's default targets (adapter.targets): the UNets' block convolutions
     adapter_targets = ("*.conv1", "*.conv2")
     control_blocks = ("down.*.*", "mid")  # a ControlNet joins the UNets' encoders and middles
+    inpaint_regions = ("span",)  # toolkit inpaint: the lost time ranges, in seconds
 
     def build_datamodule(self, cfg: DictConfig) -> Any:
         """The data module, already set up (the corpus is synthesised first if missing): a bad
@@ -132,3 +136,25 @@ class AudioDomain(Domain):
         from diffusekit.domains.audio.benchmark import run_benchmark
 
         return run_benchmark(self, cfg)
+
+    def read_damaged(self, path: Path, region: Region, cfg: DictConfig) -> Damaged:
+        """A WAV and its lost time ranges: the condition is the gapped log-mel, the known part
+        its frames that no gap touches (concealment.py)."""
+        from diffusekit.domains.audio.concealment import read_damaged
+
+        return read_damaged(path, region, cfg)
+
+    def write_repaired(self, samples: Enhanced, damaged: Damaged, out_dir: Path,
+                       cfg: DictConfig) -> list[Path]:
+        """<name>-repaired[-k].wav (received samples as read, the gaps synthesised) and
+        <name>-spectrograms.png (concealment.py)."""
+        from diffusekit.domains.audio.concealment import write_repaired
+
+        return write_repaired(samples, damaged, out_dir, cfg)
+
+    def repair_benchmark(self, cfg: DictConfig) -> dict[str, Any]:
+        """Gaps of 20-200 ms in held-out speech: log-mel L1 and SI-SDR on the gaps against
+        linear interpolation and zeros (repair.py)."""
+        from diffusekit.domains.audio.repair import run_repair_benchmark
+
+        return run_repair_benchmark(self, cfg)

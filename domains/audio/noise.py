@@ -13,12 +13,17 @@ Kinds (registry `NOISES`, each `make(n_samples, sample_rate, rng, pool) -> [n] f
             not in the default `data.noise_kinds`: the customisation benchmark's shifted target
 
 `mix(clean, noise, snr_db)` scales the noise so that 10 log10(P_clean / P_noise) = snr_db.
+
+Packet loss (`PacketLoss`, `data.packet_loss`) is the other degradation: stretches of the signal
+lost and zero-filled, as a receiver without concealment plays them (`drop_packets`). A share of the
+training mixtures get it (off by default; the repair benchmark's base trains with it, so that the
+model has seen gaps in its condition; docs/repair.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -142,6 +147,53 @@ def mix(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
     p_noise = max(1e-12, float(np.mean(noise.astype(np.float64) ** 2)))
     gain = np.sqrt(p_clean / (p_noise * 10.0 ** (snr_db / 10.0)))
     return (clean + gain * noise).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PacketLoss:
+    """Lost stretches of a training mixture: with probability `share` a mixture loses 1 to
+    `max_gaps` stretches of `min_ms` to `max_ms` milliseconds each (zeroed); of those, a share
+    `clean_share` is the clean signal with gaps and no noise (what a concealer receives)."""
+
+    share: float = 0.0
+    clean_share: float = 0.5
+    min_ms: float = 20.0
+    max_ms: float = 200.0
+    max_gaps: int = 3
+
+    @classmethod
+    def from_config(cls, section: Any) -> "PacketLoss":
+        """From `data.packet_loss` (absent: none)."""
+        if not section:
+            return cls()
+        return cls(float(section.share), float(section.clean_share), float(section.min_ms),
+                   float(section.max_ms), int(section.max_gaps))
+
+
+def gap_spans(n: int, sr: int, rng: np.random.Generator, count: int, min_ms: float,
+              max_ms: float) -> list[tuple[int, int]]:
+    """`count` sample ranges [start, end) of min_ms..max_ms in a signal of n samples, drawn one
+    after another (they may touch or overlap), sorted."""
+    spans = []
+    for _ in range(count):
+        length = int(round(rng.uniform(min_ms, max_ms) * sr / 1000))
+        length = max(1, min(length, n))
+        start = int(rng.integers(0, n - length + 1))
+        spans.append((start, start + length))
+    return sorted(spans)
+
+
+def drop_packets(clean: np.ndarray, noisy: np.ndarray, sr: int, rng: np.random.Generator,
+                 loss: PacketLoss) -> np.ndarray:
+    """The noisy waveform after packet loss (see `PacketLoss`); no draw at all when the share is
+    0, so the default data stay as they were."""
+    if loss.share <= 0 or rng.random() >= loss.share:
+        return noisy
+    out = clean.copy() if rng.random() < loss.clean_share else noisy.copy()
+    for start, end in gap_spans(len(out), sr, rng, int(rng.integers(1, loss.max_gaps + 1)),
+                                loss.min_ms, loss.max_ms):
+        out[start:end] = 0.0
+    return out
 
 
 def noisy_version(clean: np.ndarray, sr: int, rng: np.random.Generator, pool: NoisePool,

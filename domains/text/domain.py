@@ -10,6 +10,8 @@ and the command line come from the toolkit. From the resolved config (config.yam
     evaluate(batch, samples, cfg)    entropy, kept share, generative perplexity under a baseline
     write_samples(samples, out, cfg) samples.txt and samples.md, decoded with the run's tokenizer
     benchmark(cfg)                   see `benchmark.run_benchmark`
+    read_damaged / write_repaired    `toolkit inpaint`: a text file with [MASK] marks or --span
+                                     ranges, infilled by the masked diffusion (generation.py)
 
     toolkit prepare --domain text
     toolkit train --domain text                    # the diffusion model
@@ -33,7 +35,7 @@ from diffusekit.domains.text.process import (PROCESSES, SAMPLER_NAME, Autoregres
                                              generation_settings)
 from diffusekit.domains.text.tokenization import (TOKENIZER_FILE, Tokenizer, load_tokenizer,
                                                   run_folder_of, tokenizer_vocab_size)
-from diffusekit.plugins import Domain
+from diffusekit.plugins import Damaged, Domain, Region
 
 
 class TextDomain(Domain):
@@ -46,6 +48,7 @@ class TextDomain(Domain):
     # (0.24% more of the parameters; see docs/customise.md for what they changed)
     adapter_targets = ("*.attn.Wqkv", "*.attn.Wo", "*.mlp.Wi", "*.mlp.Wo", "*.head.dense",
                        "*.decoder")
+    inpaint_regions = ("span",)  # toolkit inpaint: character ranges (or [MASK] in the text)
 
     def build_datamodule(self, cfg: DictConfig) -> Any:
         from diffusekit.domains.text.data import TextDataModule, prepare_corpus
@@ -164,6 +167,20 @@ class TextDomain(Domain):
             lines += [f"## Sample {i + 1}", "", "```text", text.replace("```", "'''"), "```", ""]
         md.write_text("\n".join(lines))
         return [txt, md]
+
+    def read_damaged(self, path: Path, region: Region, cfg: DictConfig) -> Damaged:
+        """A text file: each [MASK] in it is `repair.mask_tokens` tokens to infill, each --span
+        START-END (characters) as many tokens as its text takes (generation.py)."""
+        from diffusekit.domains.text.generation import read_damaged
+
+        return read_damaged(self, path, region, cfg)
+
+    def write_repaired(self, samples: Tensor, damaged: Damaged, out_dir: Path,
+                       cfg: DictConfig) -> list[Path]:
+        """<name>-infilled.txt and <name>-infilled.md (generation.py)."""
+        from diffusekit.domains.text.generation import write_repaired
+
+        return write_repaired(samples, damaged, out_dir)
 
     def benchmark(self, cfg: DictConfig) -> dict[str, Any]:
         from diffusekit.domains.text.benchmark import run_benchmark

@@ -141,6 +141,24 @@ class MaskedTextProcess:
             device=x0.device, callback=callback, **settings)
 
 
+    def inpaint(self, network: Callable[..., Tensor], batch: dict, known: Tensor, *,
+                method: Any = "replace", sampler: str | None = None, steps: int | None = None,
+                generator: torch.Generator | None = None,
+                callback: Callable[[dict], None] | None = None, **options: Any) -> Tensor:
+        """[B, L] tokens keeping batch["x0"] where `known` ([B, L] bool) is True: the masked
+        diffusion's own infilling (`generate` with `keep`: the known tokens are never masked,
+        the sampler unmasks the rest). Only "replace" applies: a kept token is held at every
+        step already, and RePaint's going back up in time is for Gaussian processes."""
+        if not (isinstance(method, str) and method == "replace"):
+            name = method if isinstance(method, str) else type(method).__name__.lower()
+            raise ConfigError(f"--method {name}: the text model infills by keeping the known "
+                              "tokens at every step (replace); RePaint's resampling is for the "
+                              "Gaussian domains")
+        keep = torch.as_tensor(known, device=batch["x0"].device).bool().expand_as(batch["x0"])
+        return self.generate(network, batch, sampler=sampler, steps=steps, generator=generator,
+                             callback=callback, keep=keep, **options)
+
+
 class AutoregressiveProcess:
     """Left-to-right language model: p(x) = prod_l p(x_l | x_<l) (the baseline).
 

@@ -1,0 +1,337 @@
+"""Repair with a trained model: fill part of a user's input and keep the rest (`toolkit inpaint`).
+
+    region = parse_region(mask="hole.png", boxes=["10,10,40,30"])
+    paths = repair_file(model, Path("photo.png"), region, out_dir=Path("repaired"), n=2)
+    samples = inpaint_model(model, damaged, method="repaint", steps=25, n=4, seed=0)
+
+The work is split along the existing seams (docs/repair.md):
+
+- the domain reads its file and the region into a `Damaged` (`Domain.read_damaged`): one example
+  in the model's data space (batch["x0"]), the known mask and the conditioning made from the
+  damaged input only; and writes the result (`Domain.write_repaired`);
+- the domain's process fills it (`process.inpaint(network, batch, known, method=...)`; for a
+  Gaussian process `core.process.GaussianDiffusion.inpaint`, which runs `core.inpainting`'s
+  replacement or RePaint with any sampler);
+- this module ties them together for every domain, built-in or a plugin's, with the options every
+  domain shares: `--method` (`inpaint.method`, with `inpaint.jump_length` and
+  `inpaint.resamplings` for RePaint), `--steps`, `--sampler`, `--seed`, `-n`, `--out`.
+
+The repair benchmarks of the domains share `sweep_settings` (quality against NFE and RePaint's
+resamplings) and `nfe_of` from here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from diffusekit.core.errors import ConfigError, DataError
+from diffusekit.core.inpainting import METHODS, RePaint, repaint_segments
+from diffusekit.plugins.domain import REGION_KINDS, Damaged, Region
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_SPAN = re.compile(rf"\s*({_NUMBER})\s*-\s*({_NUMBER})\s*")
+_INDEX_RANGE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
+
+
+# ------------------------------------------------------------------------------ the region
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """"x0,y0,x1,y1" -> four floats with x0 < x1 and y0 < y1 (`ConfigError` otherwise)."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4 or not all(v == v and abs(v) != float("inf") for v in values):
+        raise ConfigError(f"--box {text!r} is not of the form X0,Y0,X1,Y1 (four numbers)")
+    x0, y0, x1, y1 = values
+    if not (x0 < x1 and y0 < y1):
+        raise ConfigError(f"--box {text!r} is empty: it needs X0 < X1 and Y0 < Y1")
+    return x0, y0, x1, y1
+
+
+def parse_span(text: str) -> tuple[float, float]:
+    """"start-end" -> (start, end) with start < end (`ConfigError` otherwise)."""
+    found = _SPAN.fullmatch(str(text))
+    if not found:
+        raise ConfigError(f"--span {text!r} is not of the form START-END (two numbers)")
+    start, end = float(found.group(1)), float(found.group(2))
+    if not start < end:
+        raise ConfigError(f"--span {text!r} is empty: it needs START < END")
+    return start, end
+
+
+def parse_indices(text: str) -> tuple[int, ...]:
+    """"0,1,4-7" -> (0, 1, 4, 5, 6, 7): sorted, each once (`ConfigError` otherwise)."""
+    out: set[int] = set()
+    for part in str(text).split(","):
+        found = _INDEX_RANGE.fullmatch(part)
+        if not found:
+            raise ConfigError(f"--keep {text!r} is not a list of indices such as 0,1,4-7")
+        first = int(found.group(1))
+        last = int(found.group(2)) if found.group(2) is not None else first
+        if last < first or last - first > 100_000:
+            raise ConfigError(f"--keep {text!r}: the range {part.strip()!r} is empty or too long")
+        out.update(range(first, last + 1))
+    return tuple(sorted(out))
+
+
+def parse_region(mask: str | Path | None = None, boxes: Sequence[str] = (),
+                 spans: Sequence[str] = (), keep: str | None = None) -> Region:
+    """The `Region` of the command line's --mask, --box, --span and --keep."""
+    return Region(mask=Path(mask) if mask is not None else None,
+                  boxes=tuple(parse_box(b) for b in boxes),
+                  spans=tuple(parse_span(s) for s in spans),
+                  keep=parse_indices(keep) if keep is not None else None)
+
+
+def check_region(domain: Any, region: Region) -> None:
+    """`ConfigError` unless the domain can inpaint and reads every kind the region gives (a
+    region of no kind is the domain's to judge: the text domain reads [MASK] marks in the input
+    itself)."""
+    accepted = tuple(getattr(domain, "inpaint_regions", ()) or ())
+    if not accepted:
+        raise ConfigError(f"the {domain.name!r} domain cannot inpaint (it declares no "
+                          "inpaint_regions)")
+    options = {"mask": "--mask FILE", "box": "--box X0,Y0,X1,Y1", "span": "--span START-END",
+               "keep": "--keep I,J,K-L"}
+    given = region.kinds()
+    wrong = [kind for kind in given if kind not in accepted]
+    if wrong:
+        raise ConfigError(f"the {domain.name!r} domain does not take {options[wrong[0]].split()[0]}"
+                          f"; it takes {', '.join(options[k] for k in accepted if k in options)}")
+
+
+def output_name(path: Path) -> str:
+    """A plain name for the files written for input `path`: its stem with every character but
+    letters, digits and '._+-' replaced by '_' (no path can be built from it that leaves the
+    output folder), "input" when nothing is left."""
+    stem = re.sub(r"[^A-Za-z0-9._+-]", "_", Path(path).stem).lstrip(".")
+    return stem[:100] or "input"
+
+
+# ------------------------------------------------------------------------------ pixel regions
+def pixel_mask(region: Region, height: int, width: int) -> Tensor:
+    """[H, W] bool, True = fill, of a 2-D input H x W pixels: the --mask image (any mode, read
+    grey: a pixel > 127 is to be filled; it must be W x H pixels) joined with every --box
+    (x0, y0, x1, y1 in pixels, x to the right, y down, the box [x0, x1) x [y0, y1), rounded
+    outwards). `DataError` (one line) for a mask of another size, an unreadable mask, a box
+    outside the image, or a region that fills nothing."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    fill = torch.zeros(height, width, dtype=torch.bool)
+    if region.mask is not None:
+        try:
+            with Image.open(region.mask) as im:
+                grey = np.asarray(im.convert("L"))
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise DataError(f"mask {str(region.mask)!r} cannot be read as an image: "
+                            f"{' '.join(str(exc).split())[:120]}") from None
+        if grey.shape != (height, width):
+            raise DataError(f"mask {str(region.mask)!r} is {grey.shape[1]} x {grey.shape[0]} "
+                            f"pixels, the input {width} x {height}: they must match")
+        fill |= torch.from_numpy(grey > 127)
+    for x0, y0, x1, y1 in region.boxes:
+        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            raise DataError(f"--box {x0:g},{y0:g},{x1:g},{y1:g} lies outside the input of "
+                            f"{width} x {height} pixels")
+        fill[int(y0):int(-(-y1 // 1)), int(x0):int(-(-x1 // 1))] = True
+    if not bool(fill.any()):
+        raise DataError("the region fills no pixel: give --mask (white = fill) or --box "
+                        "X0,Y0,X1,Y1 inside the input")
+    return fill
+
+
+def centre_box_mask(height: int, width: int, fraction: float) -> Tensor:
+    """[H, W] bool, True = fill: the centred box covering `fraction` of each side."""
+    h, w = max(1, round(height * fraction)), max(1, round(width * fraction))
+    top, left = (height - h) // 2, (width - w) // 2
+    fill = torch.zeros(height, width, dtype=torch.bool)
+    fill[top:top + h, left:left + w] = True
+    return fill
+
+
+def stroke_mask(height: int, width: int, generator: torch.Generator, *, strokes: int = 3,
+                width_px: float = 2.0, vertices: int = 4) -> Tensor:
+    """[H, W] bool, True = fill: `strokes` random brush strokes, each a polyline through
+    `vertices` uniform random points with a round brush of radius `width_px` pixels (the free-form
+    masks of image-inpainting benchmarks, in miniature)."""
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64),
+                            torch.arange(width, dtype=torch.float64), indexing="ij")
+    fill = torch.zeros(height, width, dtype=torch.bool)
+    scale = torch.tensor([height - 1, width - 1], dtype=torch.float64)
+    for _ in range(strokes):
+        points = torch.rand(vertices, 2, generator=generator, dtype=torch.float64) * scale
+        for (ay, ax), (by, bx) in zip(points[:-1].tolist(), points[1:].tolist()):
+            dy, dx = by - ay, bx - ax
+            length2 = max(dy * dy + dx * dx, 1e-12)
+            u = (((ys - ay) * dy + (xs - ax) * dx) / length2).clamp(0.0, 1.0)
+            distance2 = (ys - (ay + u * dy)) ** 2 + (xs - (ax + u * dx)) ** 2
+            fill |= distance2 <= width_px ** 2
+    return fill
+
+
+# -------------------------------------------------------------------------------- the method
+def inpaint_method(cfg: DictConfig, name: str | None = None,
+                   resamplings: int | None = None, jump_length: int | None = None) -> Any:
+    """The method `process.inpaint` takes: the name `name` (default `inpaint.method`) from
+    `core.inpainting.METHODS`; "repaint" as `RePaint(inpaint.jump_length,
+    inpaint.resamplings)` unless given here."""
+    section = cfg.get("inpaint") or {}
+    name = str(name or section.get("method") or "replace")
+    kind = METHODS.get(name)  # UnknownNameError naming the known methods
+    if kind is RePaint:
+        jump_length = section.get("jump_length", 10) if jump_length is None else jump_length
+        resamplings = section.get("resamplings", 10) if resamplings is None else resamplings
+        try:
+            return RePaint(jump_length=int(jump_length), resamplings=int(resamplings))
+        except ValueError as exc:
+            raise ConfigError(f"inpaint: {exc}") from None
+    return name
+
+
+def nfe_of(method: Any, steps: int, calls_per_step: int = 1) -> int:
+    """Sampler steps a method takes on a grid of `steps` steps (RePaint redoes segments), times
+    the network calls of one step (`calls_per_step`: 2 for guidance, 2 for Heun's steps ...)."""
+    if isinstance(method, RePaint):
+        moves = repaint_segments(int(steps), method.jump_length, method.resamplings)
+        return calls_per_step * sum(b - a for a, b in moves if a < b)
+    return calls_per_step * int(steps)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of a repair benchmark's sweep: a method with a sampler at a number of steps."""
+
+    method: str
+    steps: int
+    sampler: str
+    resamplings: int = 1
+    jump_length: int = 1
+
+    def instance(self) -> Any:
+        """The method as `process.inpaint` takes it."""
+        if self.method == "repaint":
+            return RePaint(jump_length=self.jump_length, resamplings=self.resamplings)
+        return self.method
+
+    @property
+    def label(self) -> str:
+        """E.g. "replace-25 (ddpm)", "repaint-10x4-j5 (ddpm)"."""
+        if self.method == "repaint":
+            return f"repaint-{self.steps}x{self.resamplings}-j{self.jump_length} ({self.sampler})"
+        return f"{self.method}-{self.steps} ({self.sampler})"
+
+    def nfe(self, calls_per_step: int = 1) -> int:
+        return nfe_of(self.instance(), self.steps, calls_per_step)
+
+
+def sweep_settings(section: Any) -> list[Setting]:
+    """The settings of a domain's `repair:` config section: replacement with each of `samplers`
+    at each of `steps`, and RePaint with the first sampler at each of `repaint_steps` with each
+    of `resamplings` (jump length `jump_length`). Replacement is exact only in law for a sampler
+    that draws fresh noise at every step (ddpm); a deterministic one keeps the start noise's
+    direction (core/inpainting.py), which the sweep shows."""
+    samplers = [str(name) for name in section.samplers]
+    out = [Setting("replace", int(s), name) for name in samplers for s in section.steps]
+    jump = int(section.get("jump_length", 5))
+    for steps in section.repaint_steps:
+        for r in section.resamplings:
+            out.append(Setting("repaint", int(steps), samplers[0], int(r), jump))
+    return out
+
+
+# ---------------------------------------------------------------------------------- running
+def repeat_batch(batch: Any, n: int) -> Any:
+    """A batch of one example as n copies (every tensor nested in dicts / lists with leading
+    size 1 repeated on dim 0; other values as they are)."""
+    if isinstance(batch, Tensor):
+        return batch.expand(n, *batch.shape[1:]).clone() if batch.dim() and batch.shape[0] == 1 else batch
+    if isinstance(batch, dict):
+        return {k: repeat_batch(v, n) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(repeat_batch(v, n) for v in batch)
+    return batch
+
+
+def inpaint_batch(network: Any, process: Any, batch: dict, known: Any, *, method: Any = "replace",
+                  sampler: str | None = None, steps: int | None = None,
+                  generator: torch.Generator | None = None, progress: bool = False,
+                  domain_name: str = "this") -> Any:
+    """`process.inpaint` without gradients, with a progress bar over sampler steps when
+    `progress`; `ConfigError` when the process cannot inpaint."""
+    if not callable(getattr(process, "inpaint", None)):
+        raise ConfigError(f"the {domain_name!r} domain's process ({type(process).__name__}) "
+                          "cannot inpaint (it has no inpaint method)")
+    bars: list[tqdm] = []  # opened at the first step: an input refused before it shows no bar
+
+    def step(info: dict) -> None:
+        if not bars:
+            bars.append(tqdm(desc="inpainting", unit="step", disable=not progress))
+        bars[0].update(1)
+
+    try:
+        with torch.no_grad():
+            return process.inpaint(network, batch, known, method=method, sampler=sampler,
+                                   steps=steps, generator=generator, callback=step)
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def inpaint_model(model: Any, damaged: Damaged, *, method: str | None = None,
+                  sampler: str | None = None, steps: int | None = None, n: int = 1,
+                  seed: int | None = None, progress: bool = True) -> Any:
+    """`n` repairs of `damaged` with a loaded `Model` (`training.models.load_model`): its
+    process's `inpaint` with the method `inpaint_method(model.cfg, method)`, `steps` (default
+    `sample.steps`) of `sampler` (default the model's), noise from a generator seeded with
+    `seed` (default the config's)."""
+    cfg = model.cfg
+    sampler = sampler or cfg.sample.get("sampler") or None
+    steps = int(steps or cfg.sample.steps)
+    generator = torch.Generator().manual_seed(int(cfg.seed if seed is None else seed))
+    batch = repeat_batch(damaged.batch, int(n))
+    known = repeat_batch(torch.as_tensor(damaged.known), int(n))
+    return inpaint_batch(model.network, model.process, batch, known,
+                         method=inpaint_method(cfg, method), sampler=sampler, steps=steps,
+                         generator=generator, progress=progress, domain_name=model.domain.name)
+
+
+def repair_file(model: Any, path: Path, region: Region, *, out_dir: Path, method: str | None = None,
+                sampler: str | None = None, steps: int | None = None, n: int = 1,
+                seed: int | None = None, progress: bool = True) -> list[Path]:
+    """Read `path` and `region` with the model's domain, inpaint (`inpaint_model`) and write the
+    result into `out_dir` (`Domain.write_repaired`); return the paths written."""
+    domain, cfg = model.domain, model.cfg
+    check_region(domain, region)
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"input {str(path)!r} is not a file")
+    if region.mask is not None and not Path(region.mask).is_file():
+        raise DataError(f"mask {str(region.mask)!r} is not a file")
+    damaged = domain.read_damaged(path, region, cfg)
+    samples = inpaint_model(model, damaged, method=method, sampler=sampler, steps=steps, n=n,
+                            seed=seed, progress=progress)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = domain.write_repaired(samples, damaged, out_dir, cfg) or []
+    root = out_dir.resolve()
+    for p in written:  # a domain's writer must stay inside --out
+        if root not in Path(p).resolve().parents:
+            raise DataError(f"the {domain.name!r} domain wrote {str(p)!r} outside {str(out_dir)!r}")
+    return list(written)
+
+
+__all__ = ["REGION_KINDS", "Region", "Damaged", "parse_box", "parse_span", "parse_indices",
+           "parse_region", "check_region", "output_name", "pixel_mask", "centre_box_mask",
+           "stroke_mask", "inpaint_method", "nfe_of", "Setting", "sweep_settings", "repeat_batch",
+           "inpaint_batch", "inpaint_model", "repair_file"]

@@ -1,0 +1,91 @@
+"""`toolkit inpaint` and `toolkit benchmark --repair` for a domain that declares no repair (the toy
+domain): one error line each; and the command's region options, parsed the same for every
+domain (core/app/repair.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffusekit.core.app.repair import (check_region, inpaint_method, nfe_of, parse_indices,
+                                        parse_region, parse_span, repeat_batch, stroke_mask,
+                                        sweep_settings)
+from diffusekit.core.errors import ConfigError
+from diffusekit.core.inpainting import RePaint
+from omegaconf import OmegaConf
+
+
+def test_a_domain_that_cannot_inpaint_is_one_line(toolkit, trained_run, tmp_path):
+    (tmp_path / "points.csv").write_text("0,0\n")
+    code, _, err = toolkit("inpaint", "--run", str(trained_run), "points.csv", "--keep", "0")
+    assert code != 0 and err == ["error: the 'toy' domain cannot inpaint (it declares no "
+                                 "inpaint_regions)"]
+    assert not (tmp_path / "repaired").exists()
+    code, _, err = toolkit("benchmark", "--domain", "toy", "--repair")
+    assert code != 0 and err == ["error: domain 'toy' has no repair benchmark"]
+    code, _, err = toolkit("benchmark", "--domain", "toy", "--repair", "--finetune")
+    assert code != 0 and len(err) == 1 and "give one" in err[0]
+
+
+def test_region_options_parse_or_fail_in_one_line():
+    region = parse_region(mask="hole.png", boxes=["1,2,3.5,4"], spans=["0.25 - 0.5"],
+                          keep="0,2-4,2")
+    assert region.kinds() == ("mask", "box", "span", "keep")
+    assert region.boxes == ((1.0, 2.0, 3.5, 4.0),) and region.spans == ((0.25, 0.5),)
+    assert region.keep == (0, 2, 3, 4)
+    for bad, call in [("1,2", lambda: parse_span("1,2")), ("4-2", lambda: parse_indices("4-2")),
+                      ("x", lambda: parse_indices("x")), ("nan", lambda: parse_region(
+                          boxes=["nan,0,1,1"]))]:
+        with pytest.raises(ConfigError):
+            call()
+
+
+def test_check_region_names_what_the_domain_takes():
+    class Photos:
+        name, inpaint_regions = "photos", ("mask", "box")
+
+    check_region(Photos(), parse_region(boxes=["0,0,1,1"]))
+    with pytest.raises(ConfigError, match=r"does not take --span; it takes --mask FILE, --box"):
+        check_region(Photos(), parse_region(spans=["0-1"]))
+
+
+def test_methods_and_their_network_calls():
+    cfg = OmegaConf.create({"inpaint": {"method": "replace", "jump_length": 5, "resamplings": 4}})
+    assert inpaint_method(cfg) == "replace"
+    repaint = inpaint_method(cfg, "repaint")
+    assert repaint == RePaint(jump_length=5, resamplings=4)
+    assert nfe_of("replace", 20) == 20 and nfe_of("replace", 20, calls_per_step=2) == 40
+    assert nfe_of(repaint, 20) == 20 + 3 * 15  # the top segment is done once
+    section = OmegaConf.create({"samplers": ["ddpm", "heun"], "steps": [5, 10],
+                                "repaint_steps": [10], "resamplings": [2, 4], "jump_length": 5})
+    assert [(s.label, s.nfe()) for s in sweep_settings(section)] == [
+        ("replace-5 (ddpm)", 5), ("replace-10 (ddpm)", 10), ("replace-5 (heun)", 5),
+        ("replace-10 (heun)", 10), ("repaint-10x2-j5 (ddpm)", 15), ("repaint-10x4-j5 (ddpm)", 25)]
+
+
+def test_repeat_batch_and_strokes():
+    batch = {"x0": torch.ones(1, 2, 3), "cond": {"label": torch.tensor([4])}, "name": "a"}
+    out = repeat_batch(batch, 3)
+    assert out["x0"].shape == (3, 2, 3) and out["cond"]["label"].tolist() == [4, 4, 4]
+    assert out["name"] == "a"
+    strokes = stroke_mask(28, 28, torch.Generator().manual_seed(0), strokes=2, width_px=1.5)
+    assert strokes.dtype == torch.bool and 0.05 < float(strokes.float().mean()) < 0.6
+
+
+def test_a_control_steers_inpainting_through_its_hints():
+    from diffusekit.core.app.controls import HintedProcess
+
+    seen = {}
+
+    class Process:
+        def inpaint(self, network, batch, known, **options):
+            seen.update(batch=batch, known=known, options=options)
+            return batch["x0"]
+
+    hinted = HintedProcess(Process(), {"hint": lambda batch: batch["x0"] * 2})
+    batch = {"x0": torch.ones(2, 3)}
+    hinted.inpaint(None, batch, torch.tensor([True, False, True]), method="replace", steps=3)
+    assert torch.equal(seen["batch"]["cond"]["hint"], 2 * torch.ones(2, 3))
+    assert seen["options"] == {"method": "replace", "steps": 3}
+    with pytest.raises(ConfigError, match="cannot inpaint"):
+        HintedProcess(object(), {}).inpaint(None, batch, None)

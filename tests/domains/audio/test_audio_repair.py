@@ -1,0 +1,143 @@
+"""Packet-loss concealment in the audio domain on a tiny synthesised corpus, on CPU: `toolkit
+inpaint` end to end on a 2-step model (received samples kept exactly, the known frames of the
+log-mel exact, files only inside --out), its bad inputs, packet loss in the training data, the
+concealment pieces, and the repair benchmark's code path at tiny sizes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from diffusekit.core.app import cli
+from diffusekit.core.app.repair import inpaint_model, parse_region
+from diffusekit.core.app.training.models import load_model
+from diffusekit.domains.audio.concealment import (interpolate_frames, read_damaged, splice,
+                                                  unknown_frames)
+from diffusekit.domains.audio.data import corpus_dir
+from diffusekit.domains.audio.noise import PacketLoss, drop_packets
+
+from audio_settings import tiny_overrides
+
+
+def _run(capsys, *args):
+    capsys.readouterr()
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, [line for line in err.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def run(tiny_cfg, tmp_path_factory):
+    """A StoRM run of 2 steps on the tiny corpus, with packet loss in its training mixtures."""
+    root = tmp_path_factory.mktemp("runs")
+    cache = corpus_dir(tiny_cfg).parent
+    args = [a for a in tiny_overrides(cache) if not a.startswith(("trainer.max_steps",
+                                                                  "sample.val_n"))]
+    assert cli.main(["train", "--domain", "audio", *args, "trainer.max_steps=2",
+                     "sample.val_n=0", f"run_dir={root}", "data.packet_loss.share=1.0"]) == 0
+    (path,) = (root / "audio").iterdir()
+    return path
+
+
+@pytest.fixture
+def call(speech, tmp_path):
+    """A 1.2 s speech clip at 16 kHz."""
+    path = tmp_path / "call.wav"
+    sf.write(str(path), speech[:19200], 16000)
+    return path
+
+
+def test_conceal_keeps_received_samples_and_known_frames(run, call, tmp_path, capsys,
+                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run(capsys, "inpaint", "--run", str(run), str(call), "--span", "0.30-0.42",
+                        "--span", "0.8-0.85", "--steps", "2", "-n", "2", "--out", "out")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "call-repaired-0.wav", "call-repaired-1.wav", "call-spectrograms.png"]
+    received, rate = sf.read(str(call), dtype="float32")
+    for k in range(2):
+        out, out_rate = sf.read(str(tmp_path / "out" / f"call-repaired-{k}.wav"), dtype="float32")
+        assert out_rate == rate == 16000 and out.shape == received.shape
+        keep = np.ones(len(out), dtype=bool)
+        keep[4800:6720] = keep[12800:13600] = False
+        np.testing.assert_array_equal(out[keep], received[keep])
+        assert np.abs(out[~keep]).max() > 0  # the gaps are filled with something
+    model = load_model(run)
+    damaged = read_damaged(call, parse_region(spans=["0.30-0.42", "0.8-0.85"]), model.cfg)
+    mel = inpaint_model(model, damaged, steps=2, method="repaint", progress=False).mel
+    known = damaged.known.expand_as(mel)
+    torch.testing.assert_close(mel[known], damaged.batch["x0"][known], atol=1e-5, rtol=0)
+    assert mel.shape[-1] % 8 == 0 and not bool(known.all())
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--span", "1.0-1.5"], "outside the clip"),
+    (["--box", "0,0,3,3"], "does not take --box"),
+    ([], "--span START-END"),
+    (["--span", "0.5-0.2"], "empty"),
+])
+def test_bad_input_is_one_line_and_a_nonzero_exit(run, call, tmp_path, capsys, args, words):
+    code, _, err = _run(capsys, "inpaint", "--run", str(run), str(call), *args, "--out",
+                        str(tmp_path / "o"))
+    assert code != 0 and len(err) == 1 and err[0].startswith("error:"), err
+    assert words in err[0]
+
+
+def test_an_unreadable_wav_is_one_line(run, tmp_path, capsys):
+    (tmp_path / "broken.wav").write_bytes(b"RIFF nonsense")
+    code, _, err = _run(capsys, "inpaint", "--run", str(run), str(tmp_path / "broken.wav"),
+                        "--span", "0-0.1", "--out", str(tmp_path / "o"))
+    assert code != 0 and len(err) == 1 and "cannot read audio file" in err[0], err
+
+
+def test_lost_frames_interpolation_and_splice():
+    assert unknown_frames([(1000, 1320)], 20, 128, 512).nonzero().flatten().tolist() == list(
+        range(6, 13))  # every window touching samples 1000..1319
+    mel = torch.arange(10.0).repeat(2, 1)
+    lost = torch.tensor([1, 0, 0, 1, 1, 1, 0, 0, 1, 1], dtype=torch.bool)
+    filled = interpolate_frames(mel * mel, lost)
+    # linear between the known frames 2 and 6, held beyond the first / last known frame
+    assert filled[0].tolist() == [1, 1, 4, 12, 20, 28, 36, 49, 49, 49]
+    received, synth = torch.ones(100), torch.full((100,), 2.0)
+    out = splice(received, synth, [(20, 60)], 1000)
+    assert torch.equal(out[:20], received[:20]) and torch.equal(out[60:], received[60:])
+    assert float(out[40]) == 2.0 and float(out[20]) < 2.0  # faded in inside the gap
+
+
+def test_packet_loss_zeroes_stretches_and_costs_no_draw_when_off():
+    rng = np.random.default_rng(0)
+    clean, noisy = np.ones(16000, dtype=np.float32), np.full(16000, 2.0, dtype=np.float32)
+    assert drop_packets(clean, noisy, 16000, rng, PacketLoss()) is noisy
+    assert rng.random() == np.random.default_rng(0).random()  # no draw was taken
+    out = drop_packets(clean, noisy, 16000, np.random.default_rng(1),
+                       PacketLoss(share=1.0, clean_share=1.0, min_ms=50, max_ms=50, max_gaps=1))
+    zeros = np.flatnonzero(out == 0)
+    assert len(zeros) == 800 and zeros[-1] - zeros[0] == 799 and set(out[out != 0]) == {1.0}
+
+
+def test_the_repair_benchmark_writes_its_record(tiny_cfg, tmp_path, capsys):
+    cache = corpus_dir(tiny_cfg).parent
+    results = tmp_path / "results"
+    args = [a for a in tiny_overrides(cache) if not a.startswith("trainer.max_steps")]
+    code, out, err = _run(capsys, "benchmark", "--domain", "audio", "--repair", "--quick", *args,
+                          "repair.quick_train_steps=2", "repair.quick_n_test=2",
+                          "repair.steps=[1,2]", "repair.repaint_steps=[2]",
+                          "repair.samplers=[ddpm]",
+                          "repair.resamplings=[2]", "repair.jump_length=1",
+                          "reconstruct.griffin_lim_iters=2", f"repair.results_dir={results}")
+    assert code == 0, err
+    record = json.loads((results / "audio_repair_quick.json").read_text())
+    systems = [row["system"] for row in record["metrics"]["rows"]]
+    assert systems == ["predictor", "replace-1 (ddpm)", "replace-2 (ddpm)",
+                       "repaint-2x2-j1 (ddpm)"]
+    assert [row["nfe"] for row in record["metrics"]["rows"]] == [1, 2, 3, 4]
+    assert set(record["baselines"]) == {"zeros", "linear"}
+    assert record["baselines"]["zeros"]["gap_si_sdr"] is None
+    assert record["metrics"]["train_overrides"] == ["data.packet_loss.share=0.5"]
+    assert isinstance(record["metrics"]["target_met"], bool)
+    assert (results / "audio_repair_quick.png").is_file()
