@@ -39,6 +39,8 @@ class DigitsDomain(Domain):
     # a ControlNet's default blocks: the encoder's ResBlocks (a down level returns its skips too,
     # so the level itself cannot be joined) and the middle
     control_blocks = ("down.*.blocks.*", "mid")
+    # a distilled student's embedding of the guidance scale w joins the noise-level embedding
+    guidance_embedding = "embed_noise"
 
     def __init__(self) -> None:
         self._classifier: tuple[str, Any] | None = None  # (recipe + data key, classifier)
