@@ -46,7 +46,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from diffusekit.core import samplers, schedules  # noqa: E402
-from diffusekit.core.analytic import GaussianMixture, sliced_wasserstein  # noqa: E402
+from diffusekit.core.analytic import GaussianMixture  # noqa: E402
 from diffusekit.core.app.results import RESULTS_DIR, fmt, make_record, markdown_table, write_results  # noqa: E402
 from diffusekit.core.distillation import (ConsistencyStudent, GuidanceRange, consistency_loss,  # noqa: E402
                                           ema_update)
@@ -130,16 +130,23 @@ def teacher_steps(sampler: str, nfe: int) -> int:
 
 
 class Distance:
-    """Sliced W2 of a sample set to a fixed reference, with fixed projections."""
+    """Sliced W2 of a sample set [n, D] to a fixed reference [n, D]: `core.analytic.sliced_wasserstein`
+    with the same `projections` directions for every set (seed 0), the reference's projections
+    sorted once, and each sort along rows (several times faster than along columns)."""
 
     def __init__(self, reference: Tensor, projections: int) -> None:
-        self.reference, self.projections = reference.double(), projections
+        theta = torch.randn(reference.shape[1], projections, generator=torch.Generator().manual_seed(0),
+                            dtype=torch.float64)
+        self.directions = (theta / theta.norm(dim=0, keepdim=True)).T.contiguous()  # [P, D]
+        self.reference = self._sorted(reference)
+
+    def _sorted(self, x: Tensor) -> Tensor:
+        return torch.sort(self.directions @ x.double().T, dim=1).values  # [P, n]
 
     def __call__(self, x: Tensor) -> float:
         if not bool(torch.isfinite(x).all()):
             return math.inf
-        return float(sliced_wasserstein(x.double(), self.reference, self.projections,
-                                        torch.Generator().manual_seed(0)))
+        return float(((self._sorted(x) - self.reference) ** 2).mean().sqrt())
 
 
 @torch.no_grad()

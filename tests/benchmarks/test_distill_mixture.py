@@ -7,11 +7,21 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: `benchmarks`
 
 from benchmarks import distill_mixture as bench  # noqa: E402
+
+
+def test_the_distance_is_core_sliced_wasserstein():
+    from diffusekit.core.analytic import GaussianMixture, sliced_wasserstein
+
+    mix = GaussianMixture.random(dim=4, n_modes=3)
+    a, b = mix.sample(300, torch.Generator().manual_seed(1)), mix.sample(300, torch.Generator().manual_seed(2))
+    core = float(sliced_wasserstein(a, b, 16, torch.Generator().manual_seed(0)))
+    assert bench.Distance(b, 16)(a) == pytest.approx(core, rel=1e-9)
 
 
 def test_teacher_steps_fit_the_nfe_budget():
