@@ -10,7 +10,9 @@ of 6) under the linear VP schedule of DDPM (`vp_linear`):
     sampler at 1, 2, 4 and 8 NFE, against the teacher's best engine sampler (ddim, euler, heun,
     dpmpp_2m, dpmpp_3m, unipc; heun's n steps cost 2n - 1 NFE) at 1, 2, 4, 8, 10 and 50 NFE.
     Every grid kind of `schedules.time_grid` (uniform, karras, log_snr) is tried for students and
-    teachers alike; the tables show each at its best grid (every one is in the JSON). Distance:
+    teachers alike, for students also built up to `renoise_max` x t_max after their first step
+    (`distill.student_grid`, renoise_max 0.2 to 1: CM chose its 2-step midpoint by search too);
+    the tables show each at its best grid (every one is in the JSON). Distance:
     sliced W2 to true samples (`core.analytic.sliced_wasserstein`, the same projections for
     all); every sampler starts from the same noise; students are trained with `seeds` seeds and
     reported by their mean (the spread beside it).
@@ -47,6 +49,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
 
 from diffusekit.core import samplers, schedules  # noqa: E402
 from diffusekit.core.analytic import GaussianMixture  # noqa: E402
+from diffusekit.core.app.distill import student_grid  # noqa: E402
 from diffusekit.core.app.results import RESULTS_DIR, fmt, make_record, markdown_table, write_results  # noqa: E402
 from diffusekit.core.distillation import (ConsistencyStudent, GuidanceRange, consistency_loss,  # noqa: E402
                                           ema_update)
@@ -56,6 +59,8 @@ SCHEDULE = schedules.get("vp_linear")
 MIXTURES = {"ring_2d": GaussianMixture.ring_2d, "random_16d": lambda: GaussianMixture.random(dim=16)}
 TEACHER_SAMPLERS = ("ddim", "euler", "heun", "dpmpp_2m", "dpmpp_3m", "unipc")
 GRID_KINDS = ("uniform", "karras", "log_snr")
+RENOISE = (0.2, 0.4, 0.6, 0.8, 1.0)  # the student's grids: each kind built up to renoise_max x t_max
+STUDENT_GRIDS = tuple(f"{kind}@{r:g}" for kind in GRID_KINDS for r in RENOISE)
 
 
 @dataclass(frozen=True)
@@ -150,8 +155,11 @@ class Distance:
 
 
 @torch.no_grad()
-def sample(sampler: str, denoiser, noise: Tensor, nfe_or_steps: int, kind: str, cond=None) -> Tensor:
-    ts = schedules.time_grid(SCHEDULE, nfe_or_steps, kind)
+def sample(sampler: str, denoiser, noise: Tensor, steps: int, kind: str, cond=None) -> Tensor:
+    """`sampler` over `steps` steps of the grid `kind` ("<kind>@<renoise_max>" for a student's
+    grid, `distill.student_grid`)."""
+    kind, _, renoise = kind.partition("@")
+    ts = student_grid(SCHEDULE, steps, kind, float(renoise)) if renoise else schedules.time_grid(SCHEDULE, steps, kind)
     return samplers.get(sampler)(denoiser, noise, ts, SCHEDULE, generator=torch.Generator().manual_seed(3),
                                  cond=cond)
 
@@ -195,7 +203,7 @@ def run_mixture(name: str, settings: Settings, log) -> dict:
     student_rows = {}
     for nfe in settings.student_nfe:
         per_kind = {}
-        for kind in GRID_KINDS:
+        for kind in STUDENT_GRIDS:
             per_kind[kind] = [distance(sample("consistency", s, noise.float(), nfe, kind)) for s in students]
         kind = min(per_kind, key=lambda k: statistics.fmean(per_kind[k]))
         values = per_kind[kind]
@@ -246,7 +254,7 @@ def run_guided(settings: Settings, log) -> dict:
         for nfe in (2, 4):
             row[f"student_{nfe}"] = min(distance(sample("consistency", student, noise.float(), nfe, kind,
                                                         cond={"label": label, "guidance": torch.tensor(w)}))
-                                        for kind in GRID_KINDS)
+                                        for kind in STUDENT_GRIDS)
         for nfe in (4, 10):  # the guided teacher evaluates D twice a step
             tried = {f"{s}/{k}": distance(sample(s, teacher_w, noise, teacher_steps(s, nfe // 2), k,
                                                   cond={"label": label}))
@@ -261,8 +269,8 @@ def markdown(metrics: dict, settings: Settings) -> str:
     lines = ["Teacher: the exact denoiser of each mixture under `vp_linear`; distance: sliced W2 to "
              f"true samples ({settings.projections} projections); students: "
              f"{len(settings.seeds)} training seed(s), mean (half the range across seeds). Each system "
-             "at its best time grid (`uniform`, `karras`, `log_snr`), each teacher NFE at its best "
-             "sampler.", ""]
+             "at its best time grid (`uniform`, `karras`, `log_snr`; a student's `kind@r`: the kind "
+             "built up to r x t_max after its first step), each teacher NFE at its best sampler.", ""]
     for name in MIXTURES:
         m = metrics[name]
         headers = ["NFE", "student (consistency)", "student grid", "teacher's best", "teacher's sampler / grid"]

@@ -62,6 +62,7 @@ class DistillSettings:
     kind: str
     steps: int
     grid: str
+    renoise_max: float
     grid_steps: int
     rho: float
     solver: str
@@ -92,13 +93,16 @@ class DistillSettings:
         if sigma_data <= 0 or rho <= 0:
             raise ConfigError(f"need distill.sigma_data > 0 and distill.rho > 0, got {sigma_data} "
                               f"and {rho}")
+        renoise_max = typed(cfg, "distill.renoise_max", float)
+        if not 0 < renoise_max <= 1:
+            raise ConfigError(f"distill.renoise_max must lie in (0, 1], got {renoise_max}")
         GRIDS.get(str(d.grid))
         METRICS.get(str(d.metric))
         STEP_WEIGHTINGS.get(str(d.weighting))
         from diffusekit.core import samplers
 
         samplers.get(str(d.solver))
-        return cls(str(d.teacher), kind, typed(cfg, "distill.steps", int), str(d.grid),
+        return cls(str(d.teacher), kind, typed(cfg, "distill.steps", int), str(d.grid), renoise_max,
                    typed(cfg, "distill.grid_steps", int), rho, str(d.solver), str(d.metric),
                    str(d.weighting), sigma_data, guidance_range(cfg))
 
@@ -223,7 +227,8 @@ class StudentProcess:
         x_like = batch["x0"]
         space = self.process.space_for(batch)
         schedule = self.process.schedule
-        ts = schedules.time_grid(schedule, int(steps or self.settings.steps), grid or self.settings.grid)
+        ts = student_grid(schedule, int(steps or self.settings.steps), grid or self.settings.grid,
+                          self.settings.renoise_max)
         if noise is None:
             noise = space.randn_like(x_like, generator)
         cond = dict(batch.get("cond") or {})
@@ -240,6 +245,17 @@ class StudentProcess:
         if name in ("process", "settings", "teacher", "target"):  # not set yet (copying)
             raise AttributeError(name)
         return getattr(self.process, name)
+
+
+def student_grid(schedule: Schedule, steps: int, kind: str, renoise_max: float) -> Tensor:
+    """[steps + 1] descending times of the student's sampling: t_max (the start, pure noise), then
+    the grid `kind` of `steps` steps built from `renoise_max` (a fraction of t_max) down to 0, its
+    first time replaced by t_max (CM Algorithm 1 re-noises to the later times)."""
+    from diffusekit.core import schedules
+
+    ts = schedules.time_grid(schedule, steps, kind, t_max=renoise_max * float(schedule.t_max))
+    ts[0] = schedule.t_max
+    return ts
 
 
 def run_process(domain: Any, cfg: DictConfig, process: Any) -> Any:

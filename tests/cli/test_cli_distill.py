@@ -105,3 +105,13 @@ def test_bad_teachers_are_one_line_each(toolkit, trained_run, tmp_path):
     assert "is not a distillation run" in line
     line = one_error_line(toolkit("distill"))
     assert "exactly one of --run RUN and --model" in line
+
+
+def test_the_student_grid_starts_at_t_max_and_renoises_below_renoise_max():
+    from diffusekit.core import schedules
+    from diffusekit.core.app.distill import student_grid
+
+    schedule = schedules.get("vp_linear")
+    assert student_grid(schedule, 2, "uniform", 0.4).tolist() == pytest.approx([1.0, 0.2, 0.0])
+    assert student_grid(schedule, 4, "uniform", 1.0).tolist() == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+    assert student_grid(schedule, 1, "karras", 0.3).tolist() == pytest.approx([1.0, 0.0])
