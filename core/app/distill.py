@@ -354,7 +354,8 @@ def distill_config(teacher: str | Path, *, files: tuple[str, ...] = (), override
                    domain: Any | None = None) -> tuple[Any, DictConfig]:
     """(domain, config) of a new distillation run of `teacher` (a run or model folder, or a Hub
     id): the teacher's config with `distill.teacher` and `init_from` set to it, the student's
-    kind (`adapter.kind`), sampler, steps, training length and EMA from the `distill` section,
+    kind (`adapter.kind`), sampler, steps, training length, EMA and learning rate from the
+    `distill` section,
     then `files` and `overrides` (`key=value`, the `distill.*` keys included). One-line errors
     for a teacher of another domain than `domain`, one without plain weights, a student, and bad
     `distill` values."""
@@ -376,6 +377,8 @@ def distill_config(teacher: str | Path, *, files: tuple[str, ...] = (), override
                "sample.sampler=consistency", f"sample.steps={settings.steps}",
                f"trainer.max_steps={typed(user, 'distill.max_steps', int)}",
                f"ema.decay={typed(user, 'distill.ema_decay', float)}"]
+    if user.distill.get("lr") is not None:
+        derived.append(f"optim.lr={typed(user, 'distill.lr', float)}")
     cfg = override(teacher_cfg, files=files, overrides=[*derived, *overrides, *fresh])
     run_process(dom, cfg, dom.process(cfg))  # a discrete process or missing guidance fail here
     return dom, cfg

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from toy_domain import ToyDomain
 from toy_runs import new_run, points
 
@@ -26,9 +27,10 @@ def distil(toolkit, tmp_path, *args):
 
 
 def test_a_full_student_samples_with_the_consistency_sampler_at_its_steps(toolkit, trained_run, tmp_path):
-    run = distil(toolkit, tmp_path, "--run", str(trained_run), "distill.steps=2")
-    cfg = (run / "config.yaml").read_text()
-    assert "sampler: consistency" in cfg and f"teacher: {trained_run}" in cfg
+    run = distil(toolkit, tmp_path, "--run", str(trained_run), "distill.steps=2", "distill.lr=0.002")
+    cfg = OmegaConf.load(run / "config.yaml")
+    assert cfg.sample.sampler == "consistency" and cfg.sample.steps == 2 and cfg.optim.lr == 0.002
+    assert cfg.distill.teacher == cfg.init_from == str(trained_run) and cfg.ema.decay == 0.95
     assert (run / "model.safetensors").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert json.loads((run / "metrics.json").read_text())["step"] == 6
     assert (run / "samples" / "step-000006" / "points.csv").is_file()  # validation samples
@@ -115,3 +117,22 @@ def test_the_student_grid_starts_at_t_max_and_renoises_below_renoise_max():
     assert student_grid(schedule, 2, "uniform", 0.4).tolist() == pytest.approx([1.0, 0.2, 0.0])
     assert student_grid(schedule, 4, "uniform", 1.0).tolist() == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
     assert student_grid(schedule, 1, "karras", 0.3).tolist() == pytest.approx([1.0, 0.0])
+
+
+def test_a_student_composes_with_inpainting(toolkit, trained_run, tmp_path):
+    """The student is an ordinary denoiser: the engine's inpainting runs it with the consistency
+    sampler, and the known coordinate comes back exactly."""
+    from diffusekit.core import samplers
+    from diffusekit.core.app.distill import student_grid
+    from diffusekit.core.inpainting import inpaint
+
+    run = distil(toolkit, tmp_path, "--run", str(trained_run), "distill.steps=2")
+    model = load_model(run, domain=ToyDomain())
+    process = model.process
+    known = torch.tensor([[1.0, float("nan")]] * 6)
+    mask = torch.tensor([[True, False]] * 6)
+    ts = student_grid(process.schedule, 2, "uniform", 1.0)
+    with torch.no_grad():
+        x0 = inpaint(samplers.get("consistency"), process.student(model.network), torch.randn(6, 2), ts,
+                     process.schedule, known, mask, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x0[:, 0], known[:, 0]) and torch.isfinite(x0).all()
