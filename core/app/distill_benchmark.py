@@ -165,10 +165,11 @@ def score_systems(domain: Any, teacher: Model, student: Model, examples: list[di
         if log is not None:
             log(f"{system}, {sampler} x {steps}: {nfe:g} NFE, " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
-    for renoise in opts["renoise_max"]:  # the student's grids: each distill.renoise_max tried
+    for i, renoise in enumerate(opts["renoise_max"]):  # the student's grids: each distill.renoise_max
         process = StudentProcess(student.process.process, replace(student.process.settings, renoise_max=renoise))
         for nfe in opts["nfe"]:
-            row(f"student, renoise_max {renoise:g}", replace(student, process=process), "consistency", nfe)
+            if nfe > 1 or i == 0:  # one step never re-noises: one grid is enough
+                row(f"student, renoise_max {renoise:g}", replace(student, process=process), "consistency", nfe)
     probe = slice_batch(examples[0], 1)
     _, _, per_call, _ = generate(teacher, [probe], sampler="ddim", steps=1, seed=seed)  # 1 or 2 calls a step
     for budget in sorted({*opts["nfe"], opts["reference_nfe"]}):
