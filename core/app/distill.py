@@ -221,14 +221,19 @@ class StudentProcess:
                  grid: str | None = None, generator: torch.Generator | None = None,
                  callback: Any = None, noise: Tensor | None = None, **options: Any) -> Tensor:
         """Samples shaped like batch["x0"] from the student (batch["cond"] as conditioning,
-        batch["mask"] selecting the space); any registered sampler, default `consistency`."""
+        batch["mask"] selecting the space); any registered sampler, default `consistency` (on
+        `student_grid`; another sampler on the process's own grid kind)."""
         from diffusekit.core import samplers, schedules
 
         x_like = batch["x0"]
         space = self.process.space_for(batch)
         schedule = self.process.schedule
-        ts = student_grid(schedule, int(steps or self.settings.steps), grid or self.settings.grid,
-                          self.settings.renoise_max)
+        sampler = sampler or self.sampler
+        steps = int(steps or self.settings.steps)
+        if sampler == "consistency":
+            ts = student_grid(schedule, steps, grid or self.settings.grid, self.settings.renoise_max)
+        else:  # an ODE / SDE sampler on the process's own grid
+            ts = schedules.time_grid(schedule, steps, grid or getattr(self.process, "grid", "uniform"))
         if noise is None:
             noise = space.randn_like(x_like, generator)
         cond = dict(batch.get("cond") or {})
@@ -237,7 +242,7 @@ class StudentProcess:
             cond[GUIDANCE_KEY] = torch.full((x_like.shape[0],), w, device=x_like.device)
         if cond:
             options["cond"] = cond
-        return samplers.get(sampler or self.sampler)(self.student(network), noise, ts.to(x_like.device),
+        return samplers.get(sampler)(self.student(network), noise, ts.to(x_like.device),
                                                      schedule, space=space, generator=generator,
                                                      callback=callback, **options)
 

@@ -136,3 +136,10 @@ def test_a_student_composes_with_inpainting(toolkit, trained_run, tmp_path):
         x0 = inpaint(samplers.get("consistency"), process.student(model.network), torch.randn(6, 2), ts,
                      process.schedule, known, mask, generator=torch.Generator().manual_seed(0))
     assert torch.equal(x0[:, 0], known[:, 0]) and torch.isfinite(x0).all()
+
+
+def test_a_student_samples_with_any_sampler(toolkit, trained_run, tmp_path):
+    run = distil(toolkit, tmp_path, "--run", str(trained_run))
+    code, out, err = toolkit("sample", "--run", str(run), "--sampler", "dpmpp_2m", "--steps", "3", "-n", "4")
+    assert code == 0, err
+    assert points(run / "samples" / "dpmpp_2m-3").shape == (4, 2)
