@@ -30,7 +30,12 @@ Training Consistency Models", iCT, Sec. 3.3), and lambda = 1 (CM) or 1 / (s_{n+1
 **Guidance** (Luo et al. 2023, "Latent Consistency Models", LCM, Sec. 4.2): a student of the
 classifier-free-guided teacher D_w = D(uncond) + w (D(cond) - D(uncond)) (the engine's `guided`)
 takes w as an input: each example draws w ~ U[w_min, w_max], the teacher steps with D_w, and the
-student sees w as cond["guidance"] ([B]); the student's network decides how to embed it.
+student sees w as cond["guidance"] ([B]); the student's network decides how to embed it
+(`GuidanceInput` adds a zero-initialised embedding of w to any network's noise-level embedding).
+
+**A trained teacher's student** (`DenoiserStudent`): CM's skip form around the teacher's own
+parameterisation of a network initialised from the teacher's weights, so any domain's network is a
+student as it is (`diffusekit.core.app.distill` trains one through the toolkit's trainer).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from diffusekit.core import samplers
+from diffusekit.core.layers import sinusoidal_features
 from diffusekit.core.parameterization import NOISE_INPUTS, DenoiserFn, broadcast_to, expand_time
 from diffusekit.core.registry import Registry
 from diffusekit.core.samplers.grid_coefficients import compute_dtype
@@ -129,6 +135,91 @@ class ConsistencyStudent(nn.Module):
         c_skip, c_out, c_in = self.coefficients(t)
         out = self.net(x * broadcast_to(c_in, x), self.noise_input(t, self.schedule).to(x.dtype), **cond)
         return broadcast_to(c_skip, x) * x + broadcast_to(c_out, x) * out  # f = c_skip x~ + c_out F
+
+
+class DenoiserStudent(ConsistencyStudent):
+    """f(x, t, **cond) = c_skip(s) x~ + (c_out(s) / sd) D(x, t, **cond) around an engine denoiser D.
+
+    The student of a trained model: D is the teacher's own parameterisation (`Denoiser`: eps, v,
+    x0, ... with the teacher's c_noise) of a network that starts from the teacher's weights, so
+    that the student starts as a blend of the identity and the teacher's E[x0 | x_t] and every
+    domain's network keeps its own inputs. This is CM's skip form (module docstring) with the
+    output F = D / sd, an x0 estimate in the units of c_out / sd -> 1 at high noise (the form LCM,
+    Luo et al. 2023, Sec. 4.1, uses around a latent-diffusion network's x0 prediction). The
+    coefficients are `ConsistencyStudent.coefficients`, so f(x, t_min) = x / alpha(t_min) for
+    any D.
+
+    denoiser:   D(x [B, ...], t [B], **cond) -> x0_hat (an nn.Module when it has parameters).
+    schedule, t_min, sigma_data: as for `ConsistencyStudent` (c_in and noise_input are D's own).
+    """
+
+    def __init__(self, denoiser: Callable[..., Tensor], schedule: Schedule, *, t_min: float | None = None,
+                 sigma_data: float = 0.5) -> None:
+        super().__init__(denoiser, schedule, t_min=t_min, sigma_data=sigma_data)
+
+    def forward(self, x: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
+        """x: [B, ...] state at time t ([B] or scalar) -> x0_hat = f(x, t): [B, ...]."""
+        t = expand_time(t, x)
+        c_skip, c_out, _ = self.coefficients(t)
+        denoised = self.net(x, t.to(compute_dtype(x.dtype)), **cond)
+        return broadcast_to(c_skip, x) * x + broadcast_to(c_out / self.sigma_data, x) * denoised
+
+
+class GuidanceInput(nn.Module):
+    """A network that also takes the guidance scale w: net(x_in, c_noise, guidance=w, **cond).
+
+    LCM's w-conditioning (Luo et al. 2023, Sec. 4.2) gives the student w through an embedding
+    added to its timestep embedding. This wrapper does that for any network whose noise-level
+    embedding is the output [B, ..., E] of a named submodule `embedding` (the digits UNet's
+    `embed_noise`): a forward hook adds
+
+        e_w = W2 SiLU(W1 phi(w)),   phi(w) = sinusoidal_features(w / 100, features),   W2 = 0 at start,
+
+    so that the wrapped network equals the network for every w until W2 has trained (phi's
+    highest angular frequency is then 10 per unit of w). E is the `out_features` of the
+    submodule's last Linear layer. The network's parameters keep their names under `net.`, the
+    embedding's are under `guidance.`; `guidance=None` leaves the embedding untouched.
+
+    net:       net(x_in, c_noise, **cond) -> out (the network contract).
+    embedding: the name of the submodule whose output is the noise-level embedding.
+    features:  the size of phi(w).
+    """
+
+    def __init__(self, net: nn.Module, embedding: str, *, features: int = 32) -> None:
+        super().__init__()
+        try:
+            module = net.get_submodule(embedding)
+        except AttributeError:
+            raise ValueError(f"the network has no module {embedding!r} to add the guidance embedding to") from None
+        linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError(f"module {embedding!r} has no Linear layer whose width the guidance embedding could take")
+        width = linears[-1].out_features
+        self.net, self.embedding, self.features = net, embedding, int(features)
+        self.guidance = nn.Sequential(nn.Linear(self.features, width), nn.SiLU(), nn.Linear(width, width))
+        nn.init.zeros_(self.guidance[-1].weight)
+        nn.init.zeros_(self.guidance[-1].bias)
+        self.__dict__["_w"] = None  # the scales of the call in progress ([B]), read by the hook
+        module.register_forward_hook(self._add_embedding)
+
+    def _add_embedding(self, module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
+        w = self.__dict__["_w"]
+        if w is None:
+            return output
+        e = self.guidance(sinusoidal_features(w / 100.0, self.features).to(self.guidance[0].weight.dtype))
+        return output + e.reshape(e.shape[0], *[1] * (output.dim() - 2), e.shape[-1]).to(output.dtype)
+
+    def forward(self, x_in: Tensor, c_noise: Tensor, guidance: Tensor | float | None = None, **cond: Any) -> Tensor:
+        """x_in: [B, ...], c_noise: [B], guidance: w as [B], a 0-dim tensor or a number (None: none)."""
+        w = None
+        if guidance is not None:
+            w = torch.as_tensor(guidance, device=x_in.device, dtype=torch.float32)
+            w = w.reshape(-1).expand(x_in.shape[0]) if w.numel() == 1 else w.reshape(x_in.shape[0])
+        self.__dict__["_w"] = w
+        try:
+            return self.net(x_in, c_noise, **cond)
+        finally:
+            self.__dict__["_w"] = None
 
 
 @torch.no_grad()
@@ -314,6 +405,8 @@ def consistency_loss(
 
 __all__ = [
     "ConsistencyStudent",
+    "DenoiserStudent",
+    "GuidanceInput",
     "GuidanceRange",
     "consistency_loss",
     "consistency_grid",

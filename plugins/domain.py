@@ -91,7 +91,10 @@ class Domain:
     wraps by default (patterns as in `adapter.targets`; None: every Linear / Conv layer).
     `control_blocks` names the blocks a ControlNet joins by default (patterns as in
     `control.blocks`; None: the engine's rule, see `diffusekit.core.control.default_blocks`),
-    and `control_hints()` the domain's hint makers."""
+    and `control_hints()` the domain's hint makers. `guidance_embedding` names the module whose
+    output is the network's noise-level embedding [B, E], where a distilled student that takes
+    the guidance scale w as an input adds its embedding of w (`toolkit distill`,
+    `diffusekit.core.distillation.GuidanceInput`; None: only students of one fixed w)."""
 
     name: str = ""
     description: str = ""
@@ -100,6 +103,7 @@ class Domain:
     inpaint_regions: tuple[str, ...] = ()
     adapter_targets: tuple[str, ...] | None = None
     control_blocks: tuple[str, ...] | None = None
+    guidance_embedding: str | None = None
 
     def control_hints(self) -> dict[str, Any]:
         """The domain's hint makers for ControlNets, by name (`control.hint`): each is

@@ -8,7 +8,8 @@
     toolkit sample --run RUN [--sampler S] [--steps N] [-n K] [--hint FILE]
     toolkit evaluate --run RUN                       the domain's metrics -> metrics.json
     toolkit inpaint --run RUN INPUT [--mask F | --box B | --span S | --keep I] [--method M]
-    toolkit benchmark --domain D [--quick] [--finetune | --repair]
+    toolkit distill --run TEACHER [key=value ...]    a 1-4 step consistency student (a new run)
+    toolkit benchmark --domain D [--quick] [--finetune | --repair | --distill]
 
 Plugins add commands through the `register_commands(cli)` hook. Bad input (an unknown domain,
 sampler or config key, a missing or corrupt run folder or checkpoint, an unreadable file, a NaN
@@ -254,6 +255,49 @@ def _resume_target(resume: str, domain: str | None) -> tuple[Any, Any, Any]:
     return run, dom, cfg
 
 
+@cli.command()
+@click.option("--run", "run_dir", type=click.Path(), default=None, help="The teacher: a run folder.")
+@click.option("--model", "model_id", default=None, metavar="PATH_OR_ID",
+              help="The teacher: a model folder or a Hugging Face id user/name.")
+@click.option("--domain", "-d", default=None, help="Refuse a teacher of any other domain.")
+@click.option("--resume", default=None, metavar="RUN", type=click.Path(),
+              help="Continue a distillation run from its last checkpoint.")
+@config_option
+@overrides_argument
+def distill(run_dir: str | None, model_id: str | None, domain: str | None, resume: str | None,
+            files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """Distil a teacher into a 1-4 step consistency student: a new run whose sample / evaluate
+    use the consistency sampler at distill.steps steps (KEY=VALUE: distill.steps, distill.kind=lora,
+    distill.max_steps, ... as in toolkit config)."""
+    from diffusekit.core.app.distill import distill_config, is_distill_run
+    from diffusekit.core.app.training.fit import train as train_run
+
+    if resume is not None:
+        if run_dir is not None or model_id is not None:
+            raise click.UsageError("--resume continues a distillation run; it does not go with "
+                                   "--run or --model.")
+        run, dom, cfg = _resume_target(resume, domain)
+        if not is_distill_run(cfg):
+            raise ConfigError(f"run {resume!r} is not a distillation run (distill.teacher is null)")
+        cfg = configuration.override(cfg, files=files, overrides=overrides)
+    else:
+        if (run_dir is None) == (model_id is None):
+            raise click.UsageError("Give the teacher: exactly one of --run RUN and --model PATH_OR_ID.")
+        from diffusekit.core.app.training.models import domain_name, resolve
+
+        teacher = run_dir or model_id
+        dom = get_domain(domain_name(resolve(teacher)))
+        if domain and domain != dom.name:
+            raise ConfigError(f"teacher {teacher!r} is of domain {dom.name!r}, not {domain!r}")
+        run = None
+        dom, cfg = distill_config(teacher, files=files, overrides=overrides, domain=dom)
+    result = train_run(dom, cfg, resume=run)
+    m = result.read_metrics()
+    click.echo(f"distilled a {cfg.distill.kind} student of {cfg.distill.teacher} to step "
+               f"{m.get('step')} in {m.get('train_seconds')} s ({cfg.sample.sampler}, "
+               f"{cfg.sample.steps} steps): {result.path}")
+
+
 _BASE_OPTION = click.option(
     "--base", "base", default=None, metavar="PATH_OR_ID",
     help="Where the adapter's or control's base model is, when not where its base.json says "
@@ -496,14 +540,17 @@ def merge(run_dir: str, to: str, adapter_args: tuple[str, ...],
 @click.option("--repair", is_flag=True,
               help="The repair benchmark: inpainting held-out examples against classic "
                    "baselines (docs/repair.md).")
+@click.option("--distill", "distil", is_flag=True,
+              help="The distillation benchmark: a consistency student against its teacher's "
+                   "samplers, quality against NFE (docs/distill.md).")
 @preset_option
 @config_option
 @overrides_argument
-def benchmark(domain: str, quick: bool, finetune: bool, repair: bool, preset: str | None,
-              files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+def benchmark(domain: str, quick: bool, finetune: bool, repair: bool, distil: bool,
+              preset: str | None, files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     """Run DOMAIN's benchmark and print its metrics (as JSON)."""
-    if finetune and repair:
-        raise click.UsageError("--finetune and --repair are two benchmarks: give one.")
+    if finetune + repair + distil > 1:
+        raise click.UsageError("--finetune, --repair and --distill are three benchmarks: give one.")
     dom = get_domain(domain)
     cfg = _compose(dom, files, (*overrides, *(["quick=true"] if quick else [])), preset)
     try:
@@ -513,6 +560,10 @@ def benchmark(domain: str, quick: bool, finetune: bool, repair: bool, preset: st
             result = run_finetune_benchmark(dom, cfg)
         elif repair:
             result = dom.repair_benchmark(cfg)
+        elif distil:
+            from diffusekit.core.app.distill_benchmark import run_distill_benchmark
+
+            result = run_distill_benchmark(dom, cfg)
         else:
             result = dom.benchmark(cfg)
     except NotImplementedError as exc:

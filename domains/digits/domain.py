@@ -42,9 +42,11 @@ class DigitsDomain(Domain):
     # so the level itself cannot be joined) and the middle
     control_blocks = ("down.*.blocks.*", "mid")
     inpaint_regions = ("mask", "box")  # toolkit inpaint: a mask image or boxes, in pixels
+    # a distilled student's embedding of the guidance scale w joins the noise-level embedding
+    guidance_embedding = "embed_noise"
 
     def __init__(self) -> None:
-        self._classifier: tuple[str, Any] | None = None  # (recipe + data key, classifier)
+        self._classifier: tuple[str, Any, Any] | None = None  # (key, classifier, test features)
 
     def control_hints(self) -> dict[str, Any]:
         """The ControlNet hint makers of sketch -> digit (`sketch.HINTS`): `edges`, the digit's
@@ -88,10 +90,11 @@ class DigitsDomain(Domain):
 
     def evaluate(self, batch: dict, samples: torch.Tensor, cfg: DictConfig) -> dict[str, float]:
         """label_accuracy (the classifier's label of each sample against the label it was drawn
-        for; only for labelled batches) and ink_fraction; for an `edges` or `thumbnail` control
+        for; only for labelled batches), classifier_fd (the Frechet distance of the batch's
+        classifier features to the test split's; biased upwards for small batches: compare it
+        between equal numbers of samples) and ink_fraction; for an `edges` or `thumbnail` control
         run also edge_f1 or thumbnail_error of the samples against the hints they were drawn
-        for (sketch.py). Classifier FD needs thousands of samples at once: `toolkit benchmark
-        --domain digits` reports it."""
+        for (sketch.py)."""
         from diffusekit.domains.digits.metrics import pixel_statistics, sample_scores
         from diffusekit.domains.digits.sketch import edge_f1, thumbnail_error
 
@@ -104,11 +107,20 @@ class DigitsDomain(Domain):
             scores["thumbnail_error"] = thumbnail_error(samples, hint)
         label = (batch.get("cond") or {}).get("label")
         if label is not None:
-            key = str(cfg.evaluate.classifier) + str(cfg.data)
-            if self._classifier is None or self._classifier[0] != key:
-                self._classifier = (key, self.classifier(cfg)[0])
-            scores.update(sample_scores(self._classifier[1], samples, label))
+            _, classifier, reference = self._scorer(cfg)
+            scores.update(sample_scores(classifier, samples, label, reference if len(samples) > 1 else None))
         return scores
+
+    def _scorer(self, cfg: DictConfig) -> tuple[str, Any, tuple[torch.Tensor, torch.Tensor]]:
+        """(key, the digit classifier, its feature statistics of the test split), cached."""
+        from diffusekit.domains.digits.metrics import classify, feature_statistics
+
+        key = str(cfg.evaluate.classifier) + str(cfg.data)
+        if self._classifier is None or self._classifier[0] != key:
+            classifier = self.classifier(cfg)[0]
+            test_x, _ = self.build_datamodule(cfg).split_tensors("test")
+            self._classifier = (key, classifier, feature_statistics(classify(classifier, test_x)[0]))
+        return self._classifier
 
     def write_samples(self, samples: torch.Tensor, out_dir: Path, cfg: DictConfig) -> list[Path]:
         """digit-<i>.png for each sample, and grid.png with `output.columns` per row (10: the

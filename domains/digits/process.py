@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from diffusekit.core.distillation import per_example_guided
 from diffusekit.core.errors import ConfigError
 from diffusekit.core.parameterization import guided
 from diffusekit.core.process import GaussianDiffusion
@@ -51,12 +52,20 @@ class GuidedDiffusion(GaussianDiffusion):
     def sampling_denoiser(self, network: Callable[..., Tensor], batch: dict) -> Callable[..., Tensor]:
         """D_w = D(., null) + (1 + w)(D(., c) - D(., null)) for the batch's labels (the plain
         denoiser when w = 0 or the batch has no labels)."""
-        denoiser = self.denoiser(network)
+        return self.guided_denoiser(self.denoiser(network), batch, float(self.guidance))
+
+    def guided_denoiser(self, denoiser: Callable[..., Tensor], batch: dict,
+                        w: float | Tensor) -> Callable[..., Tensor]:
+        """`denoiser` guided with weight w for the batch's labels: one w (a number) or one per
+        example (w: [B], as a distilled student learns it: `core.distillation.per_example_guided`);
+        `denoiser` itself when w is the number 0 or the batch has no labels."""
         label = (batch.get("cond") or {}).get("label")
-        if not self.guidance or label is None or self.null_label is None:
+        if label is None or self.null_label is None or (not isinstance(w, Tensor) and not w):
             return denoiser
         null = torch.full_like(label, self.null_label)  # [B] the null class
-        return guided(denoiser, 1.0 + float(self.guidance), {"label": null})
+        if isinstance(w, Tensor):
+            return per_example_guided(denoiser, 1.0 + w, {"label": null})
+        return guided(denoiser, 1.0 + float(w), {"label": null})
 
 
 def check_guidance(cfg: DictConfig) -> None:

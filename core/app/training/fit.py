@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from diffusekit.core.app.adapters import is_adapter_run
 from diffusekit.core.app.config import as_dict, duration_seconds, override, typed
+from diffusekit.core.app.distill import start_distillation
 from diffusekit.core.errors import ConfigError
 from diffusekit.core.app.training.callbacks import (AtomicCheckpointIO, ExportEMAWeights,
                                                 FinalCheckpoint, LossCurve, Throughput,
@@ -197,6 +198,7 @@ def train(domain: Any, cfg: DictConfig, resume: RunDir | None = None) -> RunDir:
     process = domain.process(cfg)
     datamodule = domain.build_datamodule(cfg)
     network, process, base = start_control(domain, cfg, network, process, datamodule, base)
+    network, process = start_distillation(domain, cfg, network, process)
     module = DiffusionModule(network, process, optim_settings(cfg),
                              ema_decay=typed(cfg, "ema.decay", float),
                              ema_warmup=bool(cfg.ema.warmup))

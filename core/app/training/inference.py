@@ -148,8 +148,10 @@ def with_overrides(model: Model, overrides: Sequence[str] = ()) -> Model:
     if overrides:
         from diffusekit.core.app import config as configuration
 
+        from diffusekit.core.app.distill import run_process
+
         cfg = configuration.override(model.cfg, overrides=list(overrides))
-        model = replace(model, cfg=cfg, process=model.domain.process(cfg))
+        model = replace(model, cfg=cfg, process=run_process(model.domain, cfg, model.domain.process(cfg)))
     w = float(model.cfg.sample.get("guidance") or 0.0)
     if w and not hasattr(model.process, "guidance"):
         raise ConfigError(f"sample.guidance={w:g}: the {model.domain.name!r} domain's process has "

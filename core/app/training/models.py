@@ -12,7 +12,9 @@ Hub when one is reachable: the ecosystem's way to share models).
     model = load_model("runs/audio/20261204-101500")        # or "someone/audio-denoiser"
     x0 = model.process.generate(model.network, batch, sampler="ddim", steps=8)
 
-An adapter run (`adapter.kind=lora`) holds no model.safetensors but an `adapter/` folder;
+A distillation run (`distill.teacher`, `toolkit distill`) loads as its student: the network
+(with its w embedding when it takes the guidance scale) and a `distill.StudentProcess` that
+samples it. An adapter run (`adapter.kind=lora`) holds no model.safetensors but an `adapter/` folder;
 loading it loads its base (checked by SHA-256) and adds the adapter (see `adapters`). A control
 run (`control.of`, `toolkit train --control-of`) holds a `control/` folder instead: loading it
 loads its base (checked by SHA-256) steered by the control (see `controls`).
@@ -31,9 +33,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from diffusekit.core.app import adapters, controls
+from diffusekit.core.app import adapters, controls, distill
 from diffusekit.core.app import config as configuration
 from diffusekit.core.app.training.runs import RunDir, export_weights, load_weights
+from diffusekit.core.distillation import GuidanceInput
 from diffusekit.core.errors import CheckpointError, ConfigError, RunDirError
 
 CONFIG_FILE = "config.yaml"
@@ -137,10 +140,12 @@ def load_model(path_or_id: str | Path, *, adapter_scale: float | None = None,
         scale = float(cfg.sample.get("adapter_scale", 1.0) if adapter_scale is None
                       else adapter_scale)
         adapters.load_adapter(base.network, folder / ADAPTER_FOLDER, "default", scale)
-        return Model(folder, dom, cfg, base.network, base.process)
-    network = dom.build_network(cfg)
+        network = distill.student_network(dom, cfg, base.network, folder / ADAPTER_FOLDER)
+        return Model(folder, dom, cfg, network.eval(), distill.run_process(dom, cfg, base.process))
+    network = distill.student_network(dom, cfg, dom.build_network(cfg))
     load_weights(network, folder / WEIGHTS_FILE)
-    return Model(folder, dom, cfg, network.float().eval().requires_grad_(False), dom.process(cfg))
+    return Model(folder, dom, cfg, network.float().eval().requires_grad_(False),
+                 distill.run_process(dom, cfg, dom.process(cfg)))
 
 
 def _control_model(folder: Path, domain: Any, cfg: DictConfig, where: str | Path | None,
@@ -200,7 +205,7 @@ def export_model(run: RunDir, to: Path, *, half: bool = False,
         to = _new_folder(to)
         shutil.copytree(source, to / folder)
         return _finish_folder(to, domain, cfg, run.read_metrics(), [to / folder])
-    network = domain.build_network(cfg)
+    network = distill.student_network(domain, cfg, domain.build_network(cfg))
     load_weights(network, run.weights)
     return write_model(to, domain, cfg, network, run.read_metrics(), half=half)
 
@@ -356,6 +361,9 @@ def save_run_model(network: torch.nn.Module, run: RunDir, domain_name: str, step
     if isinstance(network, controls.Controlled):
         hint = str(run.load_config().control.hint)
         controls.save_control(network, run.path / controls.CONTROL_FOLDER, base, hint)
+    elif adapter and isinstance(network, GuidanceInput):  # a LoRA student that takes w
+        adapters.save_adapter(network.net, run.path / ADAPTER_FOLDER, base["id"], base["sha256"])
+        distill.save_guidance(network, run.path / ADAPTER_FOLDER)
     elif adapter:
         adapters.save_adapter(network, run.path / ADAPTER_FOLDER, base["id"], base["sha256"])
     else:

@@ -180,7 +180,9 @@ class DiffusionModule(L.LightningModule):
 
     network:    the raw network (an nn.Module) the process wraps, net(x_in, c_noise, **cond).
     process:    has training_loss(network, batch, generator=None) -> [B] and
-                generate(network, batch, *, sampler, steps, generator, callback) -> samples.
+                generate(network, batch, *, sampler, steps, generator, callback) -> samples;
+                a process with `bind_ema(network)` is handed the EMA network once (consistency
+                distillation's target theta^-, `diffusekit.core.app.distill.StudentProcess`).
     optim:      `OptimSettings`.
     ema_decay:  EMA decay (see `EMA`); ema_warmup its warm-up.
     """
@@ -192,6 +194,9 @@ class DiffusionModule(L.LightningModule):
         self.process = process
         self.optim = optim
         self.ema = EMA(network, ema_decay, ema_warmup)
+        bind_ema = getattr(process, "bind_ema", None)
+        if callable(bind_ema):  # a process that trains against the EMA weights (distillation)
+            bind_ema(self.ema.network)
 
     # ---------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
