@@ -89,3 +89,13 @@ def test_a_control_steers_inpainting_through_its_hints():
     assert seen["options"] == {"method": "replace", "steps": 3}
     with pytest.raises(ConfigError, match="cannot inpaint"):
         HintedProcess(object(), {}).inpaint(None, batch, None)
+
+
+def test_output_names_cannot_leave_the_output_folder():
+    from pathlib import Path
+
+    from diffusekit.core.app.repair import output_name
+
+    assert output_name(Path("x/../..evil name!.png")) == "evil_name_"
+    assert output_name(Path("d/.png")) == "png" and output_name(Path("...")) == "input"
+    assert "/" not in output_name(Path("a\\b/../c d.wav"))
