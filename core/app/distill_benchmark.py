@@ -10,8 +10,9 @@ and for the teacher it was distilled from:
    `distill.steps` = `target_nfe`) for `student_steps` steps, through the same trainer;
 3. the systems, each generating for the same `n` examples of the domain's data (its predict or
    test split) from the same seed: the student with the `consistency` sampler at every NFE of
-   `nfe`; the teacher with every sampler of `samplers` at the most steps that fit each budget of
-   `nfe` and `reference_nfe` (the NFE of a setting is counted by wrapping the network, so
+   `nfe`, on the grid of each `renoise_max` value (`distill.renoise_max`); the teacher with every
+   sampler of `samplers` on every time grid of `grids`, at the most steps that fit each budget of
+   `nfe` and `reference_nfe` (each system at its best grid and sampler counts; the NFE of a setting is counted by wrapping the network, so
    heun's 2n - 1 and classifier-free guidance's two evaluations a step are counted, not assumed);
 4. scores: the domain's `evaluate` metrics of all of a system's samples at once, and the wall
    time per sample of the generation (one process, the torch threads of the run).
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from diffusekit.core.app import results
 from diffusekit.core.app.config import typed
@@ -66,7 +67,7 @@ def options(cfg: DictConfig) -> dict[str, Any]:
     out = {"teacher_steps": typed(cfg, pick("teacher_steps"), int),
            "student_steps": typed(cfg, pick("student_steps"), int), "n": typed(cfg, pick("n"), int),
            "nfe": [int(v) for v in b.nfe], "reference_nfe": typed(cfg, "distill.benchmark.reference_nfe", int),
-           "samplers": [str(s) for s in b.samplers], "renoise_max": [float(v) for v in b.renoise_max],
+           "samplers": [str(s) for s in b.samplers], "grids": [str(g) for g in b.grids], "renoise_max": [float(v) for v in b.renoise_max],
            "target_nfe": typed(cfg, "distill.benchmark.target_nfe", int),
            "teacher_overrides": [str(o) for o in b.teacher_overrides], "quick": quick,
            "metric": None if b.get("metric") is None else str(b.metric),
@@ -85,7 +86,7 @@ def run_distill_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     opts = options(cfg)
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="diffusekit-distill-") as scratch:
-        work = Path(scratch)
+        work = Path(cfg.distill.benchmark.run_dir) if cfg.distill.benchmark.get("run_dir") else Path(scratch)
         teacher_run = train_for_benchmark(domain, cfg, opts["teacher_steps"], work / "runs",
                                           overrides=opts["teacher_overrides"])
         teacher_folder = work / "teacher"
@@ -102,7 +103,8 @@ def run_distill_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                    teacher_train_loss=teacher_run.final_loss(), student_train_loss=student_run.final_loss(),
                    teacher_steps=opts["teacher_steps"], student_steps=opts["student_steps"], n=opts["n"],
                    quick=opts["quick"], rows=rows, torch_threads=torch.get_num_threads(),
-                   distill={k: v for k, v in dict(student_cfg.distill).items() if k != "benchmark"},
+                   distill={k: v for k, v in OmegaConf.to_container(student_cfg.distill, resolve=True).items()
+                            if k != "benchmark"},
                    seconds=round(time.time() - started, 1))
     name = f"{domain.name}_distill{'_quick' if opts['quick'] else ''}"
     record = results.make_record(name, metrics, {})
@@ -135,15 +137,18 @@ def steps_within(sampler: str, budget: int, per_call: int) -> int:
 
 
 @torch.no_grad()
-def generate(model: Model, examples: list[dict], *, sampler: str, steps: int,
-             seed: int) -> tuple[dict, torch.Tensor, float, float]:
+def generate(model: Model, examples: list[dict], *, sampler: str, steps: int, seed: int,
+             grid: str | None = None) -> tuple[dict, torch.Tensor, float, float]:
     """(all examples as one batch, all samples, NFE per sample, seconds per sample) of `model`
-    on `examples` with `sampler` at `steps` steps, the noise from a generator seeded with `seed`."""
+    on `examples` with `sampler` at `steps` steps (on the time grid `grid`; None: the process's),
+    the noise from a generator seeded with `seed`."""
     network = CountingNetwork(model.network)
     generator = torch.Generator().manual_seed(seed)
     samples, n, started = [], 0, time.perf_counter()
+    options = {} if grid is None else {"grid": grid}
     for batch in examples:
-        samples.append(model.process.generate(network, batch, sampler=sampler, steps=steps, generator=generator))
+        samples.append(model.process.generate(network, batch, sampler=sampler, steps=steps, generator=generator,
+                                              **options))
         n += batch_size(batch)
     seconds = time.perf_counter() - started
     batch = examples[0]
@@ -157,13 +162,13 @@ def score_systems(domain: Any, teacher: Model, student: Model, examples: list[di
     """One row per setting: {system, sampler, steps, nfe, seconds_per_sample, **metrics}."""
     rows = []
 
-    def row(system: str, model: Model, sampler: str, steps: int) -> None:
-        batch, samples, nfe, seconds = generate(model, examples, sampler=sampler, steps=steps, seed=seed)
+    def row(system: str, model: Model, sampler: str, steps: int, grid: str | None = None) -> None:
+        batch, samples, nfe, seconds = generate(model, examples, sampler=sampler, steps=steps, seed=seed, grid=grid)
         metrics = {k: float(v) for k, v in domain.evaluate(batch, samples, model.cfg).items()}
-        rows.append({"system": system, "sampler": sampler, "steps": steps, "nfe": nfe,
-                     "seconds_per_sample": seconds, **metrics})
+        rows.append({"system": system, "sampler": sampler, "grid": grid or "student_grid", "steps": steps,
+                     "nfe": nfe, "seconds_per_sample": seconds, **metrics})
         if log is not None:
-            log(f"{system}, {sampler} x {steps}: {nfe:g} NFE, " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+            log(f"{system}, {sampler} x {steps} ({grid or 'student grid'}): {nfe:g} NFE, " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
     for i, renoise in enumerate(opts["renoise_max"]):  # the student's grids: each distill.renoise_max
         process = StudentProcess(student.process.process, replace(student.process.settings, renoise_max=renoise))
@@ -175,14 +180,15 @@ def score_systems(domain: Any, teacher: Model, student: Model, examples: list[di
     for budget in sorted({*opts["nfe"], opts["reference_nfe"]}):
         for sampler in opts["samplers"]:
             steps = steps_within(sampler, budget, int(per_call))
-            if steps:
-                row("teacher", teacher, sampler, steps)
+            for i, grid in enumerate(opts["grids"] if steps else []):
+                if steps > 1 or i == 0:  # one step is [t_max, 0] on every grid
+                    row("teacher", teacher, sampler, steps, grid)
     return rows
 
 
 def _headline(rows: list[dict], opts: dict[str, Any]) -> str:
     metric = opts["metric"]
-    known = [k for k in rows[0] if k not in ("system", "sampler", "steps", "nfe", "seconds_per_sample")]
+    known = [k for k in rows[0] if k not in ("system", "sampler", "grid", "steps", "nfe", "seconds_per_sample")]
     if metric is None:
         return known[0]
     if metric not in known:
@@ -211,7 +217,7 @@ def summary(rows: list[dict], opts: dict[str, Any]) -> dict[str, Any]:
         per_nfe[nfe] = {"student": student[nfe][metric] if nfe in student else None,
                         "student_grid": student[nfe]["system"] if nfe in student else None,
                         "teacher_best": None if top is None else top[metric],
-                        "teacher_sampler": None if top is None else f"{top['sampler']} x {top['steps']}"}
+                        "teacher_sampler": None if top is None else f"{top['sampler']} x {top['steps']}, {top['grid']}"}
     reference = per_nfe[opts["reference_nfe"]]["teacher_best"]
     at = student[opts["target_nfe"]]
     same = per_nfe[opts["target_nfe"]]["teacher_best"]
@@ -235,8 +241,8 @@ def summary(rows: list[dict], opts: dict[str, Any]) -> dict[str, Any]:
 
 def _markdown(m: dict[str, Any], opts: dict[str, Any]) -> str:
     metric = m["metric"]
-    keys = [k for k in m["rows"][0] if k not in ("system", "sampler", "steps", "nfe", "seconds_per_sample")]
-    table = [[r["system"], r["sampler"], r["steps"], r["nfe"], *(r[k] for k in keys),
+    keys = [k for k in m["rows"][0] if k not in ("system", "sampler", "grid", "steps", "nfe", "seconds_per_sample")]
+    table = [[r["system"], r["sampler"], r["grid"], r["steps"], r["nfe"], *(r[k] for k in keys),
               1000 * r["seconds_per_sample"]] for r in m["rows"]]
     head = [[nfe, v["student"], (v["student_grid"] or "-").replace("student, ", ""), v["teacher_best"],
              v["teacher_sampler"] or "-"] for nfe, v in m["per_nfe"].items()]
@@ -252,13 +258,13 @@ def _markdown(m: dict[str, Any], opts: dict[str, Any]) -> str:
         "torch threads).", "",
         f"Headline metric `{metric}` ({better} is better): the student at each NFE against the teacher's "
         "best sampler at that budget (NFE in (budget / 2, budget]):", "",
-        results.markdown_table(["NFE", "student", "student's grid", "teacher's best", "teacher's sampler x steps"],
+        results.markdown_table(["NFE", "student", "student's grid", "teacher's best", "teacher's sampler x steps, grid"],
                                head, digits=4), "",
         f"- the student at {opts['target_nfe']} NFE is {results.fmt(m['student_over_reference'])}x the teacher "
         f"at {opts['reference_nfe']} NFE and {results.fmt(m['student_over_same_nfe'])}x the teacher's best at "
         f"{opts['target_nfe']} NFE",
         *verdicts, "", "Every setting:", "",
-        results.markdown_table(["system", "sampler", "steps", "NFE", *keys, "ms / sample"], table, digits=4)]
+        results.markdown_table(["system", "sampler", "grid", "steps", "NFE", *keys, "ms / sample"], table, digits=4)]
     return "\n".join(lines)
 
 
@@ -271,9 +277,9 @@ def _plot(m: dict[str, Any], opts: dict[str, Any], path: Path, title: str) -> Pa
     FigureCanvasAgg(fig)
     for i, (key, label) in enumerate(((metric, metric), ("seconds_per_sample", "seconds per sample"))):
         ax = fig.add_subplot(1, 2, i + 1)
-        for name in dict.fromkeys(r["system"] if r["system"] != "teacher" else r["sampler"] for r in m["rows"]):
-            pts = sorted((r["nfe"], r[key]) for r in m["rows"]
-                         if (r["system"] if r["system"] != "teacher" else r["sampler"]) == name)
+        label = lambda r: r["system"] if r["system"] != "teacher" else f"{r['sampler']}, {r['grid']}"  # noqa: E731
+        for name in dict.fromkeys(label(r) for r in m["rows"]):
+            pts = sorted((r["nfe"], r[key]) for r in m["rows"] if label(r) == name)
             student = name.startswith("student")
             ax.plot(*zip(*pts), "s-" if student else "o--", label=name if student else f"teacher, {name}")
         ax.set(xscale="log", xlabel="NFE per sample", ylabel=label)

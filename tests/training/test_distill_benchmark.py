@@ -13,7 +13,8 @@ from diffusekit.core.errors import ConfigError
 
 TINY = ["distill.benchmark.teacher_steps=6", "distill.benchmark.student_steps=4", "distill.benchmark.n=24",
         "distill.benchmark.nfe=[1,2]", "distill.benchmark.reference_nfe=4", "distill.benchmark.target_nfe=2",
-        "distill.benchmark.samplers=[ddim,heun]", "distill.benchmark.renoise_max=[0.5,1.0]", "distill.grid_steps=6", "sample.batch_size=16",
+        "distill.benchmark.samplers=[ddim,heun]", "distill.benchmark.renoise_max=[0.5,1.0]",
+        "distill.benchmark.grids=[uniform,log_snr]", "distill.guidance=[0,0]", "distill.grid_steps=6", "sample.batch_size=16",
         "distill.benchmark.metric=radius", "distill.benchmark.target_vs_reference=1.5",
         "distill.benchmark.target_vs_same_nfe=0.5", "distill.benchmark.within={mean_error: 10.0}"]
 
@@ -32,21 +33,25 @@ def test_tiny_benchmark_writes_its_record(toy, toy_cfg, tmp_path):
     students = [(r["system"], r["sampler"], r["steps"], r["nfe"]) for r in rows if r["system"] != "teacher"]
     assert students == [("student, renoise_max 0.5", "consistency", 1, 1), ("student, renoise_max 0.5", "consistency", 2, 2),
                         ("student, renoise_max 1", "consistency", 2, 2)]  # one step never re-noises
-    teacher = {(r["sampler"], r["steps"]): r["nfe"] for r in rows if r["system"] == "teacher"}
-    # budgets 1, 2, 4: ddim 1, 2, 4 steps; heun 1, 1, 2 steps (counted: 1, 1, 3 calls a sample)
-    assert teacher == {("ddim", 1): 1, ("ddim", 2): 2, ("ddim", 4): 4, ("heun", 1): 1, ("heun", 2): 3}
+    teacher = {(r["sampler"], r["steps"], r["grid"]): r["nfe"] for r in rows if r["system"] == "teacher"}
+    # budgets 1, 2, 4: ddim 1, 2, 4 steps; heun 1, 1, 2 steps (counted: 1, 1, 3 calls a sample); each
+    # on both grids but one step ([t_max, 0] on any grid)
+    assert teacher == {("ddim", 1, "uniform"): 1, ("ddim", 2, "uniform"): 2, ("ddim", 2, "log_snr"): 2,
+                       ("ddim", 4, "uniform"): 4, ("ddim", 4, "log_snr"): 4, ("heun", 1, "uniform"): 1,
+                       ("heun", 2, "uniform"): 3, ("heun", 2, "log_snr"): 3}
     assert all(r["seconds_per_sample"] > 0 and r["radius"] >= 0 for r in rows)
     assert metrics["metric"] == "radius" and set(metrics["per_nfe"]) == {1, 2, 4}
     assert set(metrics["targets"]) == {"vs_reference", "vs_same_nfe", "mean_error_within_10"}
     record = json.loads((tmp_path / "out" / "toy_distill.json").read_text())
     assert record["name"] == "toy_distill" and record["metrics"]["distill"]["steps"] == 2
+    assert record["metrics"]["distill"]["guidance"] == [0, 0]  # config lists go into the JSON
     text = (tmp_path / "out" / "toy_distill.md").read_text()
     assert "teacher's best" in text and "toy_distill.png" in text
     assert (tmp_path / "out" / "toy_distill.png").is_file()
 
 
 def rows(values):
-    return [{"system": s, "sampler": "x", "steps": n, "nfe": n, "seconds_per_sample": 1.0, "fd": v}
+    return [{"system": s, "sampler": "x", "grid": "uniform", "steps": n, "nfe": n, "seconds_per_sample": 1.0, "fd": v}
             for s, n, v in values]
 
 

@@ -42,7 +42,7 @@ def test_the_distillation_benchmark_scores_molecules(molecule_folder, tmp_path, 
         f"data.source={molecule_folder}", f"run_dir={tmp_path / 'runs'}", *TINY,
         "distill.benchmark.teacher_steps=2", "distill.benchmark.student_steps=2", "distill.benchmark.n=4",
         "distill.benchmark.nfe=[1,2]", "distill.benchmark.target_nfe=2", "distill.benchmark.reference_nfe=3",
-        "distill.benchmark.samplers=[ddim]", "distill.benchmark.renoise_max=[1.0]", "distill.benchmark.teacher_overrides=[]",
+        "distill.benchmark.samplers=[ddim]", "distill.benchmark.renoise_max=[1.0]", "distill.benchmark.grids=[uniform]", "distill.benchmark.teacher_overrides=[]",
         f"distill.benchmark.results_dir={tmp_path / 'out'}"])
     domain.prepare(cfg)
     metrics = run_distill_benchmark(domain, cfg)
