@@ -3,8 +3,8 @@ clean speech, against linear interpolation of the log-mel and against zeros.
 
 1. A base model, `repair.train_steps` steps (`quick_train_steps` with --quick) through the
    toolkit's trainer (`train_for_benchmark`) with `repair.train_overrides`: by default the
-   domain's own model (StoRM) trained with packet loss in half of its mixtures
-   (`data.packet_loss.share=0.5`, noise.PacketLoss), so that it has seen gaps in its condition.
+   domain's own model (StoRM) trained as a concealer, every training pair clean speech with lost
+   stretches (`data.packet_loss`, noise.PacketLoss), so that it has seen gaps in its condition.
 2. `n_test` held-out test utterances (held-out voices), clean, cut to `data.eval_frames` frames;
    each loses 1 to `max_gaps` stretches of `min_ms`..`max_ms` ms (seeded), zero-filled.
 3. The systems, all given the same received signal (concealment.py):

@@ -138,6 +138,7 @@ def test_the_repair_benchmark_writes_its_record(tiny_cfg, tmp_path, capsys):
     assert [row["nfe"] for row in record["metrics"]["rows"]] == [1, 2, 3, 4]
     assert set(record["baselines"]) == {"zeros", "linear"}
     assert record["baselines"]["zeros"]["gap_si_sdr"] is None
-    assert record["metrics"]["train_overrides"] == ["data.packet_loss.share=0.5"]
+    assert record["metrics"]["train_overrides"] == ["data.packet_loss.share=1.0",
+                                                     "data.packet_loss.clean_share=1.0"]
     assert isinstance(record["metrics"]["target_met"], bool)
     assert (results / "audio_repair_quick.png").is_file()
