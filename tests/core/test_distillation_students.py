@@ -37,9 +37,23 @@ def test_the_denoiser_student_keeps_the_boundary_and_blends_toward_the_denoiser(
     torch.testing.assert_close(student(x, t_min), x / alpha, rtol=1e-15, atol=0)  # f(x, t_min) = x~
     d = torch.randn(8, 2, dtype=torch.float64)  # at high noise f is the denoiser's estimate
     high = DenoiserStudent(lambda x, t: d, schedule)(x, torch.full((8,), 0.999, dtype=torch.float64))
-    c_skip, c_out, _ = student.coefficients(torch.tensor([0.999], dtype=torch.float64))
-    torch.testing.assert_close(high, c_skip * x + c_out / student.sigma_data * d)
-    assert float(c_out / student.sigma_data) > 0.9
+    c_skip, c_denoised = student.blend(torch.tensor([0.999], dtype=torch.float64))
+    torch.testing.assert_close(high, c_skip * x + c_denoised * d)
+    assert float(c_denoised) > 0.9
+
+
+@pytest.mark.parametrize("name", ["vp_cosine", "edm", "flow"])
+def test_the_denoiser_student_is_a_convex_blend_so_it_never_overshoots(name):
+    """A state on the noiseless path of c (x = alpha c) and a denoiser that returns c: f = c at
+    every t (CM's c_out / sd weight would give up to 1.2 c)."""
+    schedule = schedules.get(name)
+    c = torch.randn(1, 3, dtype=torch.float64)
+    student = DenoiserStudent(lambda x, t: c.expand_as(x), schedule)
+    t = torch.linspace(0.0, 1.0, 41, dtype=torch.float64)[:-1] * float(schedule.t_max)
+    x = schedule.alpha(t)[:, None] * c
+    torch.testing.assert_close(student(x, t), c.expand(len(t), -1), rtol=1e-12, atol=1e-12)
+    c_skip, c_denoised = student.blend(t)
+    torch.testing.assert_close(c_skip * schedule.alpha(t) + c_denoised, torch.ones_like(t))
 
 
 def test_a_denoiser_student_trains_and_samples_like_any_denoiser():
