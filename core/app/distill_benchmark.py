@@ -46,6 +46,8 @@ from diffusekit.core.app.training.models import Model, export_model, load_model
 from diffusekit.core.app.training.module import batch_size, concat_batches, slice_batch
 from diffusekit.core.errors import ConfigError
 
+SHOWN = 8  # samples per setting in the record's figure (image domains)
+
 
 class CountingNetwork(torch.nn.Module):
     """The network with a count of its calls (the NFE of a generation, over its batch)."""
@@ -97,7 +99,9 @@ def run_distill_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
         teacher = load_model(teacher_folder, domain=domain)
         student = load_model(student_run.run.path, domain=domain)
         examples = list(example_batches(domain.build_datamodule(teacher.cfg), opts["n"]))
-        rows = score_systems(domain, teacher, student, examples, opts, seed=int(cfg.seed), log=_log)
+        shown: dict[int, torch.Tensor] = {}
+        rows = score_systems(domain, teacher, student, examples, opts, seed=int(cfg.seed), log=_log,
+                             shown=shown)
     metrics = summary(rows, opts)
     metrics.update(teacher_train_seconds=teacher_run.seconds, student_train_seconds=student_run.seconds,
                    teacher_train_loss=teacher_run.final_loss(), student_train_loss=student_run.final_loss(),
@@ -112,7 +116,7 @@ def run_distill_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     out = Path(b.results_dir) if b.get("results_dir") else results.RESULTS_DIR
     title = f"{domain.name}: a consistency student against its teacher, quality vs NFE"
     _, markdown = results.write_results(record, _markdown(metrics, opts), out, title=title)
-    _plot(metrics, opts, out / f"{name}.png", title)
+    _plot(metrics, opts, out / f"{name}.png", title, shown)
     with markdown.open("a") as f:
         f.write(f"\n![quality against NFE]({name}.png)\n")
     return metrics
@@ -158,13 +162,17 @@ def generate(model: Model, examples: list[dict], *, sampler: str, steps: int, se
 
 
 def score_systems(domain: Any, teacher: Model, student: Model, examples: list[dict],
-                  opts: dict[str, Any], *, seed: int, log: Any = None) -> list[dict[str, Any]]:
-    """One row per setting: {system, sampler, steps, nfe, seconds_per_sample, **metrics}."""
+                  opts: dict[str, Any], *, seed: int, log: Any = None,
+                  shown: dict[int, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per setting: {system, sampler, steps, nfe, seconds_per_sample, **metrics}; with
+    `shown`, the first SHOWN samples of row i go to shown[i] when they are images ([B, C, H, W])."""
     rows = []
 
     def row(system: str, model: Model, sampler: str, steps: int, grid: str | None = None) -> None:
         batch, samples, nfe, seconds = generate(model, examples, sampler=sampler, steps=steps, seed=seed, grid=grid)
         metrics = {k: float(v) for k, v in domain.evaluate(batch, samples, model.cfg).items()}
+        if shown is not None and isinstance(samples, torch.Tensor) and samples.dim() == 4:
+            shown[len(rows)] = samples[:SHOWN].float().cpu()
         rows.append({"system": system, "sampler": sampler, "grid": grid or "student_grid", "steps": steps,
                      "nfe": nfe, "seconds_per_sample": seconds, **metrics})
         if log is not None:
@@ -268,26 +276,72 @@ def _markdown(m: dict[str, Any], opts: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _plot(m: dict[str, Any], opts: dict[str, Any], path: Path, title: str) -> Path:
+def _shown_rows(m: dict[str, Any], shown: dict[int, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+    """(label, images) of the settings the figure shows: the student's best grid at each NFE and
+    the teacher's best setting at each budget (the record's per-NFE table), where kept."""
+    rows, picked = m["rows"], []
+    for nfe, entry in m["per_nfe"].items():
+        for who, key in (("student", "student_grid"), ("teacher", "teacher_sampler")):
+            want = entry[key]
+            for i, r in enumerate(rows):
+                label = r["system"] if who == "student" else f"{r['sampler']} x {r['steps']}, {r['grid']}"
+                if want is not None and label == want and r["system"].startswith(who) and \
+                        (r["steps"] == int(nfe) if who == "student" else int(nfe) / 2 < r["nfe"] <= int(nfe)) \
+                        and i in shown:
+                    picked.append((f"{who} {r['nfe']:g} NFE\n{r[m['metric']]:.3g}", shown[i]))
+                    break
+    return picked
+
+
+def _plot(m: dict[str, Any], opts: dict[str, Any], path: Path, title: str,
+          shown: dict[int, torch.Tensor] | None = None) -> Path:
+    """The headline metric and the seconds per sample against NFE (the student on each of its
+    grids, the teacher's best grid per sampler); below, for image samples, the first SHOWN
+    samples of the student and of the teacher's best setting at each NFE."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    metric = m["metric"]
-    fig = Figure(figsize=(11, 4), dpi=100)
+    metric, sign = m["metric"], -1.0 if m["higher_is_better"] else 1.0
+    pictures = _shown_rows(m, shown or {})
+    fig = Figure(figsize=(12, 4.5 + (3.2 if pictures else 0)), dpi=100)
     FigureCanvasAgg(fig)
-    for i, (key, label) in enumerate(((metric, metric), ("seconds_per_sample", "seconds per sample"))):
-        ax = fig.add_subplot(1, 2, i + 1)
-        label = lambda r: r["system"] if r["system"] != "teacher" else f"{r['sampler']}, {r['grid']}"  # noqa: E731
-        for name in dict.fromkeys(label(r) for r in m["rows"]):
-            pts = sorted((r["nfe"], r[key]) for r in m["rows"] if label(r) == name)
-            student = name.startswith("student")
-            ax.plot(*zip(*pts), "s-" if student else "o--", label=name if student else f"teacher, {name}")
-        ax.set(xscale="log", xlabel="NFE per sample", ylabel=label)
-        if key == "seconds_per_sample":
-            ax.set_yscale("log")
+    grid = fig.add_gridspec(2 if pictures else 1, max(2, len(pictures)),
+                            height_ratios=[2, 1.4] if pictures else [1])
+    half = max(2, len(pictures)) // 2
+    for i, (key, ylabel) in enumerate(((metric, metric), ("seconds_per_sample", "seconds per sample"))):
+        ax = fig.add_subplot(grid[0, :half] if i == 0 else grid[0, half:])
+        lines: dict[str, dict[float, float]] = {}
+        for r in m["rows"]:  # the student per grid; the teacher per sampler, its best grid at each NFE
+            name = r["system"] if r["system"] != "teacher" else f"teacher, {r['sampler']}"
+            best = lines.setdefault(name, {})
+            score = r[metric]
+            if r["nfe"] not in best or sign * score < sign * lines[name][r["nfe"]][0]:
+                best[r["nfe"]] = (score, r[key])
+        for name, by_nfe in lines.items():
+            pts = sorted((nfe, value) for nfe, (_, value) in by_nfe.items())
+            ax.plot(*zip(*pts), "s-" if name.startswith("student") else "o--", label=name)
+        values = [r[key] for r in m["rows"]]
+        log_y = key == "seconds_per_sample" or (sign > 0 and min(values) > 0)
+        ax.set(xscale="log", xlabel="NFE per sample", ylabel=ylabel, yscale="log" if log_y else "linear")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, ncol=2)
+    for j, (label, images) in enumerate(pictures):
+        ax = fig.add_subplot(grid[1, j])
+        ax.imshow(_tile(images), cmap="gray", vmin=0.0, vmax=1.0)
+        ax.set_title(label, fontsize=7)
+        ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)
     return path
+
+
+def _tile(images: torch.Tensor, columns: int = 4) -> Any:
+    """[N, C, H, W] in [-1, 1] -> an [rows * H, columns * W(, 3)] array in [0, 1]."""
+    n, c, h, w = images.shape
+    rows = -(-n // columns)
+    canvas = torch.zeros(c, rows * h, columns * w)
+    for k in range(n):
+        canvas[:, (k // columns) * h:(k // columns + 1) * h, (k % columns) * w:(k % columns + 1) * w] = images[k]
+    canvas = ((canvas.clamp(-1, 1) + 1) / 2).permute(1, 2, 0)
+    return (canvas[..., 0] if c == 1 else canvas[..., :3]).numpy()

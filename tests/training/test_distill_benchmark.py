@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from diffusekit.core.app.distill_benchmark import cost, run_distill_benchmark, steps_within, summary
 from diffusekit.core.errors import ConfigError
@@ -65,3 +66,24 @@ def test_summary_compares_with_the_best_teacher_in_each_budget_and_judges_target
                                                                                  "vs_same_nfe": True}
     with pytest.raises(ConfigError, match="not among the domain's metrics"):
         summary(rows([("student", 4, 1.0), ("teacher", 50, 1.0)]), {**opts, "metric": "fid"})
+
+
+def test_the_figure_shows_the_samples_of_the_student_and_the_best_teacher_at_each_nfe(tmp_path):
+    from PIL import Image
+
+    from diffusekit.core.app.distill_benchmark import _plot, _shown_rows
+
+    opts = {"metric": "fd", "higher_is_better": False, "nfe": [1, 4], "reference_nfe": 50, "target_nfe": 4,
+            "target_vs_reference": None, "target_vs_same_nfe": None, "within": {}}
+    m = summary(rows([("student", 1, 30.0), ("student", 4, 12.0), ("teacher", 4, 30.0), ("teacher", 3, 40.0),
+                      ("teacher", 50, 10.0)]), opts)
+    m["rows"] = rows([("student", 1, 30.0), ("student", 4, 12.0), ("teacher", 4, 30.0), ("teacher", 3, 40.0),
+                      ("teacher", 50, 10.0)])
+    shown = {i: torch.rand(8, 1, 6, 6) * 2 - 1 for i in range(5)}
+    picked = [label.split("\n")[0] for label, _ in _shown_rows(m, shown)]
+    # NFE 1: the student (no teacher setting fits); 4: both, the teacher's best of 3 and 4 NFE; 50: the teacher
+    assert picked == ["student 1 NFE", "student 4 NFE", "teacher 4 NFE", "teacher 50 NFE"]
+    path = _plot(m, opts, tmp_path / "figure.png", "title", shown)
+    with_pictures = Image.open(path).size
+    _plot(m, opts, tmp_path / "plain.png", "title")  # samples that are not images: the curves only
+    assert with_pictures[1] > Image.open(tmp_path / "plain.png").size[1]
