@@ -68,7 +68,7 @@ class DistillSettings:
     solver: str
     metric: str
     weighting: str
-    sigma_data: float
+    boundary_width: float | None
     guidance: tuple[float, float] | None
 
     @property
@@ -89,10 +89,11 @@ class DistillSettings:
         for key in ("steps", "grid_steps"):
             if typed(cfg, f"distill.{key}", int) <= 0:
                 raise ConfigError(f"distill.{key} must be a whole number > 0, got {d[key]}")
-        sigma_data, rho = typed(cfg, "distill.sigma_data", float), typed(cfg, "distill.rho", float)
-        if sigma_data <= 0 or rho <= 0:
-            raise ConfigError(f"need distill.sigma_data > 0 and distill.rho > 0, got {sigma_data} "
-                              f"and {rho}")
+        width = None if d.get("boundary_width") is None else typed(cfg, "distill.boundary_width", float)
+        rho = typed(cfg, "distill.rho", float)
+        if (width is not None and width <= 0) or rho <= 0:
+            raise ConfigError(f"need distill.boundary_width > 0 (or null) and distill.rho > 0, got "
+                              f"{width} and {rho}")
         renoise_max = typed(cfg, "distill.renoise_max", float)
         if not 0 < renoise_max <= 1:
             raise ConfigError(f"distill.renoise_max must lie in (0, 1], got {renoise_max}")
@@ -104,7 +105,7 @@ class DistillSettings:
         samplers.get(str(d.solver))
         return cls(str(d.teacher), kind, typed(cfg, "distill.steps", int), str(d.grid), renoise_max,
                    typed(cfg, "distill.grid_steps", int), rho, str(d.solver), str(d.metric),
-                   str(d.weighting), sigma_data, guidance_range(cfg))
+                   str(d.weighting), width, guidance_range(cfg))
 
 
 def is_distill_run(cfg: DictConfig) -> bool:
@@ -171,7 +172,7 @@ class StudentProcess:
     def student(self, network: Any) -> DenoiserStudent:
         """f(x, t, **cond) -> x0_hat of `network` (`DenoiserStudent` around the domain's denoiser)."""
         return DenoiserStudent(self.process.denoiser(network), self.process.schedule,
-                               sigma_data=self.settings.sigma_data)
+                               boundary_width=self.settings.boundary_width)
 
     def _teacher(self, batch: dict, cond: dict, like: Tensor,
                  generator: torch.Generator | None) -> Any:

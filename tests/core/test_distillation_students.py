@@ -45,7 +45,7 @@ def test_the_denoiser_student_keeps_the_boundary_and_blends_toward_the_denoiser(
 @pytest.mark.parametrize("name", ["vp_cosine", "edm", "flow"])
 def test_the_denoiser_student_is_a_convex_blend_so_it_never_overshoots(name):
     """A state on the noiseless path of c (x = alpha c) and a denoiser that returns c: f = c at
-    every t (CM's c_out / sd weight would give up to 1.2 c)."""
+    every t (CM's c_out / sd weight would give up to 1.2 c); away from the boundary f is D."""
     schedule = schedules.get(name)
     c = torch.randn(1, 3, dtype=torch.float64)
     student = DenoiserStudent(lambda x, t: c.expand_as(x), schedule)
@@ -54,6 +54,13 @@ def test_the_denoiser_student_is_a_convex_blend_so_it_never_overshoots(name):
     torch.testing.assert_close(student(x, t), c.expand(len(t), -1), rtol=1e-12, atol=1e-12)
     c_skip, c_denoised = student.blend(t)
     torch.testing.assert_close(c_skip * schedule.alpha(t) + c_denoised, torch.ones_like(t))
+    s = schedule.sigma(t) / schedule.alpha(t)
+    assert bool((c_denoised[s >= 10 * student.s_min] > 0.98).all())  # width s_min: D beyond 10 s_min
+    wide = DenoiserStudent(lambda x, t: c.expand_as(x), schedule, boundary_width=0.5)
+    at = schedule.t_of_log_snr(-2 * torch.log(torch.tensor([0.16], dtype=torch.float64)))
+    assert float(wide.blend(at)[1]) < 0.1  # CM's sd = 0.5: f is mostly x~ (noise included) at s = 0.16
+    with pytest.raises(ValueError, match="boundary width"):
+        DenoiserStudent(lambda x, t: x, schedule, boundary_width=0.0)
 
 
 def test_a_denoiser_student_trains_and_samples_like_any_denoiser():
