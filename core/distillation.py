@@ -141,7 +141,7 @@ class ConsistencyStudent(nn.Module):
 
 class DenoiserStudent(ConsistencyStudent):
     """f(x, t, **cond) = c_skip(s) x~ + (1 - c_skip(s)) D(x, t, **cond) around an engine denoiser D,
-    with c_skip(s) = w^2 / ((s - s_min)^2 + w^2) for a boundary width w (default: s_min).
+    with c_skip(s) = b^2 / ((s - s_min)^2 + b^2) for a boundary width b (default: s_min).
 
     The student of a trained model: D is the teacher's own parameterisation (`Denoiser`: eps, v,
     x0, ... with the teacher's c_noise) of a network that starts from the teacher's weights, so
@@ -150,18 +150,18 @@ class DenoiserStudent(ConsistencyStudent):
 
     * D is already an x0 estimate, so its weight is 1 - c_skip (a convex blend: with CM's
       c_out / sd the weights sum to up to 1.2 and every x0 starts 20% too large);
-    * the blend's width w is the boundary's own scale s_min, not sd = 0.5 (LCM, Luo et al. 2023,
-      Sec. 4.1, scales its boundary time by 10 for the same reason): with w = sd, f keeps
+    * the blend's width b is the boundary's own scale s_min, not sd = 0.5 (LCM, Luo et al. 2023,
+      Sec. 4.1, scales its boundary time by 10 for the same reason): with b = sd, f keeps
       c_skip(0.16) = 91% of x~, noise included, so D would have to learn outputs of size
       sd^2 / s to denoise at low noise; a quick digits student could not (its 4-step samples,
-      which end at t = 0.1, stayed noisy: classifier FD 111 against 28 at one step). With w = s_min,
+      which end at t = 0.1, stayed noisy: classifier FD 111 against 28 at one step). With b = s_min,
       f = D to within 1% for s >= 10 s_min and the student starts as the teacher's E[x0 | x_t].
 
-    The boundary condition holds exactly for any w: c_skip(s_min) = 1, f(x, t_min) = x / alpha(t_min).
+    The boundary condition holds exactly for any b: c_skip(s_min) = 1, f(x, t_min) = x / alpha(t_min).
 
     denoiser:       D(x [B, ...], t [B], **cond) -> x0_hat (an nn.Module when it has parameters).
     schedule, t_min: as for `ConsistencyStudent` (c_in and noise_input are D's own).
-    boundary_width: w in units of s = sigma / alpha (None: s_min).
+    boundary_width: b in units of s = sigma / alpha (None: s_min).
     """
 
     def __init__(self, denoiser: Callable[..., Tensor], schedule: Schedule, *, t_min: float | None = None,
@@ -174,15 +174,15 @@ class DenoiserStudent(ConsistencyStudent):
     def blend(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """(c_skip(s) / alpha, 1 - c_skip(s)) at times t [B], in t's compute dtype, written with
         d = alpha (s - s_min) so that both stay finite where alpha = 0:
-        c_skip / alpha = w^2 alpha / (d^2 + w^2 alpha^2), 1 - c_skip = d^2 / (d^2 + w^2 alpha^2);
+        c_skip / alpha = b^2 alpha / (d^2 + b^2 alpha^2), 1 - c_skip = d^2 / (d^2 + b^2 alpha^2);
         exactly (1 / alpha, 0) at t <= t_min."""
         dtype = compute_dtype(t.dtype)
         t = t.to(dtype)
         alpha, sigma = (v.to(dtype) for v in self.schedule.alpha_sigma(t))
         d = sigma - self.s_min * alpha
         d = torch.where(t <= torch.tensor(self.t_min, dtype=dtype), torch.zeros_like(d), d)  # the boundary
-        w2 = self.boundary_width ** 2 * alpha * alpha
-        return self.boundary_width ** 2 * alpha / (d * d + w2), d * d / (d * d + w2)
+        b2 = self.boundary_width ** 2 * alpha * alpha
+        return self.boundary_width ** 2 * alpha / (d * d + b2), d * d / (d * d + b2)
 
     def forward(self, x: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
         """x: [B, ...] state at time t ([B] or scalar) -> x0_hat = f(x, t): [B, ...]."""
