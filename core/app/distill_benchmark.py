@@ -108,7 +108,7 @@ def run_distill_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                    teacher_steps=opts["teacher_steps"], student_steps=opts["student_steps"], n=opts["n"],
                    quick=opts["quick"], rows=rows, torch_threads=torch.get_num_threads(),
                    distill={k: v for k, v in OmegaConf.to_container(student_cfg.distill, resolve=True).items()
-                            if k != "benchmark"},
+                            if k not in ("benchmark", "teacher")},  # teacher: a path on this machine
                    seconds=round(time.time() - started, 1))
     name = f"{domain.name}_distill{'_quick' if opts['quick'] else ''}"
     record = results.make_record(name, metrics, {})

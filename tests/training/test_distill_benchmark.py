@@ -46,6 +46,7 @@ def test_tiny_benchmark_writes_its_record(toy, toy_cfg, tmp_path):
     record = json.loads((tmp_path / "out" / "toy_distill.json").read_text())
     assert record["name"] == "toy_distill" and record["metrics"]["distill"]["steps"] == 2
     assert record["metrics"]["distill"]["guidance"] == [0, 0]  # config lists go into the JSON
+    assert "teacher" not in record["metrics"]["distill"]  # a path on the machine that ran it
     text = (tmp_path / "out" / "toy_distill.md").read_text()
     assert "teacher's best" in text and "toy_distill.png" in text
     assert (tmp_path / "out" / "toy_distill.png").is_file()
