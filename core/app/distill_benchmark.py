@@ -303,10 +303,10 @@ def _plot(m: dict[str, Any], opts: dict[str, Any], path: Path, title: str,
 
     metric, sign = m["metric"], -1.0 if m["higher_is_better"] else 1.0
     pictures = _shown_rows(m, shown or {})
-    fig = Figure(figsize=(12, 4.5 + (3.2 if pictures else 0)), dpi=100)
+    fig = Figure(figsize=(12, 4.5 + (3.0 if pictures else 0)), dpi=100)
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(2 if pictures else 1, max(2, len(pictures)),
-                            height_ratios=[2, 1.4] if pictures else [1])
+                            height_ratios=[1.5, 1] if pictures else [1])
     half = max(2, len(pictures)) // 2
     for i, (key, ylabel) in enumerate(((metric, metric), ("seconds_per_sample", "seconds per sample"))):
         ax = fig.add_subplot(grid[0, :half] if i == 0 else grid[0, half:])
@@ -336,7 +336,7 @@ def _plot(m: dict[str, Any], opts: dict[str, Any], path: Path, title: str,
     return path
 
 
-def _tile(images: torch.Tensor, columns: int = 4) -> Any:
+def _tile(images: torch.Tensor, columns: int = 2) -> Any:
     """[N, C, H, W] in [-1, 1] -> an [rows * H, columns * W(, 3)] array in [0, 1]."""
     n, c, h, w = images.shape
     rows = -(-n // columns)
