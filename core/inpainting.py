@@ -38,11 +38,13 @@ can inpaint:
 
 * **zero centre of mass** (molecules, `ZeroCoM(node_mask)`: the first `n_dims` channels are
   positions, kept at sum over real atoms = 0; Hoogeboom et al. 2022, "Equivariant Diffusion for
-  Molecule Generation", Sec. 3.2): the known atoms fix the frame. Their positions are taken
-  relative to their own centroid c, D' replaces them and then projects (P shifts every atom by one
-  common vector, so the known atoms' relative geometry stays exact), and at the end the whole
-  molecule is translated so that the known atoms' centroid is c again (`CentroidFrame`). Known
-  feature channels (atom types) stay exactly as given; padding stays zero.
+  Molecule Generation", Sec. 3.2): only the known atoms' geometry relative to their centroid c is
+  known; where the fragment sits in the zero-CoM frame depends on the free atoms. So D' replaces
+  the known atoms' relative positions and keeps their centroid where the state (in x~) or the
+  denoiser's output (in D') has it (`CentroidFrame.place`), then projects (P shifts every atom by
+  one common vector: the known atoms' relative geometry stays exact); at the end the whole
+  molecule is translated so that the known atoms' centroid is c again (`CentroidFrame.restore`).
+  Known feature channels (atom types) stay exactly as given; padding stays zero.
 
 The methods are chosen from `METHODS` by name or given as an instance with options
 (`RePaint(jump_length=10, resamplings=10)`, the paper's setting); `inpaint` ties it together.
@@ -118,9 +120,11 @@ class ReplacementDenoiser:
 
     def __init__(self, denoiser: Callable[..., Tensor], known: Tensor, mask: Tensor, schedule: Schedule,
                  space: Any, generator: torch.Generator | None,
-                 scales: Mapping[int, tuple[Tensor, Tensor, Tensor]] | None = None) -> None:
+                 scales: Mapping[int, tuple[Tensor, Tensor, Tensor]] | None = None,
+                 frame: "CentroidFrame | None" = None) -> None:
         self.denoiser, self.known, self.mask, self.schedule = denoiser, known, mask, schedule
         self.space, self.generator, self.scales = space, generator, dict(scales or {})
+        self.frame = frame
 
     def _alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """(alpha(t), sigma(t)) as 0-dim tensors: looked up for a prepared time, else computed."""
@@ -132,10 +136,14 @@ class ReplacementDenoiser:
     def __call__(self, x: Tensor, t: Tensor, **cond: Any) -> Tensor:
         alpha, sigma = self._alpha_sigma(t)
         # x~: the known part replaced by a fresh draw of q(x_t | known) = N(alpha_t known, sigma_t^2)
-        noised = alpha * self.known + sigma * self.space.randn_like(x, self.generator)
-        x_tilde = self.space.project(torch.where(self.mask, noised.to(x.dtype), x))
+        noised = (alpha * self.known + sigma * self.space.randn_like(x, self.generator)).to(x.dtype)
+        if self.frame is not None:  # zero CoM: the known atoms where x has them (`CentroidFrame.place`)
+            noised = self.frame.place(noised, x)
+        x_tilde = self.space.project(torch.where(self.mask, noised, x))
+        denoised = self.denoiser(x_tilde, t, **cond)
+        known = self.known if self.frame is None else self.frame.place(self.known, denoised)
         # D'(x, t) = P(m K + (1 - m) D(x~, t)): torch.where keeps K exact
-        return self.space.project(torch.where(self.mask, self.known, self.denoiser(x_tilde, t, **cond)))
+        return self.space.project(torch.where(self.mask, known, denoised))
 
     def prepare_times(self, times: Sequence[Tensor], stacked: Tensor | None = None, **known: Any
                       ) -> "ReplacementDenoiser":
@@ -149,15 +157,17 @@ class ReplacementDenoiser:
         like = times[0]
         alpha, sigma = (v.to(device=like.device, dtype=like.dtype) for v in given)
         scales = {id(t): (t, a, s) for t, a, s in zip(times, alpha.unbind(0), sigma.unbind(0))}
-        return ReplacementDenoiser(inner, self.known, self.mask, self.schedule, self.space, self.generator, scales)
+        return ReplacementDenoiser(inner, self.known, self.mask, self.schedule, self.space, self.generator, scales,
+                                   self.frame)
 
 
 def replacement_denoiser(denoiser: Callable[..., Tensor], known: Tensor, mask: Tensor, schedule: Schedule, *,
-                         space: Any = Euclidean(), generator: torch.Generator | None = None
-                         ) -> ReplacementDenoiser:
+                         space: Any = Euclidean(), generator: torch.Generator | None = None,
+                         frame: "CentroidFrame | None" = None) -> ReplacementDenoiser:
     """D' of replacement inpainting around `denoiser`. known: [B, ...]; mask: bool of its shape
-    (`known_mask`); for a `ZeroCoM` space give known relative to its frame (`CentroidFrame`)."""
-    return ReplacementDenoiser(denoiser, known, mask, schedule, space, generator)
+    (`known_mask`); for a `ZeroCoM` space give known relative to its frame and the frame
+    (`CentroidFrame`), which puts the known atoms where each state has them."""
+    return ReplacementDenoiser(denoiser, known, mask, schedule, space, generator, frame=frame)
 
 
 def replacement_noise(noise: Tensor, known: Tensor, mask: Tensor, t_start: float, schedule: Schedule,
@@ -261,6 +271,23 @@ class CentroidFrame:
         positions = x[..., : self.n_dims] + by * self.node_mask
         return torch.cat([positions, x[..., self.n_dims :]], dim=-1)
 
+    def known_centroid(self, x: Tensor) -> Tensor:
+        """[B, 1, n_dims] the mean position of the known atoms in x [B, N, n_dims + F]."""
+        count = self.atoms.sum(1, keepdim=True).clamp(min=1.0)
+        return (x[..., : self.n_dims] * self.atoms).sum(1, keepdim=True) / count
+
+    def place(self, part: Tensor, target: Tensor) -> Tensor:
+        """`part` translated so that its known atoms' centroid is theirs in `target`.
+
+        Zero-CoM replacement must not put the known atoms at a fixed place: in a state with zero
+        CoM over all atoms, where the known atoms sit says where the free atoms are relative to
+        them. Placing them at their own centroid (0) in every state and denoiser output would
+        move the fragment onto the free atoms' centre at every step, so the free atoms' offset
+        from the fragment would shrink by k / N a step (k known of N atoms) and the completion
+        would wrap around the fragment instead of growing from it. So only the known atoms'
+        relative geometry is replaced; their centroid stays the state's (or the output's)."""
+        return self.shift(part, self.known_centroid(target) - self.known_centroid(part))
+
     def relative(self, known: Tensor) -> Tensor:
         """known with its positions relative to the known atoms' centroid: x_i - c."""
         return self.shift(known, -self.centroid)
@@ -268,9 +295,7 @@ class CentroidFrame:
     def restore(self, x0: Tensor) -> Tensor:
         """x0 (zero CoM over all real atoms) translated so that its known atoms' centroid is c:
         x_i + (c - mean_known x0_i) for every real atom; padding stays zero."""
-        count = self.atoms.sum(1, keepdim=True).clamp(min=1.0)
-        current = (x0[..., : self.n_dims] * self.atoms).sum(1, keepdim=True) / count
-        return self.shift(x0, self.centroid - current)
+        return self.shift(x0, self.centroid - self.known_centroid(x0))
 
 
 # -------------------------------------------------------------------------------- the methods
@@ -349,7 +374,7 @@ def inpaint(sampler: Callable[..., Tensor], denoiser: Callable[..., Tensor], noi
     if frame is not None:
         known = torch.where(mask, frame.relative(known), known)  # positions relative to their centroid
     start = replacement_noise(noise, known, mask, float(ts[0]), schedule, space=space)
-    wrapped = replacement_denoiser(denoiser, known, mask, schedule, space=space, generator=generator)
+    wrapped = replacement_denoiser(denoiser, known, mask, schedule, space=space, generator=generator, frame=frame)
     x0 = method.run(sampler, wrapped, start, ts, schedule, space=space, generator=generator, cond=cond,
                     **sampler_options)
     return x0 if frame is None else frame.restore(x0)

@@ -297,6 +297,29 @@ def name_list(cfg: DictConfig, key: str, what: str) -> tuple[str, ...] | None:
     return names
 
 
+#: Keys the toolkit no longer has, as saved in the config.yaml of earlier runs: {key: (the key
+#: whose non-null value means the run used it, why such a run cannot load now)}. A run that did
+#: not use the key loads without it.
+RETIRED_KEYS: dict[str, tuple[str, str]] = {
+    "distill.sigma_data": ("distill.teacher", "it is a consistency student of the earlier form "
+                           "(c_skip of width distill.sigma_data, output weight c_out / sd), which "
+                           "this version does not sample; distil the teacher again"),
+}
+
+
+def drop_retired_keys(layer: DictConfig, source: str) -> DictConfig:
+    """`layer` without the `RETIRED_KEYS` it holds; a `ConfigError` naming the key when the run
+    used one."""
+    for key, (used_by, why) in RETIRED_KEYS.items():
+        parent, _, leaf = key.rpartition(".")
+        section = OmegaConf.select(layer, parent, throw_on_missing=False) if parent else layer
+        if isinstance(section, DictConfig) and leaf in section:
+            if OmegaConf.select(layer, used_by, throw_on_missing=False) is not None:
+                raise ConfigError(f"{source} holds the retired key {key!r}: {why}")
+            del section[leaf]
+    return layer
+
+
 def fit_to_defaults(saved: DictConfig, defaults: Mapping | DictConfig, source: str,
                     domain: str) -> DictConfig:
     """A run's saved config checked against its domain's current defaults: every key it holds
@@ -304,7 +327,7 @@ def fit_to_defaults(saved: DictConfig, defaults: Mapping | DictConfig, source: s
     domain, naming the key), and keys added to the defaults since the run was saved take their
     default value. The saved values win."""
     base = compose(defaults, domain=domain)
-    layer = _as_config(saved)
+    layer = drop_retired_keys(_as_config(saved), source)
     try:
         check_keys(base, layer, source)
     except UnknownConfigKeyError as exc:

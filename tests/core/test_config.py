@@ -273,3 +273,14 @@ def test_a_domain_preset_is_a_config_file_beside_its_module(tmp_path):
     assert cfg.data.batch_size == 32 and cfg.trainer.max_time == "10m"
     with pytest.raises(ConfigError, match=r"no preset 'gpus' \(did you mean 'gpu'\?\); its presets: gpu"):
         config.preset_file(domain, "gpus")
+
+
+def test_a_run_saved_with_a_retired_key_loads_unless_it_used_it():
+    saved = OmegaConf.to_container(config.compose(DOMAIN, domain="d"))
+    saved["distill"]["sigma_data"] = 0.5  # in every run's config.yaml before distill.boundary_width
+    old = OmegaConf.create(saved)
+    cfg = config.fit_to_defaults(old, DOMAIN, "run 'r'", "d")
+    assert "sigma_data" not in cfg.distill and cfg.distill.boundary_width is None
+    student = OmegaConf.merge(old, {"distill": {"teacher": "runs/d/teacher"}})
+    with pytest.raises(ConfigError, match="retired key 'distill.sigma_data': .*distil the teacher again"):
+        config.fit_to_defaults(student, DOMAIN, "run 'r'", "d")

@@ -405,3 +405,29 @@ def test_the_state_is_never_read_on_the_host(sampler, method):
                   generator=torch.Generator().manual_seed(0))
     assert isinstance(out, Watched)
     assert torch.isfinite(out.as_subclass(torch.Tensor)).all()
+
+
+def test_zero_com_completion_grows_from_the_fragment_where_the_distribution_puts_it():
+    """One narrow mode: a 5-atom configuration (zero CoM) whose 3 free atoms sit 2.4 A to one side
+    of the 2 known ones. Inpainting from the known pair, translated anywhere, must put the free
+    atoms there, not around the pair (replacing the known atoms at their own centroid in every
+    state shrank that offset by k / N a step, to 0.00)."""
+    config = torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [0.5, 2.0, 0], [1.5, 2.5, 0], [-0.5, 2.5, 0.5]], dtype=torch.float64)
+    config = config - config.mean(0)
+    mixture = GaussianMixture(config.reshape(1, -1), torch.tensor([0.05], dtype=torch.float64), torch.ones(1, dtype=torch.float64))
+    atoms = torch.tensor([True, True, False, False, False])
+    known = (config + torch.tensor([3.0, -1.0, 2.0], dtype=torch.float64)).float().expand(64, -1, -1).clone()
+    known[:, ~atoms] = float("nan")
+    space = ZeroCoM(torch.ones(64, 5, dtype=torch.bool))
+
+    def flat_denoiser(x, t, **cond):
+        return mixture.denoiser(SCHEDULE)(x.reshape(len(x), -1), t).reshape(x.shape)
+
+    for method, sampler in [(Replace(), "ddpm"), (Replace(), "ddim"), (RePaint(jump_length=2, resamplings=3), "ddpm")]:
+        out = inpaint(samplers.get(sampler), flat_denoiser, torch.randn(64, 5, 3, generator=torch.Generator().manual_seed(3)),
+                      schedules.time_grid(SCHEDULE, 20), SCHEDULE, known, atoms[None, :].expand(64, -1), space=space,
+                      method=method, generator=torch.Generator().manual_seed(4))
+        torch.testing.assert_close(out[:, atoms], known[:, atoms], rtol=0, atol=1e-5)
+        offset = out[:, ~atoms].mean(1) - out[:, atoms].mean(1)  # free atoms' centroid from the pair's
+        true = (config[~atoms].mean(0) - config[atoms].mean(0)).float()
+        assert float((offset - true).norm(dim=-1).mean()) < 0.15, (method, sampler, offset.mean(0), true)
