@@ -147,10 +147,7 @@ class GaussianDiffusion:
         t_max: the grid's first time (default: the schedule's); noise: the unit noise the
         sampler starts from, x_{t_max} = sigma(t_max) noise (default: drawn from the space)."""
         x_like = batch["x0"]
-        space = self.space_for(batch)
-        ts = schedules.time_grid(self.schedule, steps or self.steps, grid or self.grid, t_max=t_max)
-        if noise is None:
-            noise = space.randn_like(x_like, generator)
+        space, ts, noise = self._start(batch, steps, grid, t_max, noise, generator)
         sample = samplers.get(sampler or self.sampler)
         options = {**self.sampler_options, **sampler_options}
         cond = batch.get("cond")
@@ -178,22 +175,28 @@ class GaussianDiffusion:
     ) -> Tensor:
         """Samples shaped like batch["x0"] that keep batch["x0"] where `known` is True and fill
         the rest (`core.inpainting.inpaint`: replacement or RePaint with any sampler; in a
-        `ZeroCoM` space the known atoms fix the frame). `known`: bool (or 0 / 1) of batch["x0"]'s
+        `ZeroCoM` space the known atoms come back where they were given). `known`: bool (or 0 / 1) of batch["x0"]'s
         shape, broadcastable to it, or a leading [B, N] mask; method: a name of
         `inpainting.METHODS` or an instance with options (`RePaint(jump_length=5,
         resamplings=4)`). Everything else as in `generate`; the sampler sees the same denoiser
         (`sampling_denoiser`: guidance included) and the batch's "cond" and "mask"."""
         x0 = batch["x0"]
-        space = self.space_for(batch)
-        ts = schedules.time_grid(self.schedule, steps or self.steps, grid or self.grid, t_max=t_max)
-        if noise is None:
-            noise = space.randn_like(x0, generator)
+        space, ts, noise = self._start(batch, steps, grid, t_max, noise, generator)
         options = {**self.sampler_options, **sampler_options}
         if callback is not None:
             options["callback"] = callback
         return inpaint(samplers.get(sampler or self.sampler), self.sampling_denoiser(network, batch),
                        noise, ts.to(x0.device), self.schedule, x0, known, space=space,
                        generator=generator, method=method, cond=batch.get("cond") or None, **options)
+
+    def _start(self, batch: dict, steps: int | None, grid: str | None, t_max: float | None,
+               noise: Tensor | None, generator: torch.Generator | None) -> tuple[Any, Tensor, Tensor]:
+        """(space, time grid, unit start noise) of a `generate` / `inpaint` call: the batch's
+        space, the grid of `steps` / `grid` (the process's by default) from `t_max`, and `noise`
+        or a fresh draw of the space shaped like batch["x0"]."""
+        space = self.space_for(batch)
+        ts = schedules.time_grid(self.schedule, steps or self.steps, grid or self.grid, t_max=t_max)
+        return space, ts, space.randn_like(batch["x0"], generator) if noise is None else noise
 
     def sampling_denoiser(self, network: Callable[..., Tensor], batch: dict) -> Callable[..., Tensor]:
         """The denoiser `generate` hands the sampler: `denoiser(network)` here; a subclass may

@@ -22,7 +22,9 @@ resamplings) and `nfe_of` from here.
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,6 +235,45 @@ class Setting:
 
     def nfe(self, calls_per_step: int = 1) -> int:
         return nfe_of(self.instance(), self.steps, calls_per_step)
+
+
+@dataclass(frozen=True)
+class BenchmarkRun:
+    """The sizes of one call of a domain's repair benchmark, read from its `repair:` section
+    (`quick_train_steps` / `quick_n_test` with --quick), and when and how busy it started."""
+
+    quick: bool
+    train_steps: int
+    n_test: int
+    seed: int
+    started: float
+    load_start: float
+
+    @classmethod
+    def start(cls, cfg: DictConfig) -> "BenchmarkRun":
+        """Read the sizes, set torch's CPU threads to `repair.threads` when given, start the clock."""
+        r = cfg.repair
+        quick = bool(cfg.get("quick", False))
+        if r.get("threads"):
+            torch.set_num_threads(int(r.threads))
+        return cls(quick, int(r.quick_train_steps if quick else r.train_steps),
+                   int(r.quick_n_test if quick else r.n_test), int(r.seed),
+                   time.perf_counter(), round(os.getloadavg()[0], 2))
+
+    def record_place(self, cfg: DictConfig, domain: str) -> tuple[str, Path]:
+        """(record name `<domain>_repair[_quick]`, its folder: `repair.results_dir`, else
+        benchmarks/results/, created)."""
+        from diffusekit.core.app.results import RESULTS_DIR
+
+        out_dir = Path(cfg.repair.results_dir) if cfg.repair.get("results_dir") else RESULTS_DIR
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return f"{domain}_repair{'_quick' if self.quick else ''}", out_dir
+
+    def clock(self) -> dict[str, float]:
+        """The record's timing: seconds since `start` and the 1-minute load average at the start
+        and now (the machine may be shared)."""
+        return {"seconds": round(time.perf_counter() - self.started, 1),
+                "load_average_start": self.load_start, "load_average_end": round(os.getloadavg()[0], 2)}
 
 
 def sweep_settings(section: Any) -> list[Setting]:

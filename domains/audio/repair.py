@@ -27,7 +27,6 @@ Target (issue 18): gap log-mel L1 at least 30% below linear interpolation's (`ta
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -39,9 +38,9 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusekit.core.app import results as results_io
-from diffusekit.core.app.repair import inpaint_batch, sweep_settings
+from diffusekit.core.app.repair import BenchmarkRun, inpaint_batch, sweep_settings
 from diffusekit.core.errors import ConfigError
-from diffusekit.domains.audio.concealment import (gap_figure, gapped, interpolate_frames,
+from diffusekit.domains.audio.concealment import (gapped, interpolate_frames,
                                                   to_audio, unknown_frames)
 from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.domains.audio.metrics import si_sdr
@@ -104,13 +103,8 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     from diffusekit.core.app.training.fit import train_for_benchmark
 
     r = cfg.repair
-    quick = bool(cfg.get("quick", False))
-    steps = int(r.quick_train_steps if quick else r.train_steps)
-    n_test = int(r.quick_n_test if quick else r.n_test)
-    seed = int(r.seed)
-    if r.get("threads"):
-        torch.set_num_threads(int(r.threads))
-    begun, load_start = time.perf_counter(), round(os.getloadavg()[0], 2)
+    run = BenchmarkRun.start(cfg)
+    quick, steps, n_test, seed = run.quick, run.train_steps, run.n_test, run.seed
     features = MelFeatures.from_config(cfg.features)
     iterations = int(cfg.reconstruct.griffin_lim_iters)
     overrides = [f"seed={seed}", *[str(o) for o in r.train_overrides]]
@@ -168,10 +162,8 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                "gaps": int(sum(len(s) for s in cases["spans"])),
                "lost_frame_share": float(cases["unknown"].double().mean()),
                **_targets(rows, baselines, float(r.target_ratio)),
-               "seconds": round(time.perf_counter() - begun, 1),
-               # the machine may be shared: how busy it was (1-minute load average)
-               "load_average_start": load_start, "load_average_end": round(os.getloadavg()[0], 2)}
-    _write(cfg, quick, metrics, baselines, shown, cases, features)
+               **run.clock()}
+    _write(cfg, run, metrics, baselines, shown, cases, features)
     return {"metrics": metrics, "baselines": baselines}
 
 
@@ -183,12 +175,10 @@ def _targets(rows: list[dict], baselines: dict, ratio: float) -> dict[str, Any]:
             "target_ratio": ratio, "target_met": best["gap_logmel_l1"] <= ratio * linear}
 
 
-def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict, shown: dict[str, Tensor],
+def _write(cfg: DictConfig, run: BenchmarkRun, metrics: dict, baselines: dict, shown: dict[str, Tensor],
            cases: dict[str, Any], features: MelFeatures) -> None:
     r = cfg.repair
-    name = "audio_repair_quick" if quick else "audio_repair"
-    out_dir = Path(r.results_dir) if r.get("results_dir") else results_io.RESULTS_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
+    name, out_dir = run.record_place(cfg, "audio")
     title = (f"Audio repair (packet-loss concealment): {metrics['n_test']} held-out clips, "
              f"{metrics['gaps']} gaps of {r.min_ms:g}-{r.max_ms:g} ms, {metrics['objective']} "
              f"base of {metrics['train_steps']} steps")

@@ -37,7 +37,6 @@ of photos. The digits model is a prior of whole digits, so a hole is well posed 
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -50,7 +49,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusekit.core.app import results as results_io
-from diffusekit.core.app.repair import (Setting, centre_box_mask, inpaint_batch, output_name,
+from diffusekit.core.app.repair import (BenchmarkRun, Setting, centre_box_mask, inpaint_batch, output_name,
                                         pixel_mask, stroke_mask, sweep_settings)
 from diffusekit.core.errors import ConfigError, DataError
 from diffusekit.domains.digits.metrics import as_numpy_grid
@@ -197,17 +196,12 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     from diffusekit.core.app.training.fit import train_for_benchmark
 
     r = cfg.repair
-    quick = bool(cfg.get("quick", False))
-    steps = int(r.quick_train_steps if quick else r.train_steps)
-    n_test = int(r.quick_n_test if quick else r.n_test)
-    seed = int(r.seed)
-    if r.get("threads"):
-        torch.set_num_threads(int(r.threads))
+    run = BenchmarkRun.start(cfg)
+    quick, steps, n_test, seed = run.quick, run.train_steps, run.n_test, run.seed
     if not cfg.data.get("folder"):
         from diffusekit.domains.digits.data import fetch_mnist
 
         fetch_mnist(cfg.data)
-    begun, load_start = time.perf_counter(), round(os.getloadavg()[0], 2)
     classifier, classifier_record = domain.classifier(cfg)
     datamodule = domain.build_datamodule(cfg)
     test_x, test_y = datamodule.split_tensors("test")
@@ -278,10 +272,8 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                "n_test": len(truth), "samplers": [str(x) for x in r.samplers], "quick": quick,
                "hole_fraction": {k: float(masks[k].double().mean()) for k in MASK_KINDS},
                "classifier": classifier_record, **_targets(rows, baselines, int(r.max_nfe)),
-               "seconds": round(time.perf_counter() - begun, 1),
-               # the machine may be shared: how busy it was (1-minute load average)
-               "load_average_start": load_start, "load_average_end": round(os.getloadavg()[0], 2)}
-    _write(cfg, quick, metrics, baselines, shown, truth)
+               **run.clock()}
+    _write(cfg, run, metrics, baselines, shown, truth)
     return {"metrics": metrics, "baselines": baselines}
 
 
@@ -305,12 +297,10 @@ def _targets(rows: list[dict], baselines: dict, max_nfe: int) -> dict[str, Any]:
     return out
 
 
-def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict,
+def _write(cfg: DictConfig, run: BenchmarkRun, metrics: dict, baselines: dict,
            shown: dict[str, dict[str, Tensor]], truth: Tensor) -> None:
     r = cfg.repair
-    name = "digits_repair_quick" if quick else "digits_repair"
-    out_dir = Path(r.results_dir) if r.get("results_dir") else results_io.RESULTS_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
+    name, out_dir = run.record_place(cfg, "digits")
     title = (f"Digits repair: {metrics['n_test']} held-out digits, a centre box and random "
              f"strokes, {metrics['train_steps']} training steps")
     _figure(out_dir / f"{name}.png", metrics, baselines, shown, truth, int(r.grid_rows), title)

@@ -32,7 +32,6 @@ least the unconditional model's.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusekit.core.app import results as results_io
-from diffusekit.core.app.repair import inpaint_batch, output_name, sweep_settings
+from diffusekit.core.app.repair import BenchmarkRun, inpaint_batch, output_name, sweep_settings
 from diffusekit.core.errors import DataError
 from diffusekit.domains.molecules.metrics import (bond_orders, largest_fragment_smiles,
                                                   molecule_metrics, rdkit_molecule)
@@ -198,13 +197,8 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     from diffusekit.core.app.training.fit import train_for_benchmark
 
     r = cfg.repair
-    quick = bool(cfg.get("quick", False))
-    steps = int(r.quick_train_steps if quick else r.train_steps)
-    n_test = int(r.quick_n_test if quick else r.n_test)
-    seed = int(r.seed)
-    if r.get("threads"):
-        torch.set_num_threads(int(r.threads))
-    begun, load_start = time.perf_counter(), round(os.getloadavg()[0], 2)
+    run = BenchmarkRun.start(cfg)
+    quick, steps, n_test, seed = run.quick, run.train_steps, run.n_test, run.seed
     datamodule = domain.build_datamodule(cfg)
     datamodule.prepare()
     datamodule.setup()
@@ -266,10 +260,8 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                "quick": quick,
                "kept_share": float(np.mean([float(k.double().mean()) for k in keeps])),
                **_targets(rows, baselines, float(r.position_tolerance)),
-               "seconds": round(time.perf_counter() - begun, 1),
-               # the machine may be shared: how busy it was (1-minute load average)
-               "load_average_start": load_start, "load_average_end": round(os.getloadavg()[0], 2)}
-    _write(cfg, quick, metrics, baselines, drawn, molecules, keeps)
+               **run.clock()}
+    _write(cfg, run, metrics, baselines, drawn, molecules, keeps)
     return {"metrics": metrics, "baselines": baselines}
 
 
@@ -290,13 +282,11 @@ def _targets(rows: list[dict], baselines: dict, tolerance: float) -> dict[str, A
             "target_validity_at_least_unconditional": not below}
 
 
-def _write(cfg: DictConfig, quick: bool, metrics: dict, baselines: dict,
+def _write(cfg: DictConfig, run: BenchmarkRun, metrics: dict, baselines: dict,
            drawn: dict[str, list[Structure]], molecules: list[Structure],
            keeps: list[Tensor]) -> None:
     r = cfg.repair
-    name = "molecules_repair_quick" if quick else "molecules_repair"
-    out_dir = Path(r.results_dir) if r.get("results_dir") else results_io.RESULTS_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
+    name, out_dir = run.record_place(cfg, "molecules")
     title = (f"Molecules repair (scaffold-constrained completion): {metrics['n_test']} held-out "
              f"QM9 molecules keeping {100 * metrics['kept_share']:.0f}% of their atoms on "
              f"average, EGNN {metrics['network']['n_layers']} x {metrics['network']['hidden']}, "

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,6 +32,9 @@ from diffusekit.core.distillation import (ConsistencyStudent, GuidanceRange, bou
                                           sampler_step)
 from diffusekit.core.parameterization import guided
 from diffusekit.core.spaces import ZeroCoM
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: `benchmarks`
+from benchmarks.distill_mixture import MixtureNet  # noqa: E402
 
 SCHEDULE = schedules.get("vp_linear")
 RING = GaussianMixture.ring_2d()
@@ -47,25 +51,9 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-class MixtureNet(nn.Module):
-    """F(x_in [B, 2], c_noise [B], label=None [B], guidance=None [B] or 0-dim) -> [B, 2]: an MLP on
-    x, Fourier features of c_noise and, when given, a one-hot class and the guidance scale."""
-
-    def __init__(self, n_classes: int = 0, width: int = 128, n_freq: int = 8) -> None:
-        super().__init__()
-        self.n_classes = n_classes
-        self.register_buffer("freqs", math.pi * torch.arange(1, n_freq + 1, dtype=torch.float32))
-        n_in = 2 + 1 + 2 * n_freq + (n_classes + 1 if n_classes else 0)
-        self.body = nn.Sequential(nn.Linear(n_in, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
-                                  nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 2))
-
-    def forward(self, x, c_noise, label=None, guidance=None):
-        c = c_noise.float()[:, None]
-        features = [x.float(), c, torch.sin(c * self.freqs), torch.cos(c * self.freqs)]
-        if self.n_classes:
-            w = torch.as_tensor(guidance, dtype=torch.float32, device=x.device).expand(x.shape[0])
-            features += [nn.functional.one_hot(label, self.n_classes).float(), w[:, None] - 2.0]
-        return self.body(torch.cat(features, dim=1)).to(x.dtype)
+def ring_net(n_classes: int = 0) -> nn.Module:
+    """The student's network on the 2-D ring: the mixture benchmark's MLP, width 128."""
+    return MixtureNet(2, 128, n_classes=n_classes)
 
 
 def train(student, teacher, draw, *, steps, n_steps=30, batch=512, lr=3e-3, decay=0.95, seed=0, **loss_options):
@@ -188,7 +176,7 @@ def test_ddim_step_is_the_ddim_sampler_and_any_sampler_takes_its_first_step():
 
 
 def test_the_loss_trains_only_the_student_and_takes_any_sampler():
-    student = ConsistencyStudent(MixtureNet(), SCHEDULE)
+    student = ConsistencyStudent(ring_net(), SCHEDULE)
     target = copy.deepcopy(student).requires_grad_(False)
     x0 = RING.sample(32, torch.Generator().manual_seed(0)).float()
     for sampler in ("ddim", "heun", "dpmpp_2m"):
@@ -268,7 +256,7 @@ def test_a_student_of_the_exact_teacher_beats_the_teachers_samplers_at_two_nfe()
     the teacher's best sampler at 10 NFE, at 1 NFE far closer than the teacher at 4, and at 4 NFE
     near the two-sample floor."""
     torch.manual_seed(0)
-    student = train(ConsistencyStudent(MixtureNet(), SCHEDULE), RING.denoiser(SCHEDULE), draw_ring, steps=2000)
+    student = train(ConsistencyStudent(ring_net(), SCHEDULE), RING.denoiser(SCHEDULE), draw_ring, steps=2000)
     _, _, floor = ring_reference()
     d = {nfe: student_distance(student, nfe) for nfe in GRIDS}
     assert d[2] <= teacher_best(10), (d, teacher_best(10))  # measured 0.042 vs 0.061
@@ -281,7 +269,7 @@ def test_a_longer_trained_student_at_one_nfe_matches_the_teacher_at_ten():
     """6000 steps, N = 50, batch 1024 (1-2 min): 1 NFE as close to the ring as the teacher's best
     sampler at 10 NFE, 2 NFE as close as its best at 50 NFE (training seed 1 measured the same)."""
     torch.manual_seed(0)
-    student = train(ConsistencyStudent(MixtureNet(), SCHEDULE), RING.denoiser(SCHEDULE), draw_ring, steps=6000,
+    student = train(ConsistencyStudent(ring_net(), SCHEDULE), RING.denoiser(SCHEDULE), draw_ring, steps=6000,
                     n_steps=50, batch=1024)
     d = {nfe: student_distance(student, nfe) for nfe in GRIDS}
     assert d[1] <= teacher_best(10), (d, teacher_best(10))  # measured 0.055 vs 0.061
@@ -320,7 +308,7 @@ def test_a_w_conditioned_student_follows_the_guided_teacher():
         return x0.float(), {"label": label}
 
     torch.manual_seed(0)
-    student = train(ConsistencyStudent(MixtureNet(n_classes=2), SCHEDULE), class_teacher, draw, steps=1500,
+    student = train(ConsistencyStudent(ring_net(n_classes=2), SCHEDULE), class_teacher, draw, steps=1500,
                     guidance=GuidanceRange(uncond={"label": None}, w_min=1.0, w_max=3.0))
     _, noise, _ = ring_reference()
     label = torch.zeros(N_EVAL, dtype=torch.long)
