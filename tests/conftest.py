@@ -213,15 +213,8 @@ def toolkit(monkeypatch, capsys, tmp_path):
     """toolkit(*args) -> (exit status, stdout, stderr lines): the command line's `main` in this
     process, in tmp_path, with the data cache of every domain in tmp_path/cache (never a real
     cache). Test folders may wrap it (tests/cli adds the toy domain)."""
-    from diffusekit.core.app import cli
+    from command_line import run_toolkit
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DIFFUSEKIT_DATA", str(tmp_path / "cache"))
-
-    def run(*args: str):
-        capsys.readouterr()
-        code = cli.main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, [line for line in err.splitlines() if line.strip()]
-
-    return run
+    return lambda *args: run_toolkit(capsys, *args)

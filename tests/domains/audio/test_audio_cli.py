@@ -8,18 +8,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from diffusekit.core.app import cli
 from diffusekit.domains.audio.corpus import load_wav
 from diffusekit.domains.audio.data import corpus_dir
 
 from audio_settings import tiny_overrides
-
-
-def _run(capsys, *args):
-    capsys.readouterr()
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, [line for line in err.splitlines() if line.strip()]
+from command_line import run_toolkit as _run
 
 
 def test_train_then_sample_through_the_cli(tiny_cfg, tmp_path, capsys, monkeypatch):

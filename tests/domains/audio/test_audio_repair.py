@@ -21,13 +21,7 @@ from diffusekit.domains.audio.data import corpus_dir
 from diffusekit.domains.audio.noise import PacketLoss, drop_packets
 
 from audio_settings import tiny_overrides
-
-
-def _run(capsys, *args):
-    capsys.readouterr()
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, [line for line in err.splitlines() if line.strip()]
+from command_line import run_toolkit as _run
 
 
 @pytest.fixture(scope="module")

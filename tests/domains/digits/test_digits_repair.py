@@ -17,16 +17,11 @@ from diffusekit.core.app.training.models import load_model
 from diffusekit.domains.digits.domain import DigitsDomain
 from diffusekit.domains.digits.repair import hole_scores, read_damaged
 
+from command_line import run_toolkit as toolkit
+
 TINY = ["network.channels=8", "network.mults=[1,2]", "data.batch_size=8", "trainer.max_steps=2",
         "checkpoint_every=2", "val_every=2", "trainer.limit_val_batches=1", "sample.val_n=0",
         "sample.steps=2", "evaluate.classifier.epochs=1", "trainer.progress_bar=false"]
-
-
-def toolkit(capsys, *args):
-    capsys.readouterr()
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, [line for line in err.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")

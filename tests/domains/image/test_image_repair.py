@@ -15,17 +15,12 @@ from diffusekit.core.app.repair import parse_region
 from diffusekit.core.app.training.models import load_model
 from diffusekit.domains.image.repair import read_damaged, smooth_fill
 
+from command_line import run_toolkit as toolkit
+
 TINY = ["network.channels=8", "network.mults=[1,2]", "data.patch_size=32", "data.batch_size=4",
         "data.val_patches=4", "data.test_crop=64", "trainer.max_steps=2", "checkpoint_every=2",
         "val_every=2", "trainer.limit_val_batches=1", "sample.val_n=0", "sample.steps=2",
         "process.tile=32", "process.tile_overlap=8", "trainer.progress_bar=false"]
-
-
-def toolkit(capsys, *args):
-    capsys.readouterr()
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, [line for line in err.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")

@@ -18,18 +18,12 @@ from diffusekit.core.app.training.models import load_model
 from diffusekit.domains.molecules.repair import exactness, fragment_kept, kept_fragment, read_damaged
 from diffusekit.domains.molecules.structures import Structure, write_xyz
 
+from command_line import run_toolkit as _run
 from molecule_builders import embedded
 
 TINY = ["network.hidden=16", "network.n_layers=2", "data.batch_size=4", "trainer.max_steps=2",
         "val_every=2", "checkpoint_every=2", "sample.val_n=0", "sample.steps=3",
         "trainer.limit_val_batches=1", "sample.batch_size=4", "trainer.progress_bar=false"]
-
-
-def _run(capsys, *args):
-    capsys.readouterr()
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, [line for line in err.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
