@@ -117,15 +117,21 @@ class ConsistencyStudent(nn.Module):
         self.sigma_data = float(sigma_data)
         self.noise_input = NOISE_INPUTS.get(noise_input) if isinstance(noise_input, str) else noise_input
 
-    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(c_skip / alpha, c_out, c_in / alpha) at times t: [B] each, in t's compute dtype, so that
-        f = (c_skip / alpha) x + c_out F((c_in / alpha) x). Exactly (1 / alpha, 0, .) at t <= t_min."""
+    def boundary_offset(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(alpha, sigma, d) at times t [B] in t's compute dtype, d = sigma - s_min alpha =
+        alpha (s - s_min) the distance from the boundary in VE units (finite where alpha = 0),
+        exactly 0 at t <= t_min."""
         dtype = compute_dtype(t.dtype)
         t = t.to(dtype)
         alpha, sigma = (v.to(dtype) for v in self.schedule.alpha_sigma(t))
+        d = sigma - self.s_min * alpha
+        return alpha, sigma, torch.where(t <= torch.tensor(self.t_min, dtype=dtype), torch.zeros_like(d), d)
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(c_skip / alpha, c_out, c_in / alpha) at times t: [B] each, in t's compute dtype, so that
+        f = (c_skip / alpha) x + c_out F((c_in / alpha) x). Exactly (1 / alpha, 0, .) at t <= t_min."""
+        alpha, sigma, d = self.boundary_offset(t)
         sd = self.sigma_data
-        d = sigma - self.s_min * alpha  # alpha (s - s_min)
-        d = torch.where(t <= torch.tensor(self.t_min, dtype=dtype), torch.zeros_like(d), d)  # the boundary
         r = torch.sqrt(sigma * sigma + sd * sd * alpha * alpha)  # alpha sqrt(s^2 + sd^2)
         c_skip = sd * sd * alpha / (d * d + sd * sd * alpha * alpha)  # c_skip(s) / alpha   (CM App. C)
         c_out = sd * d / r  # sd (s - s_min) / sqrt(s^2 + sd^2)                         (CM App. C)
@@ -176,11 +182,7 @@ class DenoiserStudent(ConsistencyStudent):
         d = alpha (s - s_min) so that both stay finite where alpha = 0:
         c_skip / alpha = b^2 alpha / (d^2 + b^2 alpha^2), 1 - c_skip = d^2 / (d^2 + b^2 alpha^2);
         exactly (1 / alpha, 0) at t <= t_min."""
-        dtype = compute_dtype(t.dtype)
-        t = t.to(dtype)
-        alpha, sigma = (v.to(dtype) for v in self.schedule.alpha_sigma(t))
-        d = sigma - self.s_min * alpha
-        d = torch.where(t <= torch.tensor(self.t_min, dtype=dtype), torch.zeros_like(d), d)  # the boundary
+        alpha, _, d = self.boundary_offset(t)
         b2 = self.boundary_width ** 2 * alpha * alpha
         return self.boundary_width ** 2 * alpha / (d * d + b2), d * d / (d * d + b2)
 
