@@ -184,26 +184,40 @@ def stroke_mask(height: int, width: int, generator: torch.Generator, *, strokes:
 
 # -------------------------------------------------------------------------------- the method
 def inpaint_method(cfg: DictConfig, name: str | None = None,
-                   resamplings: int | None = None, jump_length: int | None = None) -> Any:
+                   resamplings: int | None = None, jump_length: int | None = None,
+                   reconstruction: float | None = None) -> Any:
     """The method `process.inpaint` takes: the name `name` (default `inpaint.method`) from
-    `core.inpainting.METHODS`; "repaint" as `RePaint(inpaint.jump_length,
-    inpaint.resamplings)` unless given here."""
+    `core.inpainting.METHODS`, made with its options: "repaint" with `inpaint.jump_length` and
+    `inpaint.resamplings`, both with `inpaint.reconstruction` (the reconstruction guidance weight,
+    0 = off), unless given here. `ConfigError` for an option out of range."""
     section = cfg.get("inpaint") or {}
     name = str(name or section.get("method") or "replace")
     kind = METHODS.get(name)  # UnknownNameError naming the known methods
+    options: dict[str, Any] = {}
+    if "reconstruction" in getattr(kind, "__dataclass_fields__", {}):
+        weight = section.get("reconstruction", 0.0) if reconstruction is None else reconstruction
+        options["reconstruction"] = float(weight or 0.0)
     if kind is RePaint:
         jump_length = section.get("jump_length", 10) if jump_length is None else jump_length
         resamplings = section.get("resamplings", 10) if resamplings is None else resamplings
-        try:
-            return RePaint(jump_length=int(jump_length), resamplings=int(resamplings))
-        except ValueError as exc:
-            raise ConfigError(f"inpaint: {exc}") from None
-    return name
+        options.update(jump_length=int(jump_length), resamplings=int(resamplings))
+    try:
+        return kind(**options)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"inpaint: {exc}") from None
+
+
+def guided_calls(method: Any) -> int:
+    """Network-call equivalents of one denoiser call of `method`: 3 with reconstruction guidance
+    (a forward and a backward pass, the backward about twice a forward), else 1."""
+    return 3 if float(getattr(method, "reconstruction", 0.0) or 0.0) > 0 else 1
 
 
 def nfe_of(method: Any, steps: int, calls_per_step: int = 1) -> int:
     """Sampler steps a method takes on a grid of `steps` steps (RePaint redoes segments), times
-    the network calls of one step (`calls_per_step`: 2 for guidance, 2 for Heun's steps ...)."""
+    the network calls of one step (`calls_per_step`: 2 for guidance, 2 for Heun's steps ...),
+    times 3 with reconstruction guidance (`guided_calls`): network-call equivalents."""
+    calls_per_step *= guided_calls(method)
     if isinstance(method, RePaint):
         moves = repaint_segments(int(steps), method.jump_length, method.resamplings)
         return calls_per_step * sum(b - a for a, b in moves if a < b)
@@ -219,19 +233,23 @@ class Setting:
     sampler: str
     resamplings: int = 1
     jump_length: int = 1
+    reconstruction: float = 0.0
 
     def instance(self) -> Any:
         """The method as `process.inpaint` takes it."""
         if self.method == "repaint":
-            return RePaint(jump_length=self.jump_length, resamplings=self.resamplings)
-        return self.method
+            return RePaint(jump_length=self.jump_length, resamplings=self.resamplings,
+                           reconstruction=self.reconstruction)
+        return METHODS.get(self.method)(reconstruction=self.reconstruction)
 
     @property
     def label(self) -> str:
-        """E.g. "replace-25 (ddpm)", "repaint-10x4-j5 (ddpm)"."""
+        """E.g. "replace-25 (ddpm)", "repaint-10x4-j5 (ddpm)", "replace-10 +rg4 (ddpm)" (with
+        reconstruction guidance of weight 4)."""
+        guided = f" +rg{self.reconstruction:g}" if self.reconstruction else ""
         if self.method == "repaint":
-            return f"repaint-{self.steps}x{self.resamplings}-j{self.jump_length} ({self.sampler})"
-        return f"{self.method}-{self.steps} ({self.sampler})"
+            return f"repaint-{self.steps}x{self.resamplings}-j{self.jump_length}{guided} ({self.sampler})"
+        return f"{self.method}-{self.steps}{guided} ({self.sampler})"
 
     def nfe(self, calls_per_step: int = 1) -> int:
         return nfe_of(self.instance(), self.steps, calls_per_step)
@@ -279,7 +297,9 @@ class BenchmarkRun:
 def sweep_settings(section: Any) -> list[Setting]:
     """The settings of a domain's `repair:` config section: replacement with each of `samplers`
     at each of `steps`, and RePaint with the first sampler at each of `repaint_steps` with each
-    of `resamplings` (jump length `jump_length`). Replacement is exact only in law for a sampler
+    of `resamplings` (jump length `jump_length`), and replacement with reconstruction guidance
+    of each weight of `reconstruction` at each of `reconstruction_steps` (default `steps`) with
+    the first sampler. Replacement is exact only in law for a sampler
     that draws fresh noise at every step (ddpm); a deterministic one keeps the start noise's
     direction (core/inpainting.py), which the sweep shows."""
     samplers = [str(name) for name in section.samplers]
@@ -288,6 +308,9 @@ def sweep_settings(section: Any) -> list[Setting]:
     for steps in section.repaint_steps:
         for r in section.resamplings:
             out.append(Setting("repaint", int(steps), samplers[0], int(r), jump))
+    for weight in section.get("reconstruction") or []:
+        for steps in section.get("reconstruction_steps") or section.steps:
+            out.append(Setting("replace", int(steps), samplers[0], reconstruction=float(weight)))
     return out
 
 

@@ -27,6 +27,7 @@ from torch import Tensor
 from diffusekit.core.discrete import MaskedDiffusion, filtered_probs, sample_categorical
 from diffusekit.core.discrete import schedules as masking_schedules
 from diffusekit.core.errors import ConfigError
+from diffusekit.core.inpainting import Replace
 from diffusekit.core.registry import Registry
 from diffusekit.domains.text.tokenization import tokenizer_vocab_size
 
@@ -148,8 +149,12 @@ class MaskedTextProcess:
         """[B, L] tokens keeping batch["x0"] where `known` ([B, L] bool) is True: the masked
         diffusion's own infilling (`generate` with `keep`: the known tokens are never masked,
         the sampler unmasks the rest). Only "replace" applies: a kept token is held at every
-        step already, and RePaint's going back up in time is for Gaussian processes."""
-        if not (isinstance(method, str) and method == "replace"):
+        step already, and RePaint's going back up in time and reconstruction guidance (a
+        gradient in the state) are for Gaussian processes."""
+        if isinstance(method, Replace) and method.reconstruction:
+            raise ConfigError("inpaint.reconstruction: reconstruction guidance takes a gradient in a "
+                              "continuous state; the text model infills tokens (set it to 0)")
+        if not (method == "replace" or isinstance(method, Replace)):
             name = method if isinstance(method, str) else type(method).__name__.lower()
             raise ConfigError(f"--method {name}: the text model infills by keeping the known "
                               "tokens at every step (replace); RePaint's resampling is for the "

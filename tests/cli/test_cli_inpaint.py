@@ -11,7 +11,7 @@ from diffusekit.core.app.repair import (check_region, inpaint_method, nfe_of, pa
                                         parse_region, parse_span, repeat_batch, stroke_mask,
                                         sweep_settings)
 from diffusekit.core.errors import ConfigError
-from diffusekit.core.inpainting import RePaint
+from diffusekit.core.inpainting import RePaint, Replace
 from omegaconf import OmegaConf
 
 
@@ -51,16 +51,24 @@ def test_check_region_names_what_the_domain_takes():
 
 def test_methods_and_their_network_calls():
     cfg = OmegaConf.create({"inpaint": {"method": "replace", "jump_length": 5, "resamplings": 4}})
-    assert inpaint_method(cfg) == "replace"
+    assert inpaint_method(cfg) == Replace(reconstruction=0.0)
     repaint = inpaint_method(cfg, "repaint")
     assert repaint == RePaint(jump_length=5, resamplings=4)
+    guided = OmegaConf.merge(cfg, {"inpaint": {"reconstruction": 2}})
+    assert inpaint_method(guided) == Replace(reconstruction=2.0)
+    assert inpaint_method(guided, "repaint") == RePaint(jump_length=5, resamplings=4, reconstruction=2.0)
+    with pytest.raises(ConfigError, match="reconstruction guidance weight"):
+        inpaint_method(cfg, reconstruction=-1)
     assert nfe_of("replace", 20) == 20 and nfe_of("replace", 20, calls_per_step=2) == 40
     assert nfe_of(repaint, 20) == 20 + 3 * 15  # the top segment is done once
+    assert nfe_of(Replace(reconstruction=1.0), 10) == 30  # a forward and a backward pass a call
     section = OmegaConf.create({"samplers": ["ddpm", "heun"], "steps": [5, 10],
-                                "repaint_steps": [10], "resamplings": [2, 4], "jump_length": 5})
+                                "repaint_steps": [10], "resamplings": [2, 4], "jump_length": 5,
+                                "reconstruction": [4], "reconstruction_steps": [8]})
     assert [(s.label, s.nfe()) for s in sweep_settings(section)] == [
         ("replace-5 (ddpm)", 5), ("replace-10 (ddpm)", 10), ("replace-5 (heun)", 5),
-        ("replace-10 (heun)", 10), ("repaint-10x2-j5 (ddpm)", 15), ("repaint-10x4-j5 (ddpm)", 25)]
+        ("replace-10 (heun)", 10), ("repaint-10x2-j5 (ddpm)", 15), ("repaint-10x4-j5 (ddpm)", 25),
+        ("replace-8 +rg4 (ddpm)", 24)]
 
 
 def test_repeat_batch_and_strokes():

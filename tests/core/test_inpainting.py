@@ -260,6 +260,48 @@ def test_repaint_is_closer_to_the_true_conditional_than_replacement_at_equal_nfe
     assert wrong(repainted) < 0.6 * wrong(replaced), (wrong(repainted), wrong(replaced))
 
 
+@pytest.mark.parametrize(("sampler", "d_plain", "d_guided"), [("ddpm", 0.57, 0.20), ("ddim", 0.65, 0.33)])
+def test_reconstruction_guidance_is_closer_to_the_true_conditional(sampler, d_plain, d_guided):
+    """The two-mode case above: reconstruction guidance (w_r = 5) pulls the unknown part towards
+    the mode the known coordinate shows, at every step, through the gradient of how well D
+    reconstructs it. Measured (sliced W2, n = 2000, floor 0.015) at 34 steps: ddpm 0.57 plain vs
+    0.20 guided, ddim 0.65 vs 0.33; and closer than plain replacement at 102 steps (the guided
+    run's network-call equivalents: a forward and a backward pass a call), and than RePaint at
+    102 NFE (0.32, 0.37). The distance falls with the weight (w_r = 1, 2, 5)."""
+    mixture = two_modes()
+    mask = torch.arange(5) == 0
+    known = mixture.means[0]
+    truth = mixture.conditional(known, mask)
+    distance = {}
+    for weight in (0.0, 1.0, 2.0, 5.0):
+        x, nfe = inpaint_mixture(mixture, mask, known, sampler, 34, Replace(reconstruction=weight))
+        assert nfe == 34 and torch.equal(x[:, mask], known[mask].expand(len(x), -1))  # known part exact
+        distance[weight] = distance_to(x[:, ~mask], truth)[0]
+    replaced, _ = inpaint_mixture(mixture, mask, known, sampler, 102, Replace())
+    plain_at_equal_cost = distance_to(replaced[:, ~mask], truth)[0]
+    assert distance[0.0] > distance[1.0] > distance[2.0] > distance[5.0], distance
+    assert distance[5.0] < 0.6 * min(distance[0.0], plain_at_equal_cost), (distance, plain_at_equal_cost)
+    assert abs(distance[0.0] - d_plain) < 0.05 and abs(distance[5.0] - d_guided) < 0.05, distance
+
+
+def test_reconstruction_guidance_off_is_plain_replacement_and_its_weight_is_checked():
+    """w_r = 0 takes the plain path (the same numbers); a negative or non-finite weight is a
+    ValueError at construction; the gradient never reaches the caller's graph."""
+    mixture = GaussianMixture.random(dim=4, n_modes=3, seed=3)
+    mask = torch.tensor([True, False, True, False])
+    known = mixture.sample(1, torch.Generator().manual_seed(1))[0]
+    plain, _ = inpaint_mixture(mixture, mask, known, "ddpm", 6, "replace", n=50)
+    off, _ = inpaint_mixture(mixture, mask, known, "ddpm", 6, Replace(reconstruction=0.0), n=50)
+    guided, _ = inpaint_mixture(mixture, mask, known, "ddpm", 6, Replace(reconstruction=1.0), n=50)
+    assert torch.equal(plain, off) and not torch.equal(plain, guided)
+    assert not guided.requires_grad and guided.grad_fn is None
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="reconstruction guidance weight"):
+            Replace(reconstruction=bad)
+        with pytest.raises(ValueError, match="reconstruction guidance weight"):
+            RePaint(reconstruction=bad)
+
+
 # ----------------------------------------------------------------------------------- zero CoM
 NODE_MASK = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
 KNOWN_ATOMS = torch.tensor([[1, 1, 0, 1, 0, 0], [0, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 1]], dtype=torch.bool)
@@ -279,8 +321,9 @@ def molecules() -> torch.Tensor:
     return x * NODE_MASK[..., None]
 
 
-@pytest.mark.parametrize(("method", "sampler"), [(Replace(), "ddpm"), (RePaint(jump_length=2, resamplings=3), "ddim")],
-                         ids=["replace-ddpm", "repaint-ddim"])
+@pytest.mark.parametrize(("method", "sampler"), [(Replace(), "ddpm"), (RePaint(jump_length=2, resamplings=3), "ddim"),
+                                               (Replace(reconstruction=3.0), "dpmpp_2m")],
+                         ids=["replace-ddpm", "repaint-ddim", "guided-dpmpp_2m"])
 def test_zero_com_reproduces_the_known_atoms_and_keeps_padding_zero(method, sampler):
     known = molecules()
     out = molecule_inpaint(known, method, sampler)
@@ -390,7 +433,8 @@ class Watched(torch.Tensor):
         return super().__torch_function__(func, types, args, kwargs)
 
 
-@pytest.mark.parametrize("method", [Replace(), RePaint(jump_length=2, resamplings=3)], ids=["replace", "repaint"])
+@pytest.mark.parametrize("method", [Replace(), RePaint(jump_length=2, resamplings=3), Replace(reconstruction=2.0)],
+                         ids=["replace", "repaint", "guided"])
 @pytest.mark.parametrize("sampler", ["ddpm", "dpmpp_2m", "heun"])
 def test_the_state_is_never_read_on_the_host(sampler, method):
     """The noise is a `Watched` tensor, so is every state, denoiser output and result made from

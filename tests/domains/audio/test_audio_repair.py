@@ -45,11 +45,13 @@ def call(speech, tmp_path):
     return path
 
 
+@pytest.mark.parametrize("weight", [0, 2], ids=["replace", "reconstruction-guided"])
 def test_conceal_keeps_received_samples_and_known_frames(run, call, tmp_path, capsys,
-                                                         monkeypatch):
+                                                         monkeypatch, weight):
     monkeypatch.chdir(tmp_path)
     code, _, err = _run(capsys, "inpaint", "--run", str(run), str(call), "--span", "0.30-0.42",
-                        "--span", "0.8-0.85", "--steps", "2", "-n", "2", "--out", "out")
+                        "--span", "0.8-0.85", "--steps", "2", "-n", "2", "--out", "out",
+                        f"inpaint.reconstruction={weight}")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "call-repaired-0.wav", "call-repaired-1.wav", "call-spectrograms.png"]

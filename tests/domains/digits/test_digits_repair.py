@@ -43,15 +43,16 @@ def digit(tmp_path, fakes):
     return path
 
 
-@pytest.mark.parametrize("method", ["replace", "repaint"])
+@pytest.mark.parametrize(("method", "weight"), [("replace", 0), ("repaint", 0), ("replace", 3)],
+                         ids=["replace", "repaint", "reconstruction-guided"])
 def test_inpaint_keeps_the_known_pixels_and_writes_only_into_out(run, digit, tmp_path, capsys,
-                                                                 monkeypatch, method):
+                                                                 monkeypatch, method, weight):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
     code, stdout, err = toolkit(capsys, "inpaint", "--run", str(run), str(digit), "--box",
                                 "10,10,30,30", "--method", method, "--steps", "4", "-n", "2",
                                 "--seed", "1", "--out", str(out), "inpaint.jump_length=2",
-                                "inpaint.resamplings=2")
+                                "inpaint.resamplings=2", f"inpaint.reconstruction={weight}")
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == [
         "my_digit-comparison.png", "my_digit-repaired-0.png", "my_digit-repaired-1.png"]

@@ -57,12 +57,13 @@ def acid(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("method", ["replace", "repaint"])
-def test_completions_keep_the_given_atoms(run, acid, tmp_path, capsys, monkeypatch, method):
+@pytest.mark.parametrize(("method", "weight"), [("replace", 0), ("repaint", 0), ("replace", 3)],
+                         ids=["replace", "repaint", "reconstruction-guided"])
+def test_completions_keep_the_given_atoms(run, acid, tmp_path, capsys, monkeypatch, method, weight):
     monkeypatch.chdir(tmp_path)
     code, _, err = _run(capsys, "inpaint", "--run", str(run), str(acid), "--keep", "0-3",
                         "--method", method, "--steps", "4", "-n", "3", "--out", "out",
-                        "inpaint.jump_length=2", "inpaint.resamplings=2")
+                        "inpaint.jump_length=2", "inpaint.resamplings=2", f"inpaint.reconstruction={weight}")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "acid-completions.png", "acid-completions.sdf", "acid-completions.xyz"]

@@ -45,6 +45,7 @@ def test_infill_marks_and_spans_keep_the_rest(toolkit, run, tmp_path):
     (["--span", "1.5-3"], "whole character"),
     ([], "nothing to infill"),
     (["--span", "0-3", "--method", "repaint"], "Gaussian"),
+    (["--span", "0-3", "inpaint.reconstruction=1"], "continuous state"),
     (["--keep", "1"], "does not take --keep"),
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(toolkit, run, tmp_path, args, words):
