@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,8 +251,34 @@ class Setting:
             return f"repaint-{self.steps}x{self.resamplings}-j{self.jump_length}{guided} ({self.sampler})"
         return f"{self.method}-{self.steps}{guided} ({self.sampler})"
 
+    @property
+    def curve(self) -> str:
+        """The curve of a quality-against-NFE figure this setting is a point of: the label
+        without the step count, e.g. "replace (ddpm)", "replace +rg4 (ddpm)", "repaint (ddpm)"."""
+        guided = f" +rg{self.reconstruction:g}" if self.reconstruction else ""
+        return f"{self.method}{guided} ({self.sampler})"
+
     def nfe(self, calls_per_step: int = 1) -> int:
         return nfe_of(self.instance(), self.steps, calls_per_step)
+
+    def fields(self, calls_per_step: int = 1) -> dict[str, Any]:
+        """What a benchmark row records of the setting: its label (as "setting"), method,
+        sampler, steps, RePaint's options, the reconstruction weight, its curve and NFE."""
+        return {"setting": self.label, "method": self.method, "sampler": self.sampler,
+                "steps": self.steps, "resamplings": self.resamplings,
+                "jump_length": self.jump_length, "reconstruction": self.reconstruction,
+                "curve": self.curve, "nfe": self.nfe(calls_per_step)}
+
+
+def nfe_curves(rows: Sequence[Mapping[str, Any]], value: str,
+               keep: Callable[[Mapping[str, Any]], bool] = lambda row: True) -> dict[str, list[tuple[int, float]]]:
+    """{curve: [(nfe, row[value]), ...] sorted by NFE} over the rows that have a "curve"
+    (`Setting.fields`) and pass `keep`: the lines of a quality-against-NFE figure."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        if row.get("curve") and keep(row):
+            out.setdefault(row["curve"], []).append((row["nfe"], row[value]))
+    return {curve: sorted(points) for curve, points in sorted(out.items())}
 
 
 @dataclass(frozen=True)
@@ -397,5 +423,5 @@ def repair_file(model: Any, path: Path, region: Region, *, out_dir: Path, method
 
 __all__ = ["REGION_KINDS", "Region", "Damaged", "parse_box", "parse_span", "parse_indices",
            "parse_region", "check_region", "output_name", "pixel_mask", "centre_box_mask",
-           "stroke_mask", "inpaint_method", "nfe_of", "Setting", "sweep_settings", "repeat_batch",
-           "inpaint_batch", "inpaint_model", "repair_file"]
+           "stroke_mask", "inpaint_method", "nfe_of", "guided_calls", "Setting", "nfe_curves",
+           "sweep_settings", "repeat_batch", "inpaint_batch", "inpaint_model", "repair_file"]

@@ -38,7 +38,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusekit.core.app import results as results_io
-from diffusekit.core.app.repair import BenchmarkRun, inpaint_batch, sweep_settings
+from diffusekit.core.app.repair import BenchmarkRun, inpaint_batch, nfe_curves, sweep_settings
 from diffusekit.core.errors import ConfigError
 from diffusekit.domains.audio.concealment import (gapped, interpolate_frames,
                                                   to_audio, unknown_frames)
@@ -153,9 +153,8 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
             out = inpaint_batch(network, process, batch, known, method=setting.instance(),
                                 sampler=setting.sampler, steps=setting.steps,
                                 generator=torch.Generator().manual_seed(generator_seed))
-            score(setting.label, mel_of(out), setting.nfe() + int(storm), started,
-                  method=setting.method, sampler=setting.sampler, steps=setting.steps,
-                  resamplings=setting.resamplings)
+            fields = setting.fields()
+            score(fields.pop("setting"), mel_of(out), fields.pop("nfe") + int(storm), started, **fields)
     metrics = {"rows": rows, "train_steps": steps, "train_seconds": trained.seconds,
                "objective": str(run_cfg.model.objective), "train_overrides": overrides[1:],
                "n_test": len(waves), "samplers": [str(x) for x in r.samplers], "quick": quick,
@@ -248,12 +247,8 @@ def _figure(path: Path, metrics: dict, baselines: dict, shown: dict[str, Tensor]
             if i == 0:
                 ax.set_title(label, fontsize=9)
     ax = fig.add_subplot(grid[clips, :])
-    curves = sorted({(row["method"], row["sampler"]) for row in metrics["rows"]
-                     if row["method"] != "regression"})
-    for method, sampler in curves:
-        pts = sorted((row["nfe"], row["gap_logmel_l1"]) for row in metrics["rows"]
-                     if (row["method"], row["sampler"]) == (method, sampler))
-        ax.plot(*zip(*pts), "s--" if method == "repaint" else "o-", label=f"{method} ({sampler})")
+    for curve, pts in nfe_curves(metrics["rows"], "gap_logmel_l1").items():
+        ax.plot(*zip(*pts), "s--" if curve.startswith("repaint") else "o-", label=curve)
     for row in metrics["rows"]:
         if row.get("method") == "regression":
             ax.plot(row["nfe"], row["gap_logmel_l1"], "^", label="predictor alone")

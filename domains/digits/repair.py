@@ -49,8 +49,8 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusekit.core.app import results as results_io
-from diffusekit.core.app.repair import (BenchmarkRun, Setting, centre_box_mask, inpaint_batch, output_name,
-                                        pixel_mask, stroke_mask, sweep_settings)
+from diffusekit.core.app.repair import (BenchmarkRun, Setting, centre_box_mask, inpaint_batch, nfe_curves,
+                                        output_name, pixel_mask, stroke_mask, sweep_settings)
 from diffusekit.core.errors import ConfigError, DataError
 from diffusekit.domains.digits.metrics import as_numpy_grid
 from diffusekit.plugins.domain import Damaged, Region
@@ -224,11 +224,7 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
             for setting in settings:
                 started = time.perf_counter()
                 out = _repair(network, process, truth, fill, null, setting, seed + 1, batch_size)
-                rows.append({"mask": kind, "setting": setting.label, "method": setting.method,
-                             "sampler": setting.sampler,
-                             "steps": setting.steps, "resamplings": setting.resamplings,
-                             "jump_length": setting.jump_length, "nfe": setting.nfe(),
-                             "label": "null", "repairs_averaged": 1,
+                rows.append({"mask": kind, **setting.fields(), "label": "null", "repairs_averaged": 1,
                              **_scores(out, truth, fill, labels, classifier),
                              "seconds": round(time.perf_counter() - started, 1)})
                 shown[kind][setting.label] = out
@@ -363,14 +359,10 @@ def _figure(path: Path, metrics: dict, baselines: dict, shown: dict[str, dict[st
         ax.set_axis_off()
     for i, kind in enumerate(MASK_KINDS):
         ax = fig.add_subplot(2, 3, (2 + 3 * i, 3 + 3 * i))
-        curves = sorted({(row["method"], row["sampler"]) for row in metrics["rows"]})
-        for method, sampler in curves:
-            pts = sorted((row["nfe"], row["hole_psnr"]) for row in metrics["rows"]
-                         if row["mask"] == kind and (row["method"], row["sampler"]) == (method, sampler)
-                         and row["label"] == "null" and row["repairs_averaged"] == 1)
-            if pts:
-                ax.plot(*zip(*pts), "s--" if method == "repaint" else "o-",
-                        label=f"{method} ({sampler})")
+        single = lambda row, kind=kind: (row["mask"] == kind and row["label"] == "null"  # noqa: E731
+                                         and row["repairs_averaged"] == 1)
+        for curve, pts in nfe_curves(metrics["rows"], "hole_psnr", single).items():
+            ax.plot(*zip(*pts), "s--" if curve.startswith("repaint") else "o-", label=curve)
         for row in metrics["rows"]:
             if row["mask"] == kind and (row["repairs_averaged"] > 1 or row["label"] == "true"):
                 ax.plot(row["nfe"], row["hole_psnr"], "^", label=row["setting"])

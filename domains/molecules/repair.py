@@ -43,7 +43,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusekit.core.app import results as results_io
-from diffusekit.core.app.repair import BenchmarkRun, inpaint_batch, output_name, sweep_settings
+from diffusekit.core.app.repair import BenchmarkRun, inpaint_batch, nfe_curves, output_name, sweep_settings
 from diffusekit.core.errors import DataError
 from diffusekit.domains.molecules.metrics import (bond_orders, largest_fragment_smiles,
                                                   molecule_metrics, rdkit_molecule)
@@ -227,9 +227,8 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
             for a in range(0, len(molecules), batch_size)])
         structures = decode(samples, batch["mask"], run_cfg)
         scores = molecule_metrics(structures)
-        rows.append({"system": setting.label, "method": setting.method,
-                     "sampler": setting.sampler, "steps": setting.steps,
-                     "resamplings": setting.resamplings, "nfe": setting.nfe(),
+        fields = setting.fields()
+        rows.append({"system": fields.pop("setting"), **fields,
                      **{k: scores[k] for k in ("atom_stability", "mol_stability", "validity")},
                      "fragment_kept": 100.0 * float(np.mean([fragment_kept(s, k) for s, k
                                                             in zip(structures, keeps)])),
@@ -351,13 +350,10 @@ def _figure(path: Path, metrics: dict, baselines: dict, drawn: dict[str, list[St
                  f"({best})", fontsize=9)
     ax.set_axis_off()
     ax = fig.add_subplot(2, 1, 2)
-    curves = sorted({(row["method"], row["sampler"]) for row in metrics["rows"]})
-    for k, (method, sampler) in enumerate(curves):
-        for key, style in (("validity", "-"), ("fragment_kept", ":")):
-            pts = sorted((row["nfe"], row[key]) for row in metrics["rows"]
-                         if (row["method"], row["sampler"]) == (method, sampler))
-            ax.plot(*zip(*pts), ("s" if method == "repaint" else "o") + style, color=f"C{k}",
-                    label=f"{key} ({method}, {sampler})")
+    for key, style in (("validity", "-"), ("fragment_kept", ":")):
+        for k, (curve, pts) in enumerate(nfe_curves(metrics["rows"], key).items()):
+            ax.plot(*zip(*pts), ("s" if curve.startswith("repaint") else "o") + style, color=f"C{k}",
+                    label=f"{key}, {curve}")
     for key, value in baselines.items():
         if key.startswith("unconditional_"):
             ax.axhline(value["validity"], color="0.4", ls=":", lw=1)

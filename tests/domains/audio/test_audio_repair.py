@@ -125,13 +125,14 @@ def test_the_repair_benchmark_writes_its_record(tiny_cfg, tmp_path, capsys):
                           "repair.steps=[1,2]", "repair.repaint_steps=[2]",
                           "repair.samplers=[ddpm]",
                           "repair.resamplings=[2]", "repair.jump_length=1",
+                          "repair.reconstruction=[2]", "repair.reconstruction_steps=[1]",
                           "reconstruct.griffin_lim_iters=2", f"repair.results_dir={results}")
     assert code == 0, err
     record = json.loads((results / "audio_repair_quick.json").read_text())
     systems = [row["system"] for row in record["metrics"]["rows"]]
     assert systems == ["predictor", "replace-1 (ddpm)", "replace-2 (ddpm)",
-                       "repaint-2x2-j1 (ddpm)"]
-    assert [row["nfe"] for row in record["metrics"]["rows"]] == [1, 2, 3, 4]
+                       "repaint-2x2-j1 (ddpm)", "replace-1 +rg2 (ddpm)"]
+    assert [row["nfe"] for row in record["metrics"]["rows"]] == [1, 2, 3, 4, 4]  # the predictor's + 3
     assert set(record["baselines"]) == {"zeros", "linear"}
     assert record["baselines"]["zeros"]["gap_si_sdr"] is None
     assert record["metrics"]["train_overrides"] == ["data.packet_loss.share=1.0",

@@ -133,14 +133,17 @@ def test_the_repair_benchmark_writes_its_record(fake_cache, tmp_path, capsys):
         "repair.quick_n_test=6", "repair.steps=[2,3]", "repair.repaint_steps=[2]",
         "repair.resamplings=[2]", "repair.jump_length=1", "repair.mean_of=2",
         "repair.mean_steps=2", "repair.label_steps=2", "repair.samplers=[ddpm,ddim]",
-        "repair.grid_rows=2", f"repair.results_dir={results}", "benchmark.lr_decay=constant")
+        "repair.grid_rows=2", f"repair.results_dir={results}", "benchmark.lr_decay=constant",
+        "repair.reconstruction=[3]", "repair.reconstruction_steps=[2]")
     assert code == 0, err
     record = json.loads((results / "digits_repair_quick.json").read_text())
     rows = record["metrics"]["rows"]
     assert {r["mask"] for r in rows} == {"box", "strokes"}
-    assert {r["setting"] for r in rows} >= {"replace-2 (ddpm)", "replace-3 (ddim)",
+    assert {r["setting"] for r in rows} >= {"replace-2 (ddpm)", "replace-3 (ddim)", "replace-2 +rg3 (ddpm)",
                                               "repaint-2x2-j1 (ddpm)", "mean of 2 x replace-2 (ddpm)"}
     assert [r["nfe"] for r in rows if r["setting"] == "repaint-2x2-j1 (ddpm)"] == [3, 3]
+    assert [r["nfe"] for r in rows if r["setting"] == "replace-2 +rg3 (ddpm)"] == [6, 6]
+    assert {r["curve"] for r in rows if r["setting"] == "replace-2 +rg3 (ddpm)"} == {"replace +rg3 (ddpm)"}
     assert set(record["baselines"]) >= {"biharmonic_box", "biharmonic_strokes"}
     assert "target_box" in record["metrics"]
     assert (results / "digits_repair_quick.png").is_file()

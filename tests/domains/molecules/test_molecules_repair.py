@@ -129,13 +129,15 @@ def test_the_repair_benchmark_writes_its_record(run, tmp_path, capsys):
                         "repair.quick_train_steps=2", "repair.quick_n_test=4",
                         "repair.steps=[2,3]", "repair.repaint_steps=[2]", "repair.samplers=[ddpm]",
                         "repair.resamplings=[2]", "repair.jump_length=1",
+                        "repair.reconstruction=[2]", "repair.reconstruction_steps=[2]",
                         "repair.unconditional_steps=[2]", "repair.figure_molecules=2",
                         f"repair.results_dir={results}")
     assert code == 0, err
     record = json.loads((results / "molecules_repair_quick.json").read_text())
     rows = record["metrics"]["rows"]
     assert [r["system"] for r in rows] == ["replace-2 (ddpm)", "replace-3 (ddpm)",
-                                           "repaint-2x2-j1 (ddpm)"]
+                                           "repaint-2x2-j1 (ddpm)", "replace-2 +rg2 (ddpm)"]
+    assert [r["nfe"] for r in rows] == [2, 3, 3, 6]  # a guided call counts 3
     assert all(r["kept_max_position_error"] < 1e-5 and r["kept_features_exact"] for r in rows)
     assert record["metrics"]["target_kept_exact"] is True
     assert set(record["baselines"]) == {"unconditional_ddpm_2", "test_molecules"}
