@@ -383,10 +383,10 @@ def inpaint_model(model: Any, damaged: Damaged, *, method: str | None = None,
                   seed: int | None = None, progress: bool = True) -> Any:
     """`n` repairs of `damaged` with a loaded `Model` (`training.models.load_model`): its
     process's `inpaint` with the method `inpaint_method(model.cfg, method)`, `steps` (default
-    `sample.steps`) of `sampler` (default the model's), noise from a generator seeded with
-    `seed` (default the config's)."""
+    `sample.steps`) of `sampler` (default `inpaint.sampler`, else the model's), noise from a
+    generator seeded with `seed` (default the config's)."""
     cfg = model.cfg
-    sampler = sampler or cfg.sample.get("sampler") or None
+    sampler = sampler or (cfg.get("inpaint") or {}).get("sampler") or cfg.sample.get("sampler") or None
     steps = int(steps or cfg.sample.steps)
     generator = torch.Generator().manual_seed(int(cfg.seed if seed is None else seed))
     batch = repeat_batch(damaged.batch, int(n))

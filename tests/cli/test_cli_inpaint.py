@@ -107,3 +107,31 @@ def test_output_names_cannot_leave_the_output_folder():
     assert output_name(Path("x/../..evil name!.png")) == "evil_name_"
     assert output_name(Path("d/.png")) == "png" and output_name(Path("...")) == "input"
     assert "/" not in output_name(Path("a\\b/../c d.wav"))
+
+
+def test_inpaint_model_takes_the_sampler_and_method_of_the_inpaint_section():
+    """`toolkit inpaint`'s defaults: `inpaint.sampler` (else `sample.sampler`) and the method with
+    `inpaint.reconstruction`; the command line's --sampler wins."""
+    from types import SimpleNamespace
+
+    from diffusekit.core.app.repair import inpaint_model
+    from diffusekit.plugins.domain import Damaged
+
+    seen = []
+
+    class Process:
+        def inpaint(self, network, batch, known, **options):
+            seen.append(options)
+            return batch["x0"]
+
+    def model(inpaint):
+        cfg = OmegaConf.create({"seed": 0, "sample": {"sampler": "dpmpp_2m", "steps": 3}, "inpaint": inpaint})
+        return SimpleNamespace(cfg=cfg, network=None, process=Process(), domain=SimpleNamespace(name="fake"))
+
+    damaged = Damaged(batch={"x0": torch.zeros(1, 4)}, known=torch.ones(1, 4, dtype=torch.bool))
+    inpaint_model(model({"sampler": "ddpm", "reconstruction": 10.0}), damaged, progress=False)
+    inpaint_model(model({"sampler": None}), damaged, progress=False)
+    inpaint_model(model({"sampler": "ddpm"}), damaged, sampler="heun", progress=False)
+    assert [o["sampler"] for o in seen] == ["ddpm", "dpmpp_2m", "heun"]
+    assert seen[0]["method"] == Replace(reconstruction=10.0) and seen[1]["method"] == Replace()
+    assert seen[0]["steps"] == 3
