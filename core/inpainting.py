@@ -43,8 +43,9 @@ can inpaint:
   the known atoms' relative positions and keeps their centroid where the state (in x~) or the
   denoiser's output (in D') has it (`CentroidFrame.place`), then projects (P shifts every atom by
   one common vector: the known atoms' relative geometry stays exact); at the end the whole
-  molecule is translated so that the known atoms' centroid is c again (`CentroidFrame.restore`).
-  Known feature channels (atom types) stay exactly as given; padding stays zero.
+  molecule is translated so that the known atoms' centroid is c again (`CentroidFrame.restore`)
+  and the known atoms are set to exactly what was given. Known feature channels (atom types) stay
+  exactly as given; padding stays zero.
 
 * **reconstruction guidance** (Ho et al. 2022, "Video Diffusion Models", Sec. 3.1, Eq. 7),
   an option of both methods (`reconstruction` = w_r, 0 = off): replacement lets the known part
@@ -421,6 +422,7 @@ def inpaint(sampler: Callable[..., Tensor], denoiser: Callable[..., Tensor], noi
     method = METHODS.get(method)() if isinstance(method, str) else method
     known, mask = checked_known(known, mask, noise)
     frame = CentroidFrame.of(space, known, mask) if isinstance(space, ZeroCoM) else None
+    given = known
     if frame is not None:
         known = torch.where(mask, frame.relative(known), known)  # positions relative to their centroid
     start = replacement_noise(noise, known, mask, float(ts[0]), schedule, space=space)
@@ -428,7 +430,11 @@ def inpaint(sampler: Callable[..., Tensor], denoiser: Callable[..., Tensor], noi
                                    reconstruction=float(getattr(method, "reconstruction", 0.0)))
     x0 = method.run(sampler, wrapped, start, ts, schedule, space=space, generator=generator, cond=cond,
                     **sampler_options)
-    return x0 if frame is None else frame.restore(x0)
+    if frame is None:
+        return x0
+    # the known atoms exactly as given (their relative geometry already is, up to float rounding
+    # that grows with the free atoms' distance from the origin); the free ones moved with them
+    return torch.where(mask, given, frame.restore(x0))
 
 
 __all__ = [

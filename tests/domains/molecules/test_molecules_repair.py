@@ -79,6 +79,7 @@ def test_completions_keep_the_given_atoms(run, acid, tmp_path, capsys, monkeypat
                                        given.GetConformer().GetPositions()[i], atol=1e-4)
     # as the sampler returns them (before any pasting): positions to 1e-5 in the input's frame
     model = load_model(run)
+    model.cfg.inpaint.reconstruction = weight  # the domain's default is 10, for trained models
     damaged = read_damaged(acid, parse_region(keep="0-3"), model.cfg)
     samples = inpaint_model(model, damaged, steps=3, n=2, method=method, progress=False)
     known = damaged.known.expand(2, -1)
