@@ -158,11 +158,16 @@ class ReplacementDenoiser:
         x_tilde = self.space.project(torch.where(self.mask, noised, x))
         if self.reconstruction == 0.0:
             denoised = self.denoiser(x_tilde, t, **cond)
-            known = self.known if self.frame is None else self.frame.place(self.known, denoised)
+            known = self._known_in(denoised)
         else:
             denoised, known = self._guided(x_tilde, t, alpha, cond)
         # D'(x, t) = P(m K + (1 - m) D(x~, t)): torch.where keeps K exact
         return self.space.project(torch.where(self.mask, known, denoised))
+
+    def _known_in(self, denoised: Tensor) -> Tensor:
+        """K as it replaces the known part of `denoised`: as given, or in a zero-CoM space
+        with the known atoms' centroid where `denoised` has it (`CentroidFrame.place`)."""
+        return self.known if self.frame is None else self.frame.place(self.known, denoised)
 
     def _guided(self, x_tilde: Tensor, t: Tensor, alpha: Tensor, cond: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
         """(D(x~) with reconstruction guidance on its unknown part, the known part placed as in
@@ -172,7 +177,7 @@ class ReplacementDenoiser:
         with torch.enable_grad():
             state = x_tilde.detach().requires_grad_(True)
             denoised = self.denoiser(state, t, **cond)
-            known = self.known if self.frame is None else self.frame.place(self.known, denoised)
+            known = self._known_in(denoised)
             error = torch.where(self.mask, known - denoised, torch.zeros_like(denoised)).square().sum()
             (grad,) = torch.autograd.grad(error, state)
         step = (0.5 * self.reconstruction) * alpha.to(grad.dtype)

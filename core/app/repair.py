@@ -243,20 +243,23 @@ class Setting:
         return METHODS.get(self.method)(reconstruction=self.reconstruction)
 
     @property
+    def guided(self) -> str:
+        """" +rg<weight>" with reconstruction guidance, else "": the labels' mark of it."""
+        return f" +rg{self.reconstruction:g}" if self.reconstruction else ""
+
+    @property
     def label(self) -> str:
         """E.g. "replace-25 (ddpm)", "repaint-10x4-j5 (ddpm)", "replace-10 +rg4 (ddpm)" (with
         reconstruction guidance of weight 4)."""
-        guided = f" +rg{self.reconstruction:g}" if self.reconstruction else ""
         if self.method == "repaint":
-            return f"repaint-{self.steps}x{self.resamplings}-j{self.jump_length}{guided} ({self.sampler})"
-        return f"{self.method}-{self.steps}{guided} ({self.sampler})"
+            return f"repaint-{self.steps}x{self.resamplings}-j{self.jump_length}{self.guided} ({self.sampler})"
+        return f"{self.method}-{self.steps}{self.guided} ({self.sampler})"
 
     @property
     def curve(self) -> str:
         """The curve of a quality-against-NFE figure this setting is a point of: the label
         without the step count, e.g. "replace (ddpm)", "replace +rg4 (ddpm)", "repaint (ddpm)"."""
-        guided = f" +rg{self.reconstruction:g}" if self.reconstruction else ""
-        return f"{self.method}{guided} ({self.sampler})"
+        return f"{self.method}{self.guided} ({self.sampler})"
 
     def nfe(self, calls_per_step: int = 1) -> int:
         return nfe_of(self.instance(), self.steps, calls_per_step)

@@ -233,10 +233,8 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
             draws = [_repair(network, process, truth, fill, null, mean_setting, seed + 1 + k,
                              batch_size) for k in range(int(r.mean_of))]
             mean = torch.stack(draws).mean(0)
-            rows.append({"mask": kind, "setting": f"mean of {int(r.mean_of)} x "
-                         f"{mean_setting.label}", "method": "replace", "sampler": sampler,
-                         "steps": mean_setting.steps,
-                         "resamplings": 1, "jump_length": 1,
+            rows.append({"mask": kind, **mean_setting.fields(),  # not a point of its curve:
+                         "setting": f"mean of {int(r.mean_of)} x {mean_setting.label}", "curve": None,
                          "nfe": int(r.mean_of) * mean_setting.nfe(), "label": "null",
                          "repairs_averaged": int(r.mean_of),
                          **_scores(mean, truth, fill, labels, classifier),
@@ -246,10 +244,8 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
             started = time.perf_counter()
             out = _repair(network, process, truth, fill, labels, label_setting, seed + 1,
                           batch_size)
-            rows.append({"mask": kind, "setting": f"{label_setting.label}, true label",
-                         "method": "replace", "sampler": sampler,
-                         "steps": label_setting.steps, "resamplings": 1,
-                         "jump_length": 1, "nfe": label_setting.nfe(), "label": "true",
+            rows.append({"mask": kind, **label_setting.fields(), "curve": None,
+                         "setting": f"{label_setting.label}, true label", "label": "true",
                          "repairs_averaged": 1, **_scores(out, truth, fill, labels, classifier),
                          "seconds": round(time.perf_counter() - started, 1)})
     baselines: dict[str, Any] = {}
