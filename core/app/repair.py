@@ -182,6 +182,39 @@ def stroke_mask(height: int, width: int, generator: torch.Generator, *, strokes:
     return fill
 
 
+def hole_scores(repaired: Tensor, truth: Tensor, fill: Tensor) -> dict[str, Tensor]:
+    """Per image [N]: PSNR (peak 255) over the filled pixels and SSIM averaged over them
+    (Gaussian window, sigma 1.5, data range 255; Wang et al. 2004, as scikit-image computes it).
+    repaired, truth: [N, 1, H, W] on the 8-bit scale (grey levels, or luma Y); fill: [N, 1, H, W]
+    bool, True = filled."""
+    from skimage.metrics import structural_similarity
+
+    a, b, m = repaired.double(), truth.double(), fill.double()
+    mse = ((a - b) ** 2 * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp(min=1)
+    psnr = 10 * torch.log10(255.0 ** 2 / mse.clamp(min=1e-10))
+    ssim = []
+    for ai, bi, mi in zip(a[:, 0].numpy(), b[:, 0].numpy(), fill[:, 0].numpy()):
+        _, full = structural_similarity(bi, ai, data_range=255.0, gaussian_weights=True,
+                                        sigma=1.5, use_sample_covariance=False, full=True)
+        ssim.append(float(full[mi].mean()))
+    return {"hole_psnr": psnr, "hole_ssim": torch.tensor(ssim, dtype=torch.float64)}
+
+
+def biharmonic(damaged: Tensor, fill: Tensor) -> Tensor:
+    """Biharmonic inpainting (scikit-image's `inpaint_biharmonic`, each channel) of images
+    [N, C, H, W] in [-1, 1] where fill [N, 1, H, W] is True: the classic baseline."""
+    from skimage.restoration import inpaint_biharmonic
+
+    channels = damaged.shape[1]
+    out = []
+    for x, f in zip(damaged, fill):
+        image = x.permute(1, 2, 0).double().numpy() if channels > 1 else x[0].double().numpy()
+        done = inpaint_biharmonic(image, f[0].numpy(), channel_axis=-1 if channels > 1 else None)
+        done = torch.from_numpy(done)
+        out.append(done.permute(2, 0, 1) if channels > 1 else done[None])
+    return torch.stack(out).float().clamp(-1, 1)
+
+
 # -------------------------------------------------------------------------------- the method
 def inpaint_method(cfg: DictConfig, name: str | None = None,
                    resamplings: int | None = None, jump_length: int | None = None,

@@ -49,8 +49,9 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusekit.core.app import results as results_io
-from diffusekit.core.app.repair import (BenchmarkRun, Setting, centre_box_mask, inpaint_batch, nfe_curves,
-                                        output_name, pixel_mask, stroke_mask, sweep_settings)
+from diffusekit.core.app.repair import (BenchmarkRun, Setting, biharmonic, centre_box_mask,
+                                        hole_scores, inpaint_batch, nfe_curves, output_name,
+                                        pixel_mask, stroke_mask, sweep_settings)
 from diffusekit.core.errors import ConfigError, DataError
 from diffusekit.domains.digits.metrics import as_numpy_grid
 from diffusekit.plugins.domain import Damaged, Region
@@ -126,32 +127,9 @@ def write_repaired(samples: Tensor, damaged: Damaged, out_dir: Path, cfg: DictCo
 
 
 # -------------------------------------------------------------------------------- the benchmark
-def hole_scores(repaired: Tensor, truth: Tensor, fill: Tensor) -> dict[str, Tensor]:
-    """Per digit [N]: PSNR (8-bit, peak 255) over the filled pixels and SSIM averaged over them
-    (Gaussian window, sigma 1.5, data range 255). repaired, truth: [N, 1, S, S] in [-1, 1];
-    fill: [N, 1, S, S] bool."""
-    from skimage.metrics import structural_similarity
-
-    a = ((repaired.clamp(-1, 1) + 1) * 127.5).round().double()
-    b = ((truth.clamp(-1, 1) + 1) * 127.5).round().double()
-    m = fill.double()
-    mse = ((a - b) ** 2 * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp(min=1)
-    psnr = 10 * torch.log10(255.0 ** 2 / mse.clamp(min=1e-10))
-    ssim = []
-    for ai, bi, mi in zip(a[:, 0].numpy(), b[:, 0].numpy(), fill[:, 0].numpy()):
-        _, full = structural_similarity(bi, ai, data_range=255.0, gaussian_weights=True,
-                                        sigma=1.5, use_sample_covariance=False, full=True)
-        ssim.append(float(full[mi].mean()))
-    return {"hole_psnr": psnr, "hole_ssim": torch.tensor(ssim, dtype=torch.float64)}
-
-
-def biharmonic(damaged: Tensor, fill: Tensor) -> Tensor:
-    """Biharmonic inpainting (scikit-image) of each digit [N, 1, S, S] in [-1, 1] where fill."""
-    from skimage.restoration import inpaint_biharmonic
-
-    out = [torch.from_numpy(inpaint_biharmonic(x[0].double().numpy(), f[0].numpy()))
-           for x, f in zip(damaged, fill)]
-    return torch.stack(out)[:, None].float().clamp(-1, 1)
+def to_8bit(x: Tensor) -> Tensor:
+    """Digits [N, 1, S, S] in [-1, 1] as the 8-bit grey levels they would be saved as."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round()
 
 
 def benchmark_masks(n: int, size: int, r: DictConfig, seed: int) -> dict[str, Tensor]:
@@ -185,7 +163,8 @@ def _scores(repaired: Tensor, truth: Tensor, fill: Tensor, labels: Tensor,
             classifier: Any) -> dict[str, float]:
     from diffusekit.domains.digits.metrics import sample_scores
 
-    scores = {k: float(v.mean()) for k, v in hole_scores(repaired, truth, fill).items()}
+    scores = {k: float(v.mean()) for k, v in
+              hole_scores(to_8bit(repaired), to_8bit(truth), fill).items()}
     scores.update(sample_scores(classifier, repaired, labels))
     return scores
 

@@ -13,17 +13,34 @@ a = -0.75 in PyTorch, no antialiasing needed when enlarging) concatenated to its
 
 Images are float tensors [B, 3, H, W] in [-1, 1]; metrics use the luma channel Y of ITU-R BT.601
 on the 8-bit scale, as the SR literature does (Y in [16, 235]).
+
+`Holes` (`degradation.kind: holes`) is the other degradation the domain learns to invert: pixels
+lost in holes (random boxes and brush strokes), the photo inpainting of Palette (Saharia et al.
+2022) and of the inpainting variants of latent diffusion (Rombach et al. 2022). Its "low
+resolution" is the photo at full size with the holes filled smoothly from the known pixels
+(`smooth_fill`) and the known mask as a fourth channel,
+
+    y = concat[fill(x, m), m],   m = 1 where known,
+
+so the same residual process learns x - fill(x, m) (zero on the known pixels) and the network
+sees where the holes are; sampling it draws the holes only (`known`: replacement keeps the
+known pixels). Both kinds answer the same questions (`scale`, `cond_channels`, `upsample`,
+`seen`, `known`, `explained`, `project`, `damaged_condition`), so the process, the data and the
+repair command use either without asking which.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
+
+from diffusekit.core.registry import Registry
 
 # ITU-R BT.601 luma for R, G, B in [0, 1] (studio swing, Y in [16, 235]):
 #     Y = 16 + 65.481 R + 128.553 G + 24.966 B
@@ -91,6 +108,25 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     return F.conv2d(x, taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
+def smooth_fill(x: Tensor, known: Tensor) -> Tensor:
+    """x [B, C, H, W] with its unknown pixels (known [B, 1, H, W] bool False) replaced by a
+    smooth interpolation of the known ones: pull (known-weighted 2 x 2 averages, level by level,
+    until every coarse pixel has a known one under it) and push (bilinear upsampling of the coarse
+    level into the unknown pixels); Gortler et al. 1996, "The Lumigraph", Sec. 3.3. A neutral
+    fill that knows nothing but the known pixels. Raises ValueError when an image has no known
+    pixel."""
+    weight = known.to(x.dtype)
+    if bool(weight.all()) or min(x.shape[-2:]) <= 1:
+        return x
+    if not bool(weight.flatten(1).any(1).all()):
+        raise ValueError("the region covers the whole input: nothing is left to repair from")
+    total = F.avg_pool2d(x * weight, 2, ceil_mode=True)
+    count = F.avg_pool2d(weight, 2, ceil_mode=True)
+    coarse = smooth_fill(total / count.clamp(min=1e-12), count > 0)
+    up = F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.where(known, x, up)
+
+
 @dataclass(frozen=True)
 class Degradation:
     """y = down_s(blur(x)) + noise on [-1, 1] images (see the module docstring).
@@ -103,10 +139,17 @@ class Degradation:
     scale: int = 4
     blur_sigma: float = 0.0
     noise_std: float = 0.0
+    base_name: ClassVar[str] = "bicubic"  # what `upsample` gives, in figures and metric names
+    cond_channels: ClassVar[int] = 3  # channels of `seen`, the network's conditioning
 
     def __post_init__(self) -> None:
         if self.scale < 1 or self.blur_sigma < 0 or self.noise_std < 0:
             raise ValueError(f"invalid degradation {self}")
+
+    @property
+    def trunk_scale(self) -> int:
+        """The space-to-depth factor of the LR network (`network.unshuffle` null): s."""
+        return self.scale
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """[B, C, H, W] high resolution -> [B, C, H/s, W/s] low resolution, both in [-1, 1]."""
@@ -117,15 +160,137 @@ class Degradation:
         return y.clamp(-1.0, 1.0)
 
     def upsample(self, y: Tensor) -> Tensor:
-        """The model's conditioning: bicubic upsampling of y to the high resolution."""
+        """The image the residual is taken over: bicubic upsampling of y to the high resolution."""
         return bicubic_up(y, self.scale)
+
+    def seen(self, y: Tensor) -> Tensor:
+        """What the network is conditioned on: up_s(y) [B, 3, H, W]."""
+        return self.upsample(y)
 
     def downsample(self, x: Tensor) -> Tensor:
         """The noise-free degradation down_s(blur(x)) (the consistency metric compares it with y)."""
         return bicubic_down(gaussian_blur(x, self.blur_sigma), self.scale)
 
+    def explained(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(down_s(blur(x)), y): the pair the consistency metric compares."""
+        return self.downsample(x), y
 
-def degradation_of(cfg: DictConfig) -> Degradation:
-    """The `Degradation` of the config's `degradation` section."""
+    def project(self, x: Tensor, y: Tensor, iterations: int) -> Tensor:
+        """Back-projection (Irani & Peleg 1991): x <- x + up_s(y - down_s(blur(x))), `iterations`
+        times, so that x explains y up to the blur."""
+        for _ in range(iterations):
+            x = x + self.upsample(y - self.downsample(x))
+        return x
+
+    def known(self, y: Tensor) -> Tensor | None:
+        """The pixels every sample must keep as given: none (every pixel is drawn)."""
+        return None
+
+    def damaged_condition(self, filled: Tensor, known: Tensor) -> Tensor:
+        """y of a photo whose holes (known [B, 1, H, W] False) were filled smoothly: down_s(filled)
+        (noise-free: y is not a measurement here)."""
+        return self.downsample(filled).clamp(-1.0, 1.0)
+
+    def view(self, y: Tensor) -> Tensor:
+        """y as an RGB picture [B, 3, h, w]."""
+        return y
+
+
+@dataclass(frozen=True)
+class Holes:
+    """Pixels lost in random holes, y = concat[fill(x, m), m] (see the module docstring).
+
+    box_share:  the share of training images whose hole is a box (the others get brush strokes).
+    box_min, box_max: a box's height and width, each a uniform share of the side in this range,
+                at a uniform position.
+    strokes:    brush strokes of a stroke hole: 1..strokes, each a polyline through 4 random
+                points (`core.app.repair.stroke_mask`) ...
+    stroke_width: ... with a round brush of a radius uniform in [1, stroke_width] pixels.
+    unshuffle:  the LR network's space-to-depth factor (the trunk's resolution; the holes
+                themselves are full-size).
+    """
+
+    box_share: float = 0.5
+    box_min: float = 0.2
+    box_max: float = 0.5
+    strokes: int = 4
+    stroke_width: float = 4.0
+    unshuffle: int = 4
+    scale: ClassVar[int] = 1
+    base_name: ClassVar[str] = "smooth fill"
+    cond_channels: ClassVar[int] = 4
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.box_share <= 1.0 and 0.0 < self.box_min <= self.box_max <= 1.0
+                and self.strokes >= 1 and self.stroke_width >= 1.0 and self.unshuffle >= 1):
+            raise ValueError(f"invalid hole degradation {self}")
+
+    @property
+    def trunk_scale(self) -> int:
+        return self.unshuffle
+
+    def mask(self, height: int, width: int, generator: torch.Generator | None = None) -> Tensor:
+        """One random hole [H, W] bool, True = lost: a box or brush strokes."""
+        from diffusekit.core.app.repair import stroke_mask
+
+        u = lambda: float(torch.rand((), generator=generator))  # noqa: E731
+        if u() < self.box_share:
+            h = max(1, round(height * (self.box_min + (self.box_max - self.box_min) * u())))
+            w = max(1, round(width * (self.box_min + (self.box_max - self.box_min) * u())))
+            top, left = int(u() * (height - h + 1)), int(u() * (width - w + 1))
+            fill = torch.zeros(height, width, dtype=torch.bool)
+            fill[top:top + h, left:left + w] = True
+            return fill
+        strokes = 1 + int(u() * self.strokes)
+        return stroke_mask(height, width, generator, strokes=strokes,
+                           width_px=1.0 + (self.stroke_width - 1.0) * u())
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """[B, 3, H, W] photos -> y [B, 4, H, W]: each with a fresh random hole."""
+        lost = torch.stack([self.mask(*x.shape[-2:], generator) for _ in range(len(x))])
+        return self.damaged_condition(x, ~lost[:, None].to(x.device))
+
+    def upsample(self, y: Tensor) -> Tensor:
+        """The image the residual is taken over: the smooth fill [B, 3, H, W]."""
+        return y[:, :3]
+
+    def seen(self, y: Tensor) -> Tensor:
+        """What the network is conditioned on: the fill and the known mask [B, 4, H, W]."""
+        return y
+
+    def known(self, y: Tensor) -> Tensor:
+        """The pixels every sample keeps as given: the known mask [B, 1, H, W] bool (sampling
+        a hole model is inpainting its holes)."""
+        return y[:, 3:] > 0
+
+    def explained(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(x, the fill) on the known pixels, zero elsewhere: the consistency metric then measures
+        how exactly the known pixels are kept."""
+        known = y[:, 3:] > 0
+        return x * known, y[:, :3] * known
+
+    def project(self, x: Tensor, y: Tensor, iterations: int) -> Tensor:
+        """The known pixels put back (one iteration is exact)."""
+        return torch.where(y[:, 3:] > 0, y[:, :3], x) if iterations > 0 else x
+
+    def damaged_condition(self, filled: Tensor, known: Tensor) -> Tensor:
+        """y = concat[fill(x, known), known] of an image [B, 3, H, W] (filled or not: only its
+        known pixels are read) and its known mask [B, 1, H, W] bool."""
+        return torch.cat([smooth_fill(filled, known), known.to(filled.dtype)], dim=1)
+
+    def view(self, y: Tensor) -> Tensor:
+        """y as an RGB picture: the known pixels, the holes black."""
+        return torch.where(y[:, 3:] > 0, y[:, :3], torch.full_like(y[:, :3], -1.0))
+
+
+# degradation.kind -> builder from the `degradation` section
+DEGRADATIONS: Registry = Registry("image degradation")
+DEGRADATIONS.register("bicubic", lambda g: Degradation(int(g.scale), float(g.blur_sigma),
+                                                       float(g.noise_std)))
+DEGRADATIONS.register("holes", lambda g: Holes(**{k: v for k, v in g.holes.items()}))
+
+
+def degradation_of(cfg: DictConfig) -> Degradation | Holes:
+    """The degradation of the config's `degradation` section (`kind`: bicubic | holes)."""
     g = cfg.degradation
-    return Degradation(int(g.scale), float(g.blur_sigma), float(g.noise_std))
+    return DEGRADATIONS.get(str(g.get("kind", "bicubic")))(g)

@@ -67,10 +67,11 @@ class ImageDomain(Domain):
         """The denoiser `network.kind` names (network.NETWORKS: unet | lr); a `PredictorDenoiser`
         pair of two of them for a process that needs two (process.kind=refine)."""
         build = NETWORKS.get(str(cfg.network.get("kind", "unet")))
-        scale = int(cfg.degradation.scale)
+        degradation = degradation_of(cfg)
         if getattr(PROCESSES.get(str(cfg.process.kind)), "two_networks", False):
-            return PredictorDenoiser(build(cfg.network, scale), build(cfg.network, scale))
-        return build(cfg.network, scale)
+            return PredictorDenoiser(build(cfg.network, degradation),
+                                     build(cfg.network, degradation))
+        return build(cfg.network, degradation)
 
     def process(self, cfg: DictConfig) -> Any:
         """The `process.kind` process, wrapped in a `SelfEnsemble` when `process.self_ensemble`
@@ -113,15 +114,18 @@ class ImageDomain(Domain):
         grid.png (bicubic | diffusion | ground truth with zoomed crops)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        degradation = degradation_of(cfg)
         paths = []
         for i in range(len(samples)):
             paths.append(save_png(samples.image[i], out_dir / f"sr-{i:03d}.png"))
             paths.append(save_png(samples.bicubic[i], out_dir / f"bicubic-{i:03d}.png"))
-            paths.append(save_png(samples.low_res[i], out_dir / f"low_res-{i:03d}.png"))
+            paths.append(save_png(degradation.view(samples.low_res[i:i + 1])[0],
+                                  out_dir / f"low_res-{i:03d}.png"))
             if samples.reference is not None:
                 paths.append(save_png(samples.reference[i], out_dir / f"reference-{i:03d}.png"))
         o = cfg.output
-        paths.append(comparison_grid(samples, out_dir / "grid.png", int(o.zoom), int(o.max_images)))
+        paths.append(comparison_grid(samples, out_dir / "grid.png", int(o.zoom), int(o.max_images),
+                                     base_name=degradation.base_name))
         return paths
 
     def read_damaged(self, path: Path, region: Region, cfg: DictConfig) -> Damaged:

@@ -45,14 +45,16 @@ def busiest_box(image: Tensor, side: int) -> tuple[int, int]:
     return (k // score.shape[-1]) * stride, (k % score.shape[-1]) * stride
 
 
-def comparison_grid(samples: Any, path: Path, zoom: int = 4, max_images: int = 8) -> Path:
-    """bicubic | diffusion | ground truth (when known), a zoomed crop under each: one PNG."""
+def comparison_grid(samples: Any, path: Path, zoom: int = 4, max_images: int = 8,
+                    base_name: str = "bicubic") -> Path:
+    """bicubic (or the degradation's `base_name`) | diffusion | ground truth (when known), a
+    zoomed crop under each: one PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
     n = min(len(samples), max_images)
-    columns = [("bicubic", samples.bicubic), ("diffusion", samples.image)]
+    columns = [(base_name, samples.bicubic), ("diffusion", samples.image)]
     if samples.reference is not None:
         columns.append(("ground truth", samples.reference))
     h, w = samples.image.shape[-2:]

@@ -71,9 +71,10 @@ def ssim_y(x: Tensor, reference: Tensor, border: int) -> Tensor:
 
 
 def consistency(x: Tensor, low_res: Tensor, degradation: Degradation) -> Tensor:
-    """PSNR (dB) of down_s(blur(x)) against the low-resolution input, RGB on [0, 255]: [B]."""
-    down = degradation.downsample(quantize(x) / 127.5 - 1.0)
-    return psnr(quantize(down), quantize(low_res))
+    """PSNR (dB) of down_s(blur(x)) against the low-resolution input, RGB on [0, 255]: [B] (a
+    hole degradation: of x's known pixels against the input's, `Holes.explained`)."""
+    predicted, measured = degradation.explained(quantize(x) / 127.5 - 1.0, low_res)
+    return psnr(quantize(predicted), quantize(measured))
 
 
 def image_metrics(x: Tensor, reference: Tensor, low_res: Tensor, degradation: Degradation,

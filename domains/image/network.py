@@ -33,15 +33,18 @@ class SRUNet(nn.Module):
                 padded (reflect) to a multiple of 2^(len(mults) - 1) and cropped back.
     blocks:     residual blocks per level (the decoder has blocks + 1, as in DDPM).
     image_channels: C (3 for RGB).
+    cond_channels: channels of `upsampled` (C; a hole model adds the known mask: C + 1).
     """
 
     def __init__(self, channels: int = 32, mults: tuple[int, ...] = (1, 2, 2), blocks: int = 1,
-                 image_channels: int = 3, dropout: float = 0.0) -> None:
+                 image_channels: int = 3, dropout: float = 0.0,
+                 cond_channels: int | None = None) -> None:
         super().__init__()
         self.channels, self.levels = channels, len(mults)
         emb_dim = 4 * channels
         self.emb = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.stem = nn.Conv2d(2 * image_channels, channels, 3, padding=1)
+        cond_channels = image_channels if cond_channels is None else cond_channels
+        self.stem = nn.Conv2d(image_channels + cond_channels, channels, 3, padding=1)
         widths = [channels * m for m in mults]
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         skips, c = [channels], channels
@@ -120,7 +123,8 @@ class LRBlock(nn.Module):
 
 class LRSRNet(nn.Module):
     """A denoiser whose trunk works at the low resolution: net(x_in [B, C, H, W], c_noise [B],
-    upsampled [B, C, H, W]) -> [B, C, H, W], H and W padded (replicate) to multiples of `scale`.
+    upsampled [B, cond_channels, H, W]) -> [B, C, H, W], H and W padded (replicate) to multiples
+    of `scale` (the trunk's space-to-depth factor; the SR scale, or 4 for a hole model).
 
     The noisy HR input and the bicubic image are brought to LR space losslessly by pixel-unshuffle
     (space-to-depth, [B, C s^2, H/s, W/s]), a trunk of `blocks` EDSR-style residual blocks of
@@ -130,12 +134,13 @@ class LRSRNet(nn.Module):
     """
 
     def __init__(self, channels: int = 64, blocks: int = 8, scale: int = 4, image_channels: int = 3,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, cond_channels: int | None = None) -> None:
         super().__init__()
         self.channels, self.scale = channels, scale
         emb_dim = 4 * channels
         self.emb = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.stem = nn.Conv2d(2 * image_channels * scale ** 2, channels, 3, padding=1)
+        cond_channels = image_channels if cond_channels is None else cond_channels
+        self.stem = nn.Conv2d((image_channels + cond_channels) * scale ** 2, channels, 3, padding=1)
         self.body = nn.ModuleList([LRBlock(channels, emb_dim, dropout) for _ in range(blocks)])
         self.tail = nn.Conv2d(channels, channels, 3, padding=1)
         self.head = nn.Conv2d(channels, image_channels * scale ** 2, 3, padding=1)
@@ -159,10 +164,14 @@ class LRSRNet(nn.Module):
         return F.pixel_shuffle(self.head(h), s)[..., :h0, :w0]
 
 
-# network.kind -> a builder of the denoiser from the `network` config section and the scale
+# network.kind -> a builder of the denoiser from the `network` config section and the
+# degradation (its conditioning channels; the LR trunk's scale: `network.unshuffle`, or null for
+# the degradation's `trunk_scale`)
 NETWORKS: Registry = Registry("image network")
-NETWORKS.register("unet", lambda n, scale: SRUNet(
+NETWORKS.register("unet", lambda n, degradation: SRUNet(
     channels=int(n.channels), mults=tuple(int(m) for m in n.mults), blocks=int(n.blocks),
-    dropout=float(n.dropout)))
-NETWORKS.register("lr", lambda n, scale: LRSRNet(
-    channels=int(n.channels), blocks=int(n.blocks), scale=scale, dropout=float(n.dropout)))
+    dropout=float(n.dropout), cond_channels=degradation.cond_channels))
+NETWORKS.register("lr", lambda n, degradation: LRSRNet(
+    channels=int(n.channels), blocks=int(n.blocks),
+    scale=int(n.get("unshuffle") or degradation.trunk_scale), dropout=float(n.dropout),
+    cond_channels=degradation.cond_channels))

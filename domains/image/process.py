@@ -51,7 +51,7 @@ benchmark reports outputs with and without it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -82,10 +82,9 @@ class SRSamples:
 
 
 def back_project(x: Tensor, low_res: Tensor, degradation: Degradation, iterations: int) -> Tensor:
-    """Iterative back-projection: x <- x + up_s(y - down_s(blur(x))), `iterations` times."""
-    for _ in range(iterations):
-        x = x + degradation.upsample(low_res - degradation.downsample(x))
-    return x
+    """Make x explain its input y: iterative back-projection, x <- x + up_s(y - down_s(blur(x))),
+    `iterations` times (a hole degradation puts the known pixels back: `project`)."""
+    return degradation.project(x, low_res, iterations)
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,9 +98,15 @@ class _SRBase:
     back_projection: int = 0
 
     def conditioning(self, batch: dict) -> tuple[Tensor, Tensor]:
-        """(low_res [B, 3, h, w], up_s(low_res) [B, 3, H, W]) of a batch."""
+        """(low_res [B, C, h, w], up_s(low_res) [B, 3, H, W]) of a batch (a hole degradation:
+        (fill and mask [B, 4, H, W], the fill))."""
         low_res = batch["cond"]["low_res"]
         return low_res, self.degradation.upsample(low_res)
+
+    def seen(self, low_res: Tensor) -> dict[str, Tensor]:
+        """The network's conditioning keywords: {"upsampled": up_s(y)} ([B, cond_channels, H, W]:
+        a hole degradation adds the known mask)."""
+        return {"upsampled": self.degradation.seen(low_res)}
 
     def target(self, x0: Tensor, upsampled: Tensor) -> Tensor:
         """What the network learns: (x - up_s(y)) / residual_scale, or x itself."""
@@ -122,10 +127,14 @@ class _SRBase:
 
     def samples(self, x: Tensor, batch: dict, low_res: Tensor, upsampled: Tensor,
                 back_projection: int | None = None) -> SRSamples:
-        """`SRSamples` of the image x [B, 3, H, W] in [-1, 1], back-projected when asked."""
+        """`SRSamples` of the image x [B, 3, H, W] in [-1, 1], back-projected when asked (a hole
+        model's known pixels are always put back exactly)."""
         n = self.back_projection if back_projection is None else back_projection
         if n:
             x = back_project(x, low_res, self.degradation, n).clamp(-1.0, 1.0)
+        known = self.degradation.known(low_res)
+        if known is not None:
+            x = torch.where(known, upsampled, x)
         return SRSamples(x, upsampled.clamp(-1.0, 1.0), low_res, batch.get("x0"))
 
 
@@ -148,8 +157,8 @@ class ResidualDiffusion(_SRBase):
     def training_loss(self, network: Callable[..., Tensor], batch: dict,
                       generator: torch.Generator | None = None) -> Tensor:
         """[B] denoising loss of the network on the (scaled residual) target."""
-        _, upsampled = self.conditioning(batch)
-        inner = {"x0": self.target(batch["x0"], upsampled), "cond": {"upsampled": upsampled}}
+        low_res, upsampled = self.conditioning(batch)
+        inner = {"x0": self.target(batch["x0"], upsampled), "cond": self.seen(low_res)}
         return self.diffusion.training_loss(network, inner, generator=generator)
 
     def generate(self, network: Callable[..., Tensor], batch: dict, *, sampler: str | None = None,
@@ -157,9 +166,16 @@ class ResidualDiffusion(_SRBase):
                  generator: torch.Generator | None = None,
                  callback: Callable[[dict], None] | None = None,
                  back_projection: int | None = None, **sampler_options: Any) -> SRSamples:
-        """Super-resolve batch["cond"]["low_res"] with any engine sampler, tile by tile."""
+        """Super-resolve batch["cond"]["low_res"] with any engine sampler, tile by tile (a hole
+        model: fill its holes, the known pixels kept by replacement, `inpaint`)."""
         low_res, upsampled = self.conditioning(batch)
-        inner = {"x0": upsampled, "cond": {"upsampled": upsampled}}
+        known = self.degradation.known(low_res)
+        if known is not None:
+            out = self.inpaint(network, {**batch, "x0": upsampled}, known, sampler=sampler,
+                               steps=steps, grid=grid, generator=generator, callback=callback,
+                               **sampler_options)
+            return replace(out, reference=batch.get("x0"))
+        inner = {"x0": upsampled, "cond": self.seen(low_res)}
         out = self.diffusion.generate(self.tiled(network), inner, sampler=sampler, steps=steps,
                                       grid=grid, generator=generator, callback=callback,
                                       **sampler_options)
@@ -179,7 +195,7 @@ class ResidualDiffusion(_SRBase):
         low_res, upsampled = self.conditioning(batch)
         x0 = batch["x0"]
         known = torch.as_tensor(known, device=x0.device).bool().expand_as(x0)
-        inner = {"x0": self.target(x0, upsampled), "cond": {"upsampled": upsampled}}
+        inner = {"x0": self.target(x0, upsampled), "cond": self.seen(low_res)}
         out = self.diffusion.inpaint(self.tiled(network), inner, known, method=method,
                                      sampler=sampler, steps=steps, grid=grid, generator=generator,
                                      callback=callback, **sampler_options)
@@ -192,16 +208,17 @@ class Regression(_SRBase):
 
     sampler: str | None = None
 
-    def predict(self, network: Callable[..., Tensor], upsampled: Tensor) -> Tensor:
+    def predict(self, network: Callable[..., Tensor], low_res: Tensor) -> Tensor:
         """net(0, 0, up_s(y)): [B, 3, H, W]."""
-        zeros_t = torch.zeros(upsampled.shape[0], device=upsampled.device, dtype=upsampled.dtype)
-        return network(torch.zeros_like(upsampled), zeros_t, upsampled=upsampled)
+        base = self.degradation.upsample(low_res)
+        zeros_t = torch.zeros(base.shape[0], device=base.device, dtype=base.dtype)
+        return network(torch.zeros_like(base), zeros_t, **self.seen(low_res))
 
     def training_loss(self, network: Callable[..., Tensor], batch: dict,
                       generator: torch.Generator | None = None) -> Tensor:
         """[B] mean squared error of the prediction against the target."""
-        _, upsampled = self.conditioning(batch)
-        error = F.mse_loss(self.predict(network, upsampled), self.target(batch["x0"], upsampled),
+        low_res, upsampled = self.conditioning(batch)
+        error = F.mse_loss(self.predict(network, low_res), self.target(batch["x0"], upsampled),
                            reduction="none")
         return error.flatten(1).mean(dim=1)
 
@@ -210,7 +227,7 @@ class Regression(_SRBase):
                  back_projection: int | None = None, **ignored: Any) -> SRSamples:
         """One (tiled) network call; sampler, steps and generator are ignored."""
         low_res, upsampled = self.conditioning(batch)
-        out = self.predict(self.tiled(network), upsampled)
+        out = self.predict(self.tiled(network), low_res)
         if callback is not None:
             callback({"i": 0})
         return self.finish(out, batch, low_res, upsampled, back_projection)
@@ -234,6 +251,9 @@ class PredictRefine(_SRBase):
             raise TypeError("PredictRefine needs diffusion=GaussianDiffusion(...)")
         if not self.refine_scale > 0:
             raise ValueError(f"process.refine_scale must be > 0, got {self.refine_scale}")
+        if self.degradation.cond_channels != 3:
+            raise ConfigError("process.kind=refine is for super-resolution (degradation.kind="
+                              "bicubic): its refiner is conditioned on an RGB estimate alone")
 
     @property
     def sampler(self) -> str:

@@ -4,10 +4,12 @@ domain (core/app/repair.py)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from diffusekit.core.app.repair import (check_region, inpaint_method, nfe_of, parse_indices,
+from diffusekit.core.app.repair import (biharmonic, check_region, hole_scores, inpaint_method, nfe_of, parse_indices,
                                         parse_region, parse_span, repeat_batch, stroke_mask,
                                         sweep_settings)
 from diffusekit.core.errors import ConfigError
@@ -135,3 +137,29 @@ def test_inpaint_model_takes_the_sampler_and_method_of_the_inpaint_section():
     assert [o["sampler"] for o in seen] == ["ddpm", "dpmpp_2m", "heun"]
     assert seen[0]["method"] == Replace(reconstruction=10.0) and seen[1]["method"] == Replace()
     assert seen[0]["steps"] == 3
+
+
+def test_hole_scores_are_exact_on_a_known_error():
+    truth = torch.zeros(1, 1, 16, 16)
+    repaired = truth.clone()
+    fill = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    fill[..., 2:4, 2:4] = True
+    repaired[fill] = 51.0  # 51 grey levels off on the hole, exact outside
+    scores = hole_scores(repaired, truth, fill)
+    assert float(scores["hole_psnr"][0]) == pytest.approx(20 * math.log10(255 / 51), abs=1e-6)
+    assert float(hole_scores(truth, truth, fill)["hole_ssim"][0]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_biharmonic_fills_a_smooth_image_and_keeps_the_rest(channels):
+    ys, xs = torch.meshgrid(torch.linspace(-0.5, 0.5, 20), torch.linspace(-0.5, 0.5, 24),
+                            indexing="ij")
+    planes = [ys + xs, ys - xs, 0.5 * ys][:channels]  # linear: biharmonic fills them exactly
+    image = torch.stack(planes)[None]
+    fill = torch.zeros(1, 1, 20, 24, dtype=torch.bool)
+    fill[..., 6:13, 8:16] = True
+    damaged = torch.where(fill, torch.zeros_like(image), image)
+    out = biharmonic(damaged, fill)
+    assert out.shape == image.shape
+    torch.testing.assert_close(out[~fill.expand_as(out)], image[~fill.expand_as(image)])
+    assert float((out - image).abs().max()) < 1e-3

@@ -13,7 +13,8 @@ from PIL import Image
 from diffusekit.core.app import cli
 from diffusekit.core.app.repair import parse_region
 from diffusekit.core.app.training.models import load_model
-from diffusekit.domains.image.repair import read_damaged, smooth_fill
+from diffusekit.domains.image.degradation import smooth_fill
+from diffusekit.domains.image.repair import read_damaged
 
 from command_line import run_toolkit as toolkit
 
