@@ -317,6 +317,18 @@ def nfe_curves(rows: Sequence[Mapping[str, Any]], value: str,
     return {curve: sorted(points) for curve, points in sorted(out.items())}
 
 
+def nfe_panel(ax: Any, rows: Sequence[Mapping[str, Any]], value: str,
+              keep: Callable[[Mapping[str, Any]], bool], references: Mapping[str, float]) -> None:
+    """Draw `value` against NFE on the matplotlib axes `ax`: a line per curve of `nfe_curves`
+    (RePaint dashed), each of `references` ({label: value}, the baselines) a horizontal line."""
+    for curve, points in nfe_curves(rows, value, keep).items():
+        ax.plot(*zip(*points), "s--" if curve.startswith("repaint") else "o-", label=curve)
+    for i, (label, level) in enumerate(references.items()):
+        ax.axhline(level, color=f"{0.3 + 0.25 * i:.2f}", ls=":", label=label)
+    ax.set(xscale="log", xlabel="NFE")
+    ax.legend(fontsize=7)
+
+
 @dataclass(frozen=True)
 class BenchmarkRun:
     """The sizes of one call of a domain's repair benchmark, read from its `repair:` section

@@ -50,7 +50,7 @@ from torch import Tensor
 
 from diffusekit.core.app import results as results_io
 from diffusekit.core.app.repair import (BenchmarkRun, Setting, biharmonic, centre_box_mask,
-                                        hole_scores, inpaint_batch, nfe_curves, output_name,
+                                        hole_scores, inpaint_batch, nfe_panel, output_name,
                                         pixel_mask, stroke_mask, sweep_settings)
 from diffusekit.core.errors import ConfigError, DataError
 from diffusekit.domains.digits.metrics import as_numpy_grid
@@ -334,17 +334,14 @@ def _figure(path: Path, metrics: dict, baselines: dict, shown: dict[str, dict[st
         ax.set_axis_off()
     for i, kind in enumerate(MASK_KINDS):
         ax = fig.add_subplot(2, 3, (2 + 3 * i, 3 + 3 * i))
-        single = lambda row, kind=kind: (row["mask"] == kind and row["label"] == "null"  # noqa: E731
-                                         and row["repairs_averaged"] == 1)
-        for curve, pts in nfe_curves(metrics["rows"], "hole_psnr", single).items():
-            ax.plot(*zip(*pts), "s--" if curve.startswith("repaint") else "o-", label=curve)
         for row in metrics["rows"]:
             if row["mask"] == kind and (row["repairs_averaged"] > 1 or row["label"] == "true"):
                 ax.plot(row["nfe"], row["hole_psnr"], "^", label=row["setting"])
-        ax.axhline(baselines[f"biharmonic_{kind}"]["hole_psnr"], color="0.4", ls=":",
-                   label="biharmonic")
-        ax.set(xscale="log", xlabel="NFE", ylabel="hole PSNR (dB)", title=kind)
-        ax.legend(fontsize=7)
+        single = lambda row, kind=kind: (row["mask"] == kind and row["label"] == "null"  # noqa: E731
+                                         and row["repairs_averaged"] == 1)
+        nfe_panel(ax, metrics["rows"], "hole_psnr", single,
+                  {"biharmonic": baselines[f"biharmonic_{kind}"]["hole_psnr"]})
+        ax.set(ylabel="hole PSNR (dB)", title=kind)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)

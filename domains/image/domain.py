@@ -12,6 +12,8 @@
     write_samples(samples, out, cfg)   sr/bicubic/low-res/reference PNGs and grid.png
     finetune_target(cfg)               pages of text, `benchmark --finetune`'s target (documents.py)
     read_damaged / write_repaired      `toolkit inpaint`: a photo + --mask / --box (repair.py)
+    repair_benchmark(cfg)              `--repair`: a hole model against biharmonic on held-out
+                                       photos (repair_benchmark.py)
     benchmark(cfg)                     see `benchmark.py`
 """
 
@@ -149,6 +151,13 @@ class ImageDomain(Domain):
 
         _, overrides = document_target(cfg)
         return {"overrides": overrides, "metric": "psnr_y", "higher_is_better": True}
+
+    def repair_benchmark(self, cfg: DictConfig) -> dict[str, Any]:
+        """Hole PSNR-Y / SSIM-Y of a hole model's repairs of held-out photos against biharmonic
+        inpainting (repair_benchmark.py)."""
+        from diffusekit.domains.image.repair_benchmark import run_repair_benchmark
+
+        return run_repair_benchmark(self, cfg)
 
     def benchmark(self, cfg: DictConfig) -> dict[str, Any]:
         """Diffusion against bicubic and regression at 1..32 steps (see `benchmark.py`)."""
