@@ -18,7 +18,7 @@ def test_kept_run_is_a_toolkit_run_of_the_asked_steps(toy, toy_cfg, tmp_path):
     assert trained.run is not None and trained.run.path.parent == work / "toy"
     saved = OmegaConf.load(trained.run.config_file)
     assert saved.trainer.max_steps == 12 and saved.model.hidden == 32  # the overrides applied
-    assert saved.val_every == saved.checkpoint_every == 12 and saved.sample.val_n == 0
+    assert saved.val_every == saved.checkpoint_every == 12 and saved.sample.val_n == 0  # < 500
     assert not trained.run.samples.exists()  # no validation samples: training time only
     assert sorted(trained.losses) == list(range(12)) and trained.seconds > 0
     assert trained.final_loss(4) == pytest.approx(sum(trained.losses[s] for s in range(8, 12)) / 4)
@@ -60,3 +60,38 @@ def test_no_steps_or_an_unknown_key_is_a_config_error(toy, toy_cfg, tmp_path):
         train_for_benchmark(toy, toy_cfg(), 2, tmp_path, overrides=["model.hiden=3"])
     assert not Path(tmp_path, "toy").exists()
 
+
+
+def test_a_crashed_benchmark_run_resumes_from_its_last_checkpoint(toy, toy_cfg, tmp_path,
+                                                                  monkeypatch, capsys):
+    """A benchmark's training checkpoints as it goes; called again with the same work folder and
+    config it continues the crashed run instead of starting over, and a finished run is reused."""
+    from diffusekit.core.app.training import fit
+    from diffusekit.core.app.training.module import DiffusionModule
+
+    monkeypatch.setattr(fit, "BENCHMARK_CHECKPOINT_EVERY", 4)
+    plain = DiffusionModule.training_step
+
+    def crash_at_six(self, batch, batch_idx):
+        if self.global_step == 6:
+            raise RuntimeError("killed")
+        return plain(self, batch, batch_idx)
+
+    work = tmp_path / "bench-runs"
+    with monkeypatch.context() as patch:
+        patch.setattr(DiffusionModule, "training_step", crash_at_six)
+        with pytest.raises(RuntimeError, match="killed"):
+            train_for_benchmark(toy, toy_cfg(), 12, work)
+    (crashed,) = (work / "toy").iterdir()
+    trained = train_for_benchmark(toy, toy_cfg(), 12, work)
+    assert "resuming" in capsys.readouterr().err
+    assert trained.run.path == crashed and list((work / "toy").iterdir()) == [crashed]
+    assert trained.run.read_metrics()["resumed_at_steps"] == [4]
+    assert trained.run.resume_checkpoint()[1] == 12  # trained to the end
+    again = train_for_benchmark(toy, toy_cfg(), 12, work)  # finished: reloaded, not retrained
+    assert again.run.path == crashed
+    for (name, a), (_, b) in zip(trained.network.state_dict().items(),
+                                 again.network.state_dict().items()):
+        assert torch.equal(a, b), name
+    other = train_for_benchmark(toy, toy_cfg(), 8, work)  # another config: a new run
+    assert other.run.path != crashed

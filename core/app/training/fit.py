@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -40,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from diffusekit.core.app.adapters import is_adapter_run
 from diffusekit.core.app.config import as_dict, duration_seconds, override, typed
 from diffusekit.core.app.distill import start_distillation
-from diffusekit.core.errors import ConfigError
+from diffusekit.core.errors import ConfigError, RunDirError
 from diffusekit.core.app.training.callbacks import (AtomicCheckpointIO, ExportEMAWeights,
                                                 FinalCheckpoint, LossCurve, Throughput,
                                                 ValidationSamples, read_csv_logs)
@@ -314,6 +315,27 @@ class TrainedModel:
         return sum(tail) / len(tail)
 
 
+BENCHMARK_CHECKPOINT_EVERY = 500  # optimiser steps between the checkpoints of a benchmark's run
+
+
+def matching_run(domain_name: str, cfg: DictConfig) -> RunDir | None:
+    """The newest run of `domain_name` under `cfg.run_dir` whose saved config is exactly `cfg`
+    and which has a checkpoint to resume from; None when there is none."""
+    folder = Path(cfg.run_dir) / domain_name
+    wanted = OmegaConf.to_container(cfg, resolve=True)
+    for path in sorted(folder.iterdir() if folder.is_dir() else [], reverse=True):
+        run = RunDir(path)
+        if not (run.config_file.is_file() and run.last_checkpoint.is_file()):
+            continue
+        try:
+            saved = OmegaConf.to_container(run.load_config(), resolve=True)
+        except RunDirError:
+            continue
+        if saved == wanted:
+            return run
+    return None
+
+
 def train_for_benchmark(domain: Any, cfg: DictConfig, steps: int,
                         work_dir: str | Path | None = None, *,
                         overrides: Sequence[str] = ()) -> TrainedModel:
@@ -328,17 +350,26 @@ def train_for_benchmark(domain: Any, cfg: DictConfig, steps: int,
     that is removed once the weights are loaded. `toolkit train --domain D <overrides>
     trainer.max_steps=N val_every=N checkpoint_every=N sample.val_n=0` trains the same weights
     (where validations fall changes the random stream, so with other intervals the run differs
-    like another seed)."""
+    like another seed).
+
+    A checkpoint is written every `BENCHMARK_CHECKPOINT_EVERY` steps, and with `work_dir` given
+    a run there with exactly this config that stopped early (a crash, a killed job) is resumed
+    from its last checkpoint instead of starting again (`matching_run`); a finished one is
+    reloaded without training. `seconds` is then the time this call trained."""
     steps = int(steps)
     if steps <= 0:
         raise ConfigError(f"a benchmark needs at least one training step, got {steps}")
     cfg = override(cfg, overrides=[
         *overrides, f"trainer.max_steps={steps}", f"val_every={steps}",
-        f"checkpoint_every={steps}", "sample.val_n=0"])
+        f"checkpoint_every={min(steps, BENCHMARK_CHECKPOINT_EVERY)}", "sample.val_n=0"])
     with tempfile.TemporaryDirectory(prefix="diffusekit-benchmark-") as scratch:
         cfg.run_dir = str(Path(work_dir) if work_dir is not None else scratch)
+        resume = matching_run(domain.name, cfg) if work_dir is not None else None
+        if resume is not None:
+            print(f"{domain.name} benchmark: resuming {resume.path} from its last checkpoint",
+                  file=sys.stderr)
         started = time.perf_counter()
-        run = train(domain, cfg)
+        run = train(domain, cfg, resume=resume)
         seconds = time.perf_counter() - started
         network, process, run_cfg = load_run(domain, run)
         losses = read_csv_logs(run.logs).get("train/loss", {})
