@@ -551,21 +551,24 @@ def benchmark(domain: str, quick: bool, finetune: bool, repair: bool, distil: bo
     """Run DOMAIN's benchmark and print its metrics (as JSON)."""
     if finetune + repair + distil > 1:
         raise click.UsageError("--finetune, --repair and --distill are three benchmarks: give one.")
+    from diffusekit.core.app.results import commit_pinned
+
     dom = get_domain(domain)
     cfg = _compose(dom, files, (*overrides, *(["quick=true"] if quick else [])), preset)
     try:
-        if finetune:
-            from diffusekit.core.app.finetune import run_finetune_benchmark
+        with commit_pinned():  # the record names the code the run started with
+            if finetune:
+                from diffusekit.core.app.finetune import run_finetune_benchmark
 
-            result = run_finetune_benchmark(dom, cfg)
-        elif repair:
-            result = dom.repair_benchmark(cfg)
-        elif distil:
-            from diffusekit.core.app.distill_benchmark import run_distill_benchmark
+                result = run_finetune_benchmark(dom, cfg)
+            elif repair:
+                result = dom.repair_benchmark(cfg)
+            elif distil:
+                from diffusekit.core.app.distill_benchmark import run_distill_benchmark
 
-            result = run_distill_benchmark(dom, cfg)
-        else:
-            result = dom.benchmark(cfg)
+                result = run_distill_benchmark(dom, cfg)
+            else:
+                result = dom.benchmark(cfg)
     except NotImplementedError as exc:
         raise DiffusekitError(_one_line(exc) or f"domain {dom.name!r} has no benchmark") from None
     click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))

@@ -10,6 +10,7 @@ schema is checked here (`check_record`) and in the tests.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -18,7 +19,7 @@ import platform
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,23 @@ def git_commit(repo: Path = REPO_ROOT) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")
+
+
+@contextlib.contextmanager
+def commit_pinned() -> Iterator[str]:
+    """Within the block, `git_commit` (so every record made) gives the commit of the code as it
+    was when the block began: a benchmark that runs for an hour names the code it ran, not a
+    commit made while it ran. Yields that commit."""
+    previous = os.environ.get(COMMIT_ENV)
+    commit = git_commit()
+    os.environ[COMMIT_ENV] = commit
+    try:
+        yield commit
+    finally:
+        if previous is None:
+            os.environ.pop(COMMIT_ENV, None)
+        else:
+            os.environ[COMMIT_ENV] = previous
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:
@@ -205,7 +223,7 @@ def write_results(record: Mapping[str, Any], markdown_body: str, out_dir: Path =
 
 
 __all__ = [
-    "RECORD_KEYS", "RESULTS_DIR", "REPO_ROOT", "machine_description", "gpu_names", "git_commit", "command_line",
+    "RECORD_KEYS", "RESULTS_DIR", "REPO_ROOT", "machine_description", "gpu_names", "git_commit", "commit_pinned", "command_line",
     "utc_now", "make_record", "check_record", "fmt", "markdown_table", "markdown_header",
     "write_results",
 ]

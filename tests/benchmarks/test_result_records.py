@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -62,3 +63,19 @@ def test_code_run_away_from_its_checkout_names_the_commit_it_was_built_from(tmp_
     monkeypatch.setenv(results.COMMIT_ENV, "0123456789abcdef0123456789abcdef01234567")
     assert results.git_commit(tmp_path) == "0123456789abcdef0123456789abcdef01234567"
     assert results.make_record("x", {}, {}, command="c")["commit"].startswith("0123456789")
+
+
+def test_a_pinned_commit_outlives_commits_made_while_a_benchmark_runs(tmp_path, monkeypatch):
+    """`commit_pinned` (what `toolkit benchmark` runs inside): a record made at the end names
+    the commit the run started with; the environment is restored afterwards."""
+    monkeypatch.delenv(results.COMMIT_ENV, raising=False)
+    started = results.git_commit()
+    with results.commit_pinned() as pinned:
+        assert pinned == started
+        def moved(*args, **kwargs):  # git would now answer something else
+            raise OSError("HEAD moved")
+
+        monkeypatch.setattr(results.subprocess, "run", moved)
+        assert results.make_record("x", {}, {}, command="c")["commit"] == started
+    assert results.git_commit() == "unknown"
+    assert results.COMMIT_ENV not in os.environ
