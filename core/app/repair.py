@@ -182,6 +182,17 @@ def stroke_mask(height: int, width: int, generator: torch.Generator, *, strokes:
     return fill
 
 
+def benchmark_masks(n: int, size: int, section: Any, seed: int) -> dict[str, Tensor]:
+    """The two hole kinds of the 2-D repair benchmarks, {"box": [n, 1, S, S], "strokes":
+    [n, 1, S, S]} bool, True = fill: the centre box of `section.box_fraction` of each side, and
+    `section.strokes` random strokes of radius `section.stroke_width` each, seeded with `seed`."""
+    box = centre_box_mask(size, size, float(section.box_fraction))[None, None].expand(n, 1, -1, -1)
+    generator = torch.Generator().manual_seed(seed)
+    strokes = torch.stack([stroke_mask(size, size, generator, strokes=int(section.strokes),
+                                       width_px=float(section.stroke_width)) for _ in range(n)])
+    return {"box": box.clone(), "strokes": strokes[:, None]}
+
+
 def hole_scores(repaired: Tensor, truth: Tensor, fill: Tensor) -> dict[str, Tensor]:
     """Per image [N]: PSNR (peak 255) over the filled pixels and SSIM averaged over them
     (Gaussian window, sigma 1.5, data range 255; Wang et al. 2004, as scikit-image computes it).
@@ -360,6 +371,16 @@ class BenchmarkRun:
         out_dir = Path(cfg.repair.results_dir) if cfg.repair.get("results_dir") else RESULTS_DIR
         out_dir.mkdir(parents=True, exist_ok=True)
         return f"{domain}_repair{'_quick' if self.quick else ''}", out_dir
+
+    @staticmethod
+    def timing_line(metrics: Mapping[str, Any], training: bool = True) -> str:
+        """The records' last line: the base's training steps and seconds (with `training`), the
+        whole benchmark's seconds and the load average at its start and end (`clock`)."""
+        training = (f"Training: the toolkit's trainer, {metrics['train_steps']} steps in "
+                    f"{metrics['train_seconds']} s; the" if training else "The")
+        return (f"{training} whole benchmark {metrics['seconds']} s; 1-minute load average "
+                f"{metrics['load_average_start']} at the start, {metrics['load_average_end']} at "
+                "the end (a shared machine is slower than an idle one).")
 
     def clock(self) -> dict[str, float]:
         """The record's timing: seconds since `start` and the 1-minute load average at the start

@@ -211,9 +211,7 @@ def _write(cfg: DictConfig, run: BenchmarkRun, metrics: dict, baselines: dict, s
                      f"{predictor[0]['gap_logmel_l1']:.4f}; the best diffusion setting "
                      f"({best['system']}) {best['gap_logmel_l1']:.4f}: the diffusion "
                      + ("improves on it." if adds else "adds nothing over it on this measure."))
-    lines += ["", f"The whole benchmark {metrics['seconds']} s; 1-minute load average "
-              f"{metrics['load_average_start']} at the start, {metrics['load_average_end']} at the "
-              "end (a shared machine is slower than an idle one).", "",
+    lines += ["", BenchmarkRun.timing_line(metrics, training=False), "",
               f"![spectrograms with gaps, gap L1 against NFE]({name}.png)"]
     record = results_io.make_record(name, metrics, baselines)
     results_io.write_results(record, "\n".join(lines), out_dir, title=f"Audio repair ({name})")

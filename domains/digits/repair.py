@@ -49,9 +49,9 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusekit.core.app import results as results_io
-from diffusekit.core.app.repair import (BenchmarkRun, Setting, biharmonic, centre_box_mask,
+from diffusekit.core.app.repair import (BenchmarkRun, Setting, benchmark_masks, biharmonic,
                                         hole_scores, inpaint_batch, nfe_panel, output_name,
-                                        pixel_mask, stroke_mask, sweep_settings)
+                                        pixel_mask, sweep_settings)
 from diffusekit.core.errors import ConfigError, DataError
 from diffusekit.domains.digits.metrics import as_numpy_grid
 from diffusekit.plugins.domain import Damaged, Region
@@ -130,15 +130,6 @@ def write_repaired(samples: Tensor, damaged: Damaged, out_dir: Path, cfg: DictCo
 def to_8bit(x: Tensor) -> Tensor:
     """Digits [N, 1, S, S] in [-1, 1] as the 8-bit grey levels they would be saved as."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round()
-
-
-def benchmark_masks(n: int, size: int, r: DictConfig, seed: int) -> dict[str, Tensor]:
-    """{"box": [n, 1, S, S], "strokes": [n, 1, S, S]} bool, True = fill."""
-    box = centre_box_mask(size, size, float(r.box_fraction))[None, None].expand(n, 1, -1, -1)
-    generator = torch.Generator().manual_seed(seed)
-    strokes = torch.stack([stroke_mask(size, size, generator, strokes=int(r.strokes),
-                                       width_px=float(r.stroke_width)) for _ in range(n)])
-    return {"box": box.clone(), "strokes": strokes[:, None]}
 
 
 def _repair(network: Any, process: Any, truth: Tensor, fill: Tensor, labels: Tensor | None,
@@ -302,12 +293,7 @@ def _write(cfg: DictConfig, run: BenchmarkRun, metrics: dict, baselines: dict,
             f"target {'met' if t['single_beats_biharmonic'] else 'not met'}; best of any "
             f"setting {t['best_hole_psnr']:.2f} dB ({t['best']}): "
             f"{'above' if t['best_beats_biharmonic'] else 'not above'} biharmonic.")
-    lines += ["", f"Training: the toolkit's trainer, {metrics['train_steps']} steps in "
-              f"{metrics['train_seconds']} s; the whole benchmark {metrics['seconds']} s; 1-minute "
-              f"load average {metrics['load_average_start']} at the start, "
-              f"{metrics['load_average_end']} at the end (a shared machine is slower than an "
-              "idle one).", "",
-              f"![masked, repaired, truth]({name}.png)"]
+    lines += ["", run.timing_line(metrics), "", f"![masked, repaired, truth]({name}.png)"]
     record = results_io.make_record(name, metrics, baselines)
     results_io.write_results(record, "\n".join(lines), out_dir, title=f"Digits repair ({name})")
 

@@ -33,9 +33,8 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusekit.core.app import results as results_io
-from diffusekit.core.app.repair import (BenchmarkRun, Setting, biharmonic, centre_box_mask,
-                                        hole_scores, inpaint_batch, nfe_panel, stroke_mask,
-                                        sweep_settings)
+from diffusekit.core.app.repair import (BenchmarkRun, Setting, benchmark_masks, biharmonic,
+                                        hole_scores, inpaint_batch, nfe_panel, sweep_settings)
 from diffusekit.domains.image.degradation import quantize, rgb_to_y, smooth_fill
 
 MASK_KINDS = ("box", "strokes")
@@ -59,15 +58,6 @@ def held_out_crops(cfg: DictConfig, n: int, size: int, seed: int) -> tuple[Tenso
         crops.append(to_float(image[:, top:top + size, left:left + size]))
         sources.append(name)
     return torch.stack(crops), sources
-
-
-def benchmark_masks(n: int, size: int, r: DictConfig, seed: int) -> dict[str, Tensor]:
-    """{"box": [n, 1, S, S], "strokes": [n, 1, S, S]} bool, True = fill."""
-    box = centre_box_mask(size, size, float(r.box_fraction))[None, None].expand(n, 1, -1, -1)
-    generator = torch.Generator().manual_seed(seed)
-    strokes = torch.stack([stroke_mask(size, size, generator, strokes=int(r.strokes),
-                                       width_px=float(r.stroke_width)) for _ in range(n)])
-    return {"box": box.clone(), "strokes": strokes[:, None]}
 
 
 def luma_scores(repaired: Tensor, truth: Tensor, fill: Tensor) -> dict[str, float]:
@@ -192,11 +182,7 @@ def _write(cfg: DictConfig, run: BenchmarkRun, metrics: dict, baselines: dict,
         lines.append(f"- {kind}: biharmonic {t['biharmonic_hole_psnr']:.2f} dB; best repair at <= "
                      f"{int(r.max_nfe)} NFE {t['best_hole_psnr']:.2f} dB ({t['best']}): target "
                      f"{'met' if t['beats_biharmonic'] else 'not met'}.")
-    lines += ["", f"Training: the toolkit's trainer, {metrics['train_steps']} steps in "
-              f"{metrics['train_seconds']} s; the whole benchmark {metrics['seconds']} s; 1-minute "
-              f"load average {metrics['load_average_start']} at the start, "
-              f"{metrics['load_average_end']} at the end (a shared machine is slower than an "
-              "idle one).", "", f"![damaged, repaired, truth]({name}.png)"]
+    lines += ["", run.timing_line(metrics), "", f"![damaged, repaired, truth]({name}.png)"]
     record = results_io.make_record(name, metrics, baselines)
     results_io.write_results(record, "\n".join(lines), out_dir, title=f"Photo repair ({name})")
 

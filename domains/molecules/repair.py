@@ -327,9 +327,7 @@ def _write(cfg: DictConfig, run: BenchmarkRun, metrics: dict, baselines: dict,
              f"({metrics['best_completion_validity']:.1f}%)"
              + (f"; below it: {', '.join(metrics['settings_below_unconditional_validity'])}"
                 if metrics["settings_below_unconditional_validity"] else "; no setting below it") + ".",
-             "", f"The whole benchmark {metrics['seconds']} s; 1-minute load average "
-              f"{metrics['load_average_start']} at the start, {metrics['load_average_end']} at the "
-              "end (a shared machine is slower than an idle one).", "",
+             "", BenchmarkRun.timing_line(metrics, training=False), "",
              f"![kept fragments and completions]({name}.png)"]
     record = results_io.make_record(name, metrics, baselines)
     results_io.write_results(record, "\n".join(lines), out_dir,
