@@ -2,7 +2,9 @@
 
 Both processes speak the toolkit's process seam (`training_loss(network, batch)`,
 `generate(network, batch, ...)`) over batches {"x0": HR [B, 3, H, W], "cond": {"low_res": LR}}
-and hand the same network up_s(y) as its `upsampled` conditioning.
+and hand the same network up_s(y) as its `upsampled` conditioning. Every "up_s(y)" below is the
+degradation's `upsample(y)`: with a hole degradation (degradation.py) the smooth fill of the
+holes, the network also sees the known mask (`seen`), and `generate` fills the holes only.
 
 `ResidualDiffusion` (SR3, Saharia et al. 2021, with the residual target of SRDiff, Li et al. 2022
 and of Whang et al. 2022): the diffusion variable is the scaled residual over bicubic,
@@ -70,7 +72,8 @@ from diffusekit.domains.image.tiling import TiledNetwork
 @dataclass
 class SRSamples:
     """What a super-resolution process generates for a batch (all [B, 3, H, W] in [-1, 1], the
-    low resolution [B, 3, H/s, W/s]); `reference` is the batch's high resolution, if it had one."""
+    low resolution [B, 3, H/s, W/s], or a hole model's fill and mask [B, 4, H, W]); `reference`
+    is the batch's high resolution, if it had one."""
 
     image: Tensor
     bicubic: Tensor
