@@ -20,8 +20,9 @@ yields no usable image is a `DataError` (one line on the command line). Batches:
 
     {"x0": [B, 3, H, W] high resolution in [-1, 1], "cond": {"low_res": [B, 3, H/s, W/s]}}
 
+(with a hole degradation "low_res" is the smooth fill and the known mask, [B, 4, H, W]).
 train: random patches (random image weighted by area, random crop, flips and 90-degree turns)
-with a fresh degradation draw; validate: fixed patches of the val images; test: whole held-out
+with a fresh degradation draw (a new hole); validate: fixed patches of the val images; test: whole held-out
 images (cropped to a multiple of the scale, or centre crops of `data.test_crop`), one per batch.
 """
 
