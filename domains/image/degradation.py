@@ -247,8 +247,9 @@ class Holes:
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """[B, 3, H, W] photos -> y [B, 4, H, W]: each with a fresh random hole."""
-        lost = torch.stack([self.mask(*x.shape[-2:], generator) for _ in range(len(x))])
-        return self.damaged_condition(x, ~lost[:, None].to(x.device))
+        known = ~torch.stack([self.mask(*x.shape[-2:], generator) for _ in range(len(x))])
+        known = known[:, None].to(x.device)
+        return self.damaged_condition(smooth_fill(x, known), known)
 
     def upsample(self, y: Tensor) -> Tensor:
         """The image the residual is taken over: the smooth fill [B, 3, H, W]."""
@@ -274,9 +275,9 @@ class Holes:
         return torch.where(y[:, 3:] > 0, y[:, :3], x) if iterations > 0 else x
 
     def damaged_condition(self, filled: Tensor, known: Tensor) -> Tensor:
-        """y = concat[fill(x, known), known] of an image [B, 3, H, W] (filled or not: only its
-        known pixels are read) and its known mask [B, 1, H, W] bool."""
-        return torch.cat([smooth_fill(filled, known), known.to(filled.dtype)], dim=1)
+        """y = concat[fill(x, known), known] of a photo whose holes (known [B, 1, H, W] False)
+        were filled smoothly (`smooth_fill`) [B, 3, H, W], and its known mask."""
+        return torch.cat([filled, known.to(filled.dtype)], dim=1)
 
     def view(self, y: Tensor) -> Tensor:
         """y as an RGB picture: the known pixels, the holes black."""

@@ -79,7 +79,7 @@ def repair_crops(network: Any, process: Any, truth: Tensor, fill: Tensor, settin
         batch = {"x0": filled, "cond": {"low_res": degradation.damaged_condition(filled, known)}}
         samples = inpaint_batch(network, process, batch, known, method=setting.instance(),
                                 sampler=setting.sampler, steps=setting.steps, generator=generator)
-        out.append(torch.where(known, filled, samples.image))
+        out.append(samples.image)  # the known pixels are the fill's, i.e. the truth's, exactly
     return torch.cat(out).clamp(-1, 1)
 
 

@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from diffusekit.core.app import cli
-from diffusekit.domains.image.degradation import DEGRADATIONS, Degradation, Holes, degradation_of
+from diffusekit.domains.image.degradation import (DEGRADATIONS, Degradation, Holes,
+                                                  degradation_of, smooth_fill)
 from diffusekit.domains.image.domain import ImageDomain
 from diffusekit.domains.image.metrics import image_metrics
 
@@ -80,7 +81,7 @@ def test_a_hole_model_conditions_on_the_mask_and_keeps_the_known_pixels():
     x = _photos()
     known = torch.ones(1, 1, 48, 48, dtype=torch.bool)
     known[..., 10:30, 5:25] = False
-    y = process.degradation.damaged_condition(x, known)
+    y = process.degradation.damaged_condition(smooth_fill(x, known), known)
     batch = {"x0": x, "cond": {"low_res": y}}
     with torch.no_grad():
         out = process.generate(network, batch, generator=torch.Generator().manual_seed(0))
