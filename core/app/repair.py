@@ -270,7 +270,8 @@ def nfe_of(method: Any, steps: int, calls_per_step: int = 1) -> int:
 
 @dataclass(frozen=True)
 class Setting:
-    """One point of a repair benchmark's sweep: a method with a sampler at a number of steps."""
+    """One point of a repair benchmark's sweep: a method with a sampler at a number of steps;
+    with `draws` > 1, the mean of that many repairs with different noise (`mean_of_draws`)."""
 
     method: str
     steps: int
@@ -278,6 +279,7 @@ class Setting:
     resamplings: int = 1
     jump_length: int = 1
     reconstruction: float = 0.0
+    draws: int = 1
 
     def instance(self) -> Any:
         """The method as `process.inpaint` takes it."""
@@ -292,29 +294,54 @@ class Setting:
         return f" +rg{self.reconstruction:g}" if self.reconstruction else ""
 
     @property
-    def label(self) -> str:
-        """E.g. "replace-25 (ddpm)", "repaint-10x4-j5 (ddpm)", "replace-10 +rg4 (ddpm)" (with
-        reconstruction guidance of weight 4)."""
+    def one_draw(self) -> str:
+        """The label of one repair, e.g. "replace-25 (ddpm)", "repaint-10x4-j5 (ddpm)",
+        "replace-10 +rg4 (ddpm)" (with reconstruction guidance of weight 4)."""
         if self.method == "repaint":
             return f"repaint-{self.steps}x{self.resamplings}-j{self.jump_length}{self.guided} ({self.sampler})"
         return f"{self.method}-{self.steps}{self.guided} ({self.sampler})"
 
     @property
+    def label(self) -> str:
+        """`one_draw`, or "mean of 8 x replace-1 (ddpm)" for the mean of 8 repairs."""
+        return self.one_draw if self.draws == 1 else f"mean of {self.draws} x {self.one_draw}"
+
+    @property
     def curve(self) -> str:
         """The curve of a quality-against-NFE figure this setting is a point of: the label
-        without the step count, e.g. "replace (ddpm)", "replace +rg4 (ddpm)", "repaint (ddpm)"."""
+        without the step count, e.g. "replace (ddpm)", "replace +rg4 (ddpm)", "repaint (ddpm)";
+        means of repairs lie on a curve over their number, e.g. "mean of replace-1 (ddpm)"."""
+        if self.draws > 1:
+            return f"mean of {self.one_draw}"
         return f"{self.method}{self.guided} ({self.sampler})"
 
     def nfe(self, calls_per_step: int = 1) -> int:
-        return nfe_of(self.instance(), self.steps, calls_per_step)
+        return self.draws * nfe_of(self.instance(), self.steps, calls_per_step)
 
     def fields(self, calls_per_step: int = 1) -> dict[str, Any]:
         """What a benchmark row records of the setting: its label (as "setting"), method,
-        sampler, steps, RePaint's options, the reconstruction weight, its curve and NFE."""
+        sampler, steps, RePaint's options, the reconstruction weight, the repairs averaged, its
+        curve and NFE."""
         return {"setting": self.label, "method": self.method, "sampler": self.sampler,
                 "steps": self.steps, "resamplings": self.resamplings,
                 "jump_length": self.jump_length, "reconstruction": self.reconstruction,
-                "curve": self.curve, "nfe": self.nfe(calls_per_step)}
+                "repairs_averaged": self.draws, "curve": self.curve,
+                "nfe": self.nfe(calls_per_step)}
+
+
+def mean_of_draws(repair: Callable[[int], Tensor], draws: int, seed: int) -> Tensor:
+    """The mean of `draws` repairs `repair(seed + k)`, k < draws (noise seeded with seed + k).
+
+    Each repair is a draw from the model's posterior given the known part; their mean tends to
+    the posterior mean E[x | known], the estimate of least squared error, which is what PSNR and
+    L1-like scores reward (Blau & Michaeli 2018, "The Perception-Distortion Tradeoff": a sharp
+    draw pays for its texture; SR3 / Palette report the same). One draw: repair(seed) itself."""
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    total = repair(seed)
+    for k in range(1, draws):
+        total = total + repair(seed + k)
+    return total / draws
 
 
 def nfe_curves(rows: Sequence[Mapping[str, Any]], value: str,
@@ -394,7 +421,9 @@ def sweep_settings(section: Any) -> list[Setting]:
     at each of `steps`, and RePaint with the first sampler at each of `repaint_steps` with each
     of `resamplings` (jump length `jump_length`), and replacement with reconstruction guidance
     of each weight of `reconstruction` at each of `reconstruction_steps` (default `steps`) with
-    the first sampler. Replacement is exact only in law for a sampler
+    the first sampler, and the mean of each of `averaged` replacements (`mean_of_draws`) at each
+    of `averaged_steps` (default `steps`) with the first sampler. Replacement is exact only in
+    law for a sampler
     that draws fresh noise at every step (ddpm); a deterministic one keeps the start noise's
     direction (core/inpainting.py), which the sweep shows."""
     samplers = [str(name) for name in section.samplers]
@@ -406,6 +435,9 @@ def sweep_settings(section: Any) -> list[Setting]:
     for weight in section.get("reconstruction") or []:
         for steps in section.get("reconstruction_steps") or section.steps:
             out.append(Setting("replace", int(steps), samplers[0], reconstruction=float(weight)))
+    for draws in section.get("averaged") or []:
+        for steps in section.get("averaged_steps") or section.steps:
+            out.append(Setting("replace", int(steps), samplers[0], draws=int(draws)))
     return out
 
 

@@ -9,6 +9,9 @@ concealment the condition may only show what was received, so:
   (`features.eps`), partly so in the frames at their edges;
 - the known part is every frame whose STFT window touches no gap (`unknown_frames`): there the
   received log-mel is the clean one. Frames whose window overlaps a gap are generated;
+- a model trained with `data.packet_loss.fill=linear` sees its lost frames linearly
+  interpolated between the received ones instead of at the floor (`GAP_FILLS`): the condition
+  is built the same way here as in its training batches (data.Collate);
 - the model fills them by inpainting (replacement or RePaint through the engine; for StoRM the
   predictor's estimate first, then the diffusion around it);
 - back to audio: Griffin-Lim of the repaired log-mel over the clip (the mel has no phase), whose
@@ -23,7 +26,7 @@ the floor there); the repair benchmark's base trains with packet loss in a share
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -32,6 +35,7 @@ from torch import Tensor
 
 from diffusekit.core.app.repair import output_name
 from diffusekit.core.errors import DataError
+from diffusekit.core.registry import Registry
 from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.plugins.domain import Damaged, Region
 
@@ -90,6 +94,26 @@ def interpolate_frames(mel: Tensor, unknown: Tensor) -> Tensor:
     return torch.where(unknown, filled, mel)
 
 
+def lost_frames(lost: Tensor, hop: int, n_fft: int) -> Tensor:
+    """[B, T] bool: the frames of a centred STFT whose window touches a lost sample of
+    lost [B, L] (bool or 0 / 1), T = L // hop + 1; `unknown_frames` from a mask of samples."""
+    padded = torch.nn.functional.pad(lost.float()[:, None], (n_fft // 2, n_fft // 2))
+    # window t covers padded samples [t hop, t hop + n_fft) = [t hop - n_fft/2, t hop + n_fft/2)
+    return torch.nn.functional.max_pool1d(padded, n_fft, hop)[:, 0] > 0
+
+
+GAP_FILLS: Registry[Callable[[Tensor, Tensor], Tensor]] = Registry("gap fill")
+GAP_FILLS.register("floor", lambda mel, unknown: mel)  # the gapped signal's log-mel as it is
+GAP_FILLS.register("linear", interpolate_frames)       # the classic concealment
+
+
+def fill_gaps(mel: Tensor, unknown: Tensor, fill: str) -> Tensor:
+    """mel [B, 1, M, T] with each clip's unknown frames (unknown [B, T] bool) shown as the
+    named fill (`GAP_FILLS`; `data.packet_loss.fill`): the condition of a concealer."""
+    make = GAP_FILLS.get(fill)
+    return torch.stack([make(m, u) if bool(u.any()) else m for m, u in zip(mel, unknown)])
+
+
 def splice(received: Tensor, synthesised: Tensor, spans: list[tuple[int, int]],
            sample_rate: int) -> Tensor:
     """received [L] with each gap [a, b) taken from synthesised [L], faded in and out over
@@ -145,7 +169,8 @@ def read_damaged(path: Path, region: Region, cfg: DictConfig) -> Damaged:
     mel = features.encode(padded)[None, None]  # [1, 1, M, T]
     unknown = unknown_frames(spans, mel.shape[-1], features.hop, features.n_fft)
     known = ~unknown[None, None, None, :]
-    batch = {"x0": mel, "cond": {"noisy": mel}}
+    fill = str(cfg.data.packet_loss.get("fill", "floor"))  # as the model was trained
+    batch = {"x0": mel, "cond": {"noisy": fill_gaps(mel, unknown[None], fill)}}
     return Damaged(batch, known, source={"received": received, "spans": spans, "mel": mel},
                    name=output_name(Path(path)))
 

@@ -35,6 +35,7 @@ from diffusekit.core.app.config import data_cache
 from diffusekit.core.app.data_loading import loader_options
 from diffusekit.core.errors import ConfigError, DataError
 from diffusekit.domains.audio import corpus, recordings
+from diffusekit.domains.audio.concealment import GAP_FILLS, fill_gaps, lost_frames
 from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.domains.audio.noise import (NOISES, NoisePool, PacketLoss, drop_packets,
                                             noisy_version)
@@ -166,34 +167,46 @@ class NoisyPairs(Dataset):
         snr_range = (self.snr, self.snr) if self.snr is not None else self.snr_range
         noisy, _, _ = noisy_version(clean[:valid], self.features.sample_rate, rng, self.pool,
                                     self.kinds, snr_range)
-        noisy = drop_packets(clean[:valid], noisy, self.features.sample_rate, rng, self.packet_loss)
+        noisy, lost = drop_packets(clean[:valid], noisy, self.features.sample_rate, rng,
+                                   self.packet_loss)
         noisy = np.pad(noisy, (0, self.samples - valid))
+        lost = None if lost is None else np.pad(lost, (0, self.samples - valid))
         if self.train:  # level augmentation
             gain = float(10 ** (rng.uniform(-10, 6) / 20))
             clean, noisy = clean * gain, noisy * gain
         peak = max(1.0, float(np.abs(noisy).max()) / 0.99)
-        return make_item(clean / peak, noisy / peak, valid, self.features)
+        return make_item(clean / peak, noisy / peak, valid, self.features, lost)
 
 
-def make_item(clean: np.ndarray, noisy: np.ndarray, valid: int, features: MelFeatures) -> dict:
-    """The item dict of one (clean, noisy) pair of equal length: the waveforms only; the
-    features are computed per batch by `Collate` (one STFT for the whole batch)."""
+def make_item(clean: np.ndarray, noisy: np.ndarray, valid: int, features: MelFeatures,
+              lost: np.ndarray | None = None) -> dict:
+    """The item dict of one (clean, noisy) pair of equal length: the waveforms and the samples
+    lost to packet loss ("lost" [L] bool; none: all False); the features are computed per batch
+    by `Collate` (one STFT for the whole batch)."""
     c, n = torch.from_numpy(np.ascontiguousarray(clean, dtype=np.float32)), \
         torch.from_numpy(np.ascontiguousarray(noisy, dtype=np.float32))
-    return {"clean_wave": c, "noisy_wave": n, "length": torch.tensor(valid)}
+    gone = torch.zeros(len(n), dtype=torch.bool) if lost is None else torch.from_numpy(
+        np.ascontiguousarray(lost, dtype=bool))
+    return {"clean_wave": c, "noisy_wave": n, "lost": gone, "length": torch.tensor(valid)}
 
 
 class Collate:
     """Stack items and add their log-mels: "x0" [B, 1, M, T] of the clean waves and
-    cond["noisy"] of the noisy ones."""
+    cond["noisy"] of the noisy ones, whose frames touching a lost sample are shown as the gap
+    fill `fill` (`concealment.GAP_FILLS`, `data.packet_loss.fill`; "floor" leaves them as they
+    are)."""
 
-    def __init__(self, features: MelFeatures) -> None:
-        self.features = features
+    def __init__(self, features: MelFeatures, fill: str = "floor") -> None:
+        self.features, self.fill = features, fill
+        GAP_FILLS.get(fill)  # an unknown fill: one error line now, not at the first batch
 
     def __call__(self, items: list[dict]) -> dict:
         batch = torch.utils.data.default_collate(items)
         both = self.features.encode(torch.cat([batch["clean_wave"], batch["noisy_wave"]]))
         x0, noisy = both[:, None].chunk(2)
+        if bool(batch["lost"].any()):
+            unknown = lost_frames(batch["lost"], self.features.hop, self.features.n_fft)
+            noisy = fill_gaps(noisy, unknown, self.fill)
         return {"x0": x0, "cond": {"noisy": noisy}, **batch}
 
 
@@ -316,7 +329,7 @@ class AudioDataModule(L.LightningDataModule):
         self.setup()
         d = self.cfg.data
         return DataLoader(self.splits[split], batch_size=int(d.batch_size), shuffle=shuffle,
-                          collate_fn=Collate(self.features),
+                          collate_fn=self.collate(),
                           drop_last=shuffle and len(self.splits[split]) >= int(d.batch_size),
                           **loader_options(d))
 
@@ -334,4 +347,8 @@ class AudioDataModule(L.LightningDataModule):
         self.setup()
         data = self.splits[split]
         items = [data[i] for i in range(min(len(data), n or len(data)))]
-        return Collate(self.features)(items)
+        return self.collate()(items)
+
+    def collate(self) -> Collate:
+        """The batch maker of this config (its gap fill: `data.packet_loss.fill`)."""
+        return Collate(self.features, PacketLoss.from_config(self.cfg.data.get("packet_loss")).fill)

@@ -153,13 +153,18 @@ def mix(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
 class PacketLoss:
     """Lost stretches of a training mixture: with probability `share` a mixture loses 1 to
     `max_gaps` stretches of `min_ms` to `max_ms` milliseconds each (zeroed); of those, a share
-    `clean_share` is the clean signal with gaps and no noise (what a concealer receives)."""
+    `clean_share` is the clean signal with gaps and no noise (what a concealer receives).
+    `fill` names how the condition shows the lost frames (`concealment.GAP_FILLS`): "floor"
+    (the gapped signal's log-mel as it is, at the floor there) or "linear" (each lost frame
+    interpolated between the received ones, so that the model starts from the classic
+    concealment and learns what to change; the Palette / SD-inpainting recipe for images)."""
 
     share: float = 0.0
     clean_share: float = 0.5
     min_ms: float = 20.0
     max_ms: float = 200.0
     max_gaps: int = 3
+    fill: str = "floor"
 
     @classmethod
     def from_config(cls, section: Any) -> "PacketLoss":
@@ -167,7 +172,7 @@ class PacketLoss:
         if not section:
             return cls()
         return cls(float(section.share), float(section.clean_share), float(section.min_ms),
-                   float(section.max_ms), int(section.max_gaps))
+                   float(section.max_ms), int(section.max_gaps), str(section.get("fill", "floor")))
 
 
 def gap_spans(n: int, sr: int, rng: np.random.Generator, count: int, min_ms: float,
@@ -184,16 +189,19 @@ def gap_spans(n: int, sr: int, rng: np.random.Generator, count: int, min_ms: flo
 
 
 def drop_packets(clean: np.ndarray, noisy: np.ndarray, sr: int, rng: np.random.Generator,
-                 loss: PacketLoss) -> np.ndarray:
-    """The noisy waveform after packet loss (see `PacketLoss`); no draw at all when the share is
-    0, so the default data stay as they were."""
+                 loss: PacketLoss) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the noisy waveform after packet loss (see `PacketLoss`), the lost samples [n] bool or
+    None when none were lost); no draw at all when the share is 0, so the default data stay as
+    they were."""
     if loss.share <= 0 or rng.random() >= loss.share:
-        return noisy
+        return noisy, None
     out = clean.copy() if rng.random() < loss.clean_share else noisy.copy()
+    lost = np.zeros(len(out), dtype=bool)
     for start, end in gap_spans(len(out), sr, rng, int(rng.integers(1, loss.max_gaps + 1)),
                                 loss.min_ms, loss.max_ms):
         out[start:end] = 0.0
-    return out
+        lost[start:end] = True
+    return out, lost
 
 
 def noisy_version(clean: np.ndarray, sr: int, rng: np.random.Generator, pool: NoisePool,

@@ -50,8 +50,8 @@ from torch import Tensor
 
 from diffusekit.core.app import results as results_io
 from diffusekit.core.app.repair import (BenchmarkRun, Setting, benchmark_masks, biharmonic,
-                                        hole_scores, inpaint_batch, nfe_panel, output_name,
-                                        pixel_mask, sweep_settings)
+                                        hole_scores, inpaint_batch, mean_of_draws, nfe_panel,
+                                        output_name, pixel_mask, sweep_settings)
 from diffusekit.core.errors import ConfigError, DataError
 from diffusekit.domains.digits.metrics import as_numpy_grid
 from diffusekit.plugins.domain import Damaged, Region
@@ -186,28 +186,28 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     shown: dict[str, dict[str, Tensor]] = {kind: {} for kind in MASK_KINDS}
     with tempfile.TemporaryDirectory(prefix="diffusekit-digits-repair-") as scratch:
         work = Path(r.run_dir) if r.get("run_dir") else Path(scratch)
-        trained = train_for_benchmark(domain, cfg, steps, work, overrides=recipe)
+        trained = train_for_benchmark(domain, cfg, steps, work, overrides=recipe,
+                                      own_section="repair")
         network = trained.network
         process = dataclasses.replace(trained.process, guidance=0.0)  # one call a step
         for kind in MASK_KINDS:
             fill = masks[kind]
             for setting in settings:
                 started = time.perf_counter()
-                out = _repair(network, process, truth, fill, null, setting, seed + 1, batch_size)
-                rows.append({"mask": kind, **setting.fields(), "label": "null", "repairs_averaged": 1,
+                out = mean_of_draws(lambda s: _repair(network, process, truth, fill, null,
+                                                      setting, s, batch_size),
+                                    setting.draws, seed + 1)
+                rows.append({"mask": kind, **setting.fields(), "label": "null",
                              **_scores(out, truth, fill, labels, classifier),
                              "seconds": round(time.perf_counter() - started, 1)})
                 shown[kind][setting.label] = out
-            mean_setting = Setting("replace", int(r.mean_steps), sampler)
+            mean_setting = Setting("replace", int(r.mean_steps), sampler, draws=int(r.mean_of))
             started = time.perf_counter()
-            draws = [_repair(network, process, truth, fill, null, mean_setting, seed + 1 + k,
-                             batch_size) for k in range(int(r.mean_of))]
-            mean = torch.stack(draws).mean(0)
-            rows.append({"mask": kind, **mean_setting.fields(),  # not a point of its curve:
-                         "setting": f"mean of {int(r.mean_of)} x {mean_setting.label}", "curve": None,
-                         "nfe": int(r.mean_of) * mean_setting.nfe(), "label": "null",
-                         "repairs_averaged": int(r.mean_of),
-                         **_scores(mean, truth, fill, labels, classifier),
+            mean = mean_of_draws(lambda s: _repair(network, process, truth, fill, null,
+                                                   mean_setting, s, batch_size),
+                                 mean_setting.draws, seed + 1)
+            rows.append({"mask": kind, **mean_setting.fields(), "curve": None,  # a single point
+                         "label": "null", **_scores(mean, truth, fill, labels, classifier),
                          "seconds": round(time.perf_counter() - started, 1)})
             shown[kind]["mean"] = mean
             label_setting = Setting("replace", int(r.label_steps), sampler)
@@ -216,7 +216,7 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                           batch_size)
             rows.append({"mask": kind, **label_setting.fields(), "curve": None,
                          "setting": f"{label_setting.label}, true label", "label": "true",
-                         "repairs_averaged": 1, **_scores(out, truth, fill, labels, classifier),
+                         **_scores(out, truth, fill, labels, classifier),
                          "seconds": round(time.perf_counter() - started, 1)})
     baselines: dict[str, Any] = {}
     for kind in MASK_KINDS:

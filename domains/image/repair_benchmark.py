@@ -8,8 +8,9 @@
    (`data.test_images`, never trained on), each damaged twice: a centre box of
    `repair.box_fraction` of each side and `repair.strokes` random brush strokes;
 3. the repairs: `toolkit inpaint`'s path (`repair.read_damaged`'s condition, the process's
-   `inpaint`) with replacement at several step counts and samplers, RePaint, and reconstruction
-   guidance (`core.app.repair.sweep_settings`);
+   `inpaint`) with replacement at several step counts and samplers, RePaint, reconstruction
+   guidance, and the mean of several one-step repairs (an estimate of the posterior mean, what
+   PSNR rewards; `core.app.repair.sweep_settings`, `mean_of_draws`);
 4. the classic baselines: biharmonic inpainting (scikit-image), and the smooth fill the model
    starts from (pull-push, `degradation.smooth_fill`);
 5. scores on the hole only: PSNR-Y and SSIM-Y (BT.601 luma of the 8-bit images, as the
@@ -34,7 +35,8 @@ from torch import Tensor
 
 from diffusekit.core.app import results as results_io
 from diffusekit.core.app.repair import (BenchmarkRun, Setting, benchmark_masks, biharmonic,
-                                        hole_scores, inpaint_batch, nfe_panel, sweep_settings)
+                                        hole_scores, inpaint_batch, mean_of_draws, nfe_panel,
+                                        sweep_settings)
 from diffusekit.domains.image.degradation import quantize, rgb_to_y, smooth_fill
 
 MASK_KINDS = ("box", "strokes")
@@ -106,12 +108,14 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     shown: dict[str, dict[str, Tensor]] = {kind: {} for kind in MASK_KINDS}
     with tempfile.TemporaryDirectory(prefix="diffusekit-image-repair-") as scratch:
         work = Path(r.run_dir) if r.get("run_dir") else Path(scratch)
-        trained = train_for_benchmark(domain, cfg, run.train_steps, work, overrides=recipe)
+        trained = train_for_benchmark(domain, cfg, run.train_steps, work, overrides=recipe,
+                                      own_section="repair")
     for kind in MASK_KINDS:
         for setting in sweep_settings(r):
             started = time.perf_counter()
-            out = repair_crops(trained.network, trained.process, truth, masks[kind], setting,
-                               run.seed + 1, batch_size)
+            out = mean_of_draws(lambda s: repair_crops(trained.network, trained.process, truth,
+                                                       masks[kind], setting, s, batch_size),
+                                setting.draws, run.seed + 1)
             rows.append({"mask": kind, **setting.fields(), **luma_scores(out, truth, masks[kind]),
                          "seconds": round(time.perf_counter() - started, 1)})
             shown[kind][setting.label] = out

@@ -212,7 +212,8 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     overrides = [f"seed={seed}", *[str(o) for o in r.train_overrides]]
     with tempfile.TemporaryDirectory(prefix="diffusekit-molecules-repair-") as scratch:
         work = Path(r.run_dir) if r.get("run_dir") else Path(scratch)
-        trained = train_for_benchmark(domain, cfg, steps, work, overrides=overrides)
+        trained = train_for_benchmark(domain, cfg, steps, work, overrides=overrides,
+                                      own_section="repair")
     network, process, run_cfg = trained.network, trained.process, trained.cfg
     batch, known = encode_known(molecules, keeps, run_cfg)
     batch_size = int(r.batch_size)

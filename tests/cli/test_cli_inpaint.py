@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from diffusekit.core.app.repair import (biharmonic, check_region, hole_scores, inpaint_method, nfe_of, parse_indices,
-                                        parse_region, parse_span, repeat_batch, stroke_mask,
-                                        sweep_settings)
+from diffusekit.core.app.repair import (biharmonic, check_region, hole_scores, inpaint_method,
+                                        mean_of_draws, nfe_of, parse_indices, parse_region,
+                                        parse_span, repeat_batch, stroke_mask, sweep_settings)
 from diffusekit.core.errors import ConfigError
 from diffusekit.core.inpainting import RePaint, Replace
 from omegaconf import OmegaConf
@@ -71,6 +71,24 @@ def test_methods_and_their_network_calls():
         ("replace-5 (ddpm)", 5), ("replace-10 (ddpm)", 10), ("replace-5 (heun)", 5),
         ("replace-10 (heun)", 10), ("repaint-10x2-j5 (ddpm)", 15), ("repaint-10x4-j5 (ddpm)", 25),
         ("replace-8 +rg4 (ddpm)", 24)]
+    means = OmegaConf.merge(section, {"averaged": [2, 4], "averaged_steps": [1]})
+    assert [(s.label, s.curve, s.nfe()) for s in sweep_settings(means)[-2:]] == [
+        ("mean of 2 x replace-1 (ddpm)", "mean of replace-1 (ddpm)", 2),
+        ("mean of 4 x replace-1 (ddpm)", "mean of replace-1 (ddpm)", 4)]
+    assert sweep_settings(means)[-1].fields()["repairs_averaged"] == 4
+
+
+def test_mean_of_draws_averages_repairs_seeded_one_after_another():
+    seeds: list[int] = []
+
+    def repair(seed: int) -> torch.Tensor:
+        seeds.append(seed)
+        return torch.full((2,), float(seed))
+
+    assert mean_of_draws(repair, 4, 10).tolist() == [11.5, 11.5] and seeds == [10, 11, 12, 13]
+    assert mean_of_draws(repair, 1, 7).tolist() == [7.0, 7.0]  # one draw: the repair itself
+    with pytest.raises(ValueError, match="draws must be >= 1"):
+        mean_of_draws(repair, 0, 0)
 
 
 def test_repeat_batch_and_strokes():

@@ -93,5 +93,8 @@ def test_a_crashed_benchmark_run_resumes_from_its_last_checkpoint(toy, toy_cfg, 
     for (name, a), (_, b) in zip(trained.network.state_dict().items(),
                                  again.network.state_dict().items()):
         assert torch.equal(a, b), name
+    # a benchmark's own section is never read by training: a change there finds the same run
+    moved = train_for_benchmark(toy, toy_cfg("sample.n=3"), 12, work, own_section="sample")
+    assert moved.run.path == crashed
     other = train_for_benchmark(toy, toy_cfg(), 8, work)  # another config: a new run
     assert other.run.path != crashed

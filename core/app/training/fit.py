@@ -318,17 +318,23 @@ class TrainedModel:
 BENCHMARK_CHECKPOINT_EVERY = 500  # optimiser steps between the checkpoints of a benchmark's run
 
 
-def matching_run(domain_name: str, cfg: DictConfig) -> RunDir | None:
+def matching_run(domain_name: str, cfg: DictConfig, ignore: Sequence[str] = ()) -> RunDir | None:
     """The newest run of `domain_name` under `cfg.run_dir` whose saved config is exactly `cfg`
-    and which has a checkpoint to resume from; None when there is none."""
+    but for the top-level sections `ignore` (a benchmark's own section, which training never
+    reads), and which has a checkpoint to resume from; None when there is none."""
     folder = Path(cfg.run_dir) / domain_name
-    wanted = OmegaConf.to_container(cfg, resolve=True)
+
+    def compared(config: DictConfig) -> dict:
+        out = OmegaConf.to_container(config, resolve=True)
+        return {key: value for key, value in out.items() if key not in ignore}
+
+    wanted = compared(cfg)
     for path in sorted(folder.iterdir() if folder.is_dir() else [], reverse=True):
         run = RunDir(path)
         if not (run.config_file.is_file() and run.last_checkpoint.is_file()):
             continue
         try:
-            saved = OmegaConf.to_container(run.load_config(), resolve=True)
+            saved = compared(run.load_config())
         except RunDirError:
             continue
         if saved == wanted:
@@ -338,7 +344,8 @@ def matching_run(domain_name: str, cfg: DictConfig) -> RunDir | None:
 
 def train_for_benchmark(domain: Any, cfg: DictConfig, steps: int,
                         work_dir: str | Path | None = None, *,
-                        overrides: Sequence[str] = ()) -> TrainedModel:
+                        overrides: Sequence[str] = (), own_section: str | None = None,
+                        ) -> TrainedModel:
     """Train `domain` for `steps` optimiser steps with `train`, the trainer of `toolkit train`
     (same module, optimiser, schedule, EMA, data module), and load the EMA network.
 
@@ -355,7 +362,10 @@ def train_for_benchmark(domain: Any, cfg: DictConfig, steps: int,
     A checkpoint is written every `BENCHMARK_CHECKPOINT_EVERY` steps, and with `work_dir` given
     a run there with exactly this config that stopped early (a crash, a killed job) is resumed
     from its last checkpoint instead of starting again (`matching_run`); a finished one is
-    reloaded without training. `seconds` is then the time this call trained."""
+    reloaded without training. `seconds` is the run's training time over all its starts
+    (metrics.json's `train_seconds`), whichever call did it. `own_section`: the
+    calling benchmark's config section (e.g. "repair"), left out of that comparison, since
+    training never reads it: a run resumes after a change of what is scored or where results go."""
     steps = int(steps)
     if steps <= 0:
         raise ConfigError(f"a benchmark needs at least one training step, got {steps}")
@@ -364,13 +374,15 @@ def train_for_benchmark(domain: Any, cfg: DictConfig, steps: int,
         f"checkpoint_every={min(steps, BENCHMARK_CHECKPOINT_EVERY)}", "sample.val_n=0"])
     with tempfile.TemporaryDirectory(prefix="diffusekit-benchmark-") as scratch:
         cfg.run_dir = str(Path(work_dir) if work_dir is not None else scratch)
-        resume = matching_run(domain.name, cfg) if work_dir is not None else None
+        ignore = (own_section,) if own_section else ()
+        resume = matching_run(domain.name, cfg, ignore) if work_dir is not None else None
         if resume is not None:
             print(f"{domain.name} benchmark: resuming {resume.path} from its last checkpoint",
                   file=sys.stderr)
         started = time.perf_counter()
         run = train(domain, cfg, resume=resume)
-        seconds = time.perf_counter() - started
+        # the run's training time over all its starts (a reloaded run: the time it took then)
+        seconds = float(run.read_metrics().get("train_seconds", time.perf_counter() - started))
         network, process, run_cfg = load_run(domain, run)
         losses = read_csv_logs(run.logs).get("train/loss", {})
     return TrainedModel(network, process, run_cfg, round(seconds, 1), losses,

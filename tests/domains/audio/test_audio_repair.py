@@ -15,9 +15,11 @@ import torch
 from diffusekit.core.app import cli
 from diffusekit.core.app.repair import inpaint_model, parse_region
 from diffusekit.core.app.training.models import load_model
-from diffusekit.domains.audio.concealment import (interpolate_frames, read_damaged, splice,
-                                                  unknown_frames)
-from diffusekit.domains.audio.data import corpus_dir
+from diffusekit.core.registry import UnknownNameError
+from diffusekit.domains.audio.concealment import (interpolate_frames, lost_frames, read_damaged,
+                                                  splice, unknown_frames)
+from diffusekit.domains.audio.data import Collate, corpus_dir, make_item
+from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.domains.audio.noise import PacketLoss, drop_packets
 
 from audio_settings import tiny_overrides
@@ -26,13 +28,15 @@ from command_line import run_toolkit as _run
 
 @pytest.fixture(scope="module")
 def run(tiny_cfg, tmp_path_factory):
-    """A StoRM run of 2 steps on the tiny corpus, with packet loss in its training mixtures."""
+    """A StoRM run of 2 steps on the tiny corpus, with packet loss in its training mixtures
+    (shown to it linearly interpolated)."""
     root = tmp_path_factory.mktemp("runs")
     cache = corpus_dir(tiny_cfg).parent
     args = [a for a in tiny_overrides(cache) if not a.startswith(("trainer.max_steps",
                                                                   "sample.val_n"))]
     assert cli.main(["train", "--domain", "audio", *args, "trainer.max_steps=2",
-                     "sample.val_n=0", f"run_dir={root}", "data.packet_loss.share=1.0"]) == 0
+                     "sample.val_n=0", f"run_dir={root}", "data.packet_loss.share=1.0",
+                     "data.packet_loss.fill=linear"]) == 0
     (path,) = (root / "audio").iterdir()
     return path
 
@@ -65,6 +69,9 @@ def test_conceal_keeps_received_samples_and_known_frames(run, call, tmp_path, ca
         assert np.abs(out[~keep]).max() > 0  # the gaps are filled with something
     model = load_model(run)
     damaged = read_damaged(call, parse_region(spans=["0.30-0.42", "0.8-0.85"]), model.cfg)
+    lost = ~damaged.known[0, 0, 0]  # the model was trained on linearly filled gaps: so is this
+    assert torch.equal(damaged.batch["cond"]["noisy"][0, 0],
+                       interpolate_frames(damaged.batch["x0"][0, 0], lost))
     mel = inpaint_model(model, damaged, steps=2, method="repaint", progress=False).mel
     known = damaged.known.expand_as(mel)
     torch.testing.assert_close(mel[known], damaged.batch["x0"][known], atol=1e-5, rtol=0)
@@ -108,12 +115,43 @@ def test_lost_frames_interpolation_and_splice():
 def test_packet_loss_zeroes_stretches_and_costs_no_draw_when_off():
     rng = np.random.default_rng(0)
     clean, noisy = np.ones(16000, dtype=np.float32), np.full(16000, 2.0, dtype=np.float32)
-    assert drop_packets(clean, noisy, 16000, rng, PacketLoss()) is noisy
+    same, lost = drop_packets(clean, noisy, 16000, rng, PacketLoss())
+    assert same is noisy and lost is None
     assert rng.random() == np.random.default_rng(0).random()  # no draw was taken
-    out = drop_packets(clean, noisy, 16000, np.random.default_rng(1),
-                       PacketLoss(share=1.0, clean_share=1.0, min_ms=50, max_ms=50, max_gaps=1))
+    out, lost = drop_packets(clean, noisy, 16000, np.random.default_rng(1),
+                             PacketLoss(share=1.0, clean_share=1.0, min_ms=50, max_ms=50,
+                                        max_gaps=1))
     zeros = np.flatnonzero(out == 0)
     assert len(zeros) == 800 and zeros[-1] - zeros[0] == 799 and set(out[out != 0]) == {1.0}
+    assert np.array_equal(np.flatnonzero(lost), zeros)
+
+
+def test_a_linear_fill_concealer_sees_its_lost_frames_interpolated():
+    """Collate with fill "linear": the frames touching a lost sample (the same frames as
+    `unknown_frames` of the spans) are interpolated between the received ones; every other frame
+    is the received log-mel as it was, and the clean target is untouched."""
+    features = MelFeatures()
+    rng = np.random.default_rng(0)
+    n = features.samples_for(64)
+    clean = (0.1 * rng.standard_normal(n)).astype(np.float32)
+    spans = [(2000, 3000), (5000, 5400)]
+    received = clean.copy()
+    lost = np.zeros(n, dtype=bool)
+    for a, b in spans:
+        received[a:b], lost[a:b] = 0.0, True
+    items = [make_item(clean, received, n, features, lost), make_item(clean, clean, n, features)]
+    unknown = unknown_frames(spans, 64, features.hop, features.n_fft)
+    assert torch.equal(lost_frames(torch.from_numpy(lost)[None], features.hop, features.n_fft)[0],
+                       unknown)
+    floor, linear = Collate(features)(items), Collate(features, "linear")(items)
+    assert torch.equal(floor["x0"], linear["x0"])
+    assert torch.equal(linear["cond"]["noisy"][1], floor["cond"]["noisy"][1])  # nothing lost
+    got, gapped_mel = linear["cond"]["noisy"][0, 0], floor["cond"]["noisy"][0, 0]
+    assert torch.equal(got[:, ~unknown], gapped_mel[:, ~unknown])
+    assert torch.allclose(got, interpolate_frames(gapped_mel, unknown))
+    assert float(got[:, unknown].mean()) > float(gapped_mel[:, unknown].mean()) + 1.0  # off the floor
+    with pytest.raises(UnknownNameError, match="gap fill 'cubic'"):
+        Collate(features, "cubic")
 
 
 def test_the_repair_benchmark_writes_its_record(tiny_cfg, tmp_path, capsys):
@@ -126,13 +164,16 @@ def test_the_repair_benchmark_writes_its_record(tiny_cfg, tmp_path, capsys):
                           "repair.samplers=[ddpm]",
                           "repair.resamplings=[2]", "repair.jump_length=1",
                           "repair.reconstruction=[2]", "repair.reconstruction_steps=[1]",
+                          "repair.averaged=[2]", "repair.averaged_steps=[1]",
                           "reconstruct.griffin_lim_iters=2", f"repair.results_dir={results}")
     assert code == 0, err
     record = json.loads((results / "audio_repair_quick.json").read_text())
     systems = [row["system"] for row in record["metrics"]["rows"]]
     assert systems == ["predictor", "replace-1 (ddpm)", "replace-2 (ddpm)",
-                       "repaint-2x2-j1 (ddpm)", "replace-1 +rg2 (ddpm)"]
-    assert [row["nfe"] for row in record["metrics"]["rows"]] == [1, 2, 3, 4, 4]  # the predictor's + 3
+                       "repaint-2x2-j1 (ddpm)", "replace-1 +rg2 (ddpm)",
+                       "mean of 2 x replace-1 (ddpm)"]
+    # the predictor's call + the steps (a guided call counts 3; a mean of 2 repairs: 2 x (1 + 1))
+    assert [row["nfe"] for row in record["metrics"]["rows"]] == [1, 2, 3, 4, 4, 4]
     assert set(record["baselines"]) == {"zeros", "linear"}
     assert record["baselines"]["zeros"]["gap_si_sdr"] is None
     assert record["metrics"]["train_overrides"] == ["data.packet_loss.share=1.0",

@@ -123,6 +123,9 @@ def test_the_repair_benchmark_writes_its_record(tmp_path, capsys):
     assert ("box", "repaint-2x2-j1 (ddpm)") in settings
     assert ("box", "replace-2 +rg3 (ddpm)") in settings
     assert {row["nfe"] for row in metrics["rows"] if "+rg3" in row["setting"]} == {6}
+    means = [row for row in metrics["rows"] if row["repairs_averaged"] > 1]  # the config's default
+    assert {(row["mask"], row["setting"], row["nfe"]) for row in means} >= {
+        ("box", "mean of 8 x replace-1 (ddpm)", 8), ("strokes", "mean of 2 x replace-1 (ddpm)", 2)}
     for kind in ("box", "strokes"):
         for name in ("biharmonic", "smooth_fill"):
             assert 5.0 < baselines[f"{name}_{kind}"]["hole_psnr"] < 80.0
