@@ -402,9 +402,13 @@ class BenchmarkRun:
     @staticmethod
     def timing_line(metrics: Mapping[str, Any], training: bool = True) -> str:
         """The records' last line: the base's training steps and seconds (with `training`), the
-        whole benchmark's seconds and the load average at its start and end (`clock`)."""
+        whole benchmark's seconds and the load average at its start and end (`clock`). Training
+        longer than the whole benchmark was (partly) done by an earlier start, and says so."""
+        earlier = (" over all its starts, part or all of it by an earlier start of this benchmark "
+                   "in `repair.run_dir` (resumed or reloaded)"
+                   if float(metrics.get("train_seconds", 0.0)) > float(metrics["seconds"]) else "")
         training = (f"Training: the toolkit's trainer, {metrics['train_steps']} steps in "
-                    f"{metrics['train_seconds']} s; the" if training else "The")
+                    f"{metrics['train_seconds']} s{earlier}; the" if training else "The")
         return (f"{training} whole benchmark {metrics['seconds']} s; 1-minute load average "
                 f"{metrics['load_average_start']} at the start, {metrics['load_average_end']} at "
                 "the end (a shared machine is slower than an idle one).")

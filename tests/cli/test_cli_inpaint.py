@@ -9,9 +9,10 @@ import math
 import pytest
 import torch
 
-from diffusekit.core.app.repair import (biharmonic, check_region, hole_scores, inpaint_method,
-                                        mean_of_draws, nfe_of, parse_indices, parse_region,
-                                        parse_span, repeat_batch, stroke_mask, sweep_settings)
+from diffusekit.core.app.repair import (BenchmarkRun, biharmonic, check_region, hole_scores,
+                                        inpaint_method, mean_of_draws, nfe_of, parse_indices,
+                                        parse_region, parse_span, repeat_batch, stroke_mask,
+                                        sweep_settings)
 from diffusekit.core.errors import ConfigError
 from diffusekit.core.inpainting import RePaint, Replace
 from omegaconf import OmegaConf
@@ -181,3 +182,11 @@ def test_biharmonic_fills_a_smooth_image_and_keeps_the_rest(channels):
     assert out.shape == image.shape
     torch.testing.assert_close(out[~fill.expand_as(out)], image[~fill.expand_as(image)])
     assert float((out - image).abs().max()) < 1e-3
+
+
+def test_timing_line_says_when_the_base_was_trained_by_an_earlier_start():
+    clock = {"train_steps": 100, "load_average_start": 1.0, "load_average_end": 2.0}
+    fresh = BenchmarkRun.timing_line({**clock, "train_seconds": 50.0, "seconds": 80.0})
+    reloaded = BenchmarkRun.timing_line({**clock, "train_seconds": 500.0, "seconds": 80.0})
+    assert "100 steps in 50.0 s; the whole benchmark 80.0 s" in fresh and "earlier" not in fresh
+    assert "500.0 s over all its starts, part or all of it by an earlier start" in reloaded
