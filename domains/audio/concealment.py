@@ -37,6 +37,7 @@ from diffusekit.core.app.repair import output_name
 from diffusekit.core.errors import DataError
 from diffusekit.core.registry import Registry
 from diffusekit.domains.audio.features import MelFeatures
+from diffusekit.domains.audio.noise import PacketLoss
 from diffusekit.plugins.domain import Damaged, Region
 
 RAMP_MS = 5.0      # fade of the synthesised samples at each gap's edges, inside the gap
@@ -169,7 +170,7 @@ def read_damaged(path: Path, region: Region, cfg: DictConfig) -> Damaged:
     mel = features.encode(padded)[None, None]  # [1, 1, M, T]
     unknown = unknown_frames(spans, mel.shape[-1], features.hop, features.n_fft)
     known = ~unknown[None, None, None, :]
-    fill = str(cfg.data.packet_loss.get("fill", "floor"))  # as the model was trained
+    fill = PacketLoss.from_config(cfg.data.get("packet_loss")).fill  # as the model was trained
     batch = {"x0": mel, "cond": {"noisy": fill_gaps(mel, unknown[None], fill)}}
     return Damaged(batch, known, source={"received": received, "spans": spans, "mel": mel},
                    name=output_name(Path(path)))
