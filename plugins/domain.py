@@ -20,6 +20,7 @@ the rest (loading the model, `--method`, `--steps`, `--sampler`, `--seed`, `-n`,
                                        one example in the model's data space, the known mask, cond
     write_repaired(samples, damaged, out, cfg)   the repaired files, inside `out`
     repair_benchmark(cfg)              what `toolkit benchmark --domain NAME --repair` runs
+    repair_mean()                      optional: how K repairs become their mean (`--average K`)
 
 Batches are dicts: "x0" the clean data [B, ...]; optionally "cond" (keyword arguments passed to
 the network, e.g. {"low_res": ...}) and "mask" ([B, N] padding / node mask). Built-in domains
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -181,6 +182,15 @@ class Domain:
         (names the domain chooses, or `damaged.name` + a fixed suffix); return the paths."""
         raise NotImplementedError(f"domain {self.name!r} cannot write repaired samples "
                                   "(it implements no write_repaired)")
+
+    def repair_mean(self) -> Callable[[list[Any]], Any] | None:
+        """How `toolkit inpaint --average K` (`inpaint.average`) turns K repairs of the same batch
+        (what the process's `inpaint` returned, each drawn with other noise) into one: a function
+        from the list of K to their mean, in the form `write_repaired` takes. The mean of
+        posterior draws estimates the posterior mean, the repair of least squared error (it wins
+        the repair benchmarks' PSNR and L1). None, the default: this domain's repairs are not
+        averaged (a mean of molecules or of token sequences is neither)."""
+        return None
 
     def repair_benchmark(self, cfg: DictConfig) -> dict[str, Any]:
         """The repair benchmark (`toolkit benchmark --domain NAME --repair [--quick]`): the

@@ -465,6 +465,9 @@ def evaluate(run_dir: str | None, model_id: str | None, adapter_args: tuple[str,
 @click.option("-n", "n", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
               help="Repairs (completions) to draw.")
 @click.option("--seed", type=int, default=None, help="Seed of the sampling noise.")
+@click.option("--average", type=click.IntRange(min=1, max=1024), default=None, metavar="K",
+              help="Write each repair as the mean of K drawn with other noise (default: "
+                   "inpaint.average): the least-squares repair, blurrier where it is unsure.")
 @click.option("--out", type=click.Path(file_okay=False), default="repaired", show_default=True,
               help="The folder the repaired files go into (nothing is written elsewhere).")
 @overrides_argument
@@ -473,7 +476,7 @@ def inpaint(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, 
             control_args: tuple[str, ...], hint: str | None, input_path: str, mask: str | None,
             boxes: tuple[str, ...], spans: tuple[str, ...], keep: str | None,
             method: str | None, sampler: str | None, steps: int | None, n: int,
-            seed: int | None, out: str, overrides: tuple[str, ...]) -> None:
+            seed: int | None, average: int | None, out: str, overrides: tuple[str, ...]) -> None:
     """Repair INPUT with a model: fill the region given (--mask, --box, --span or --keep, as
     the domain reads them) and keep the rest exactly; KEY=VALUE overrides change the model's
     config for this call (e.g. inpaint.resamplings=8). docs/repair.md has each domain's input."""
@@ -487,7 +490,7 @@ def inpaint(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, 
     check_region(model.domain, region)
     model = with_overrides(model, overrides)
     paths = repair_file(model, Path(input_path), region, out_dir=Path(out), method=method,
-                        sampler=sampler, steps=steps, n=n, seed=seed)
+                        sampler=sampler, steps=steps, n=n, seed=seed, average=average)
     _echo_paths(paths, "repaired")
 
 

@@ -485,27 +485,49 @@ def inpaint_batch(network: Any, process: Any, batch: dict, known: Any, *, method
 
 def inpaint_model(model: Any, damaged: Damaged, *, method: str | None = None,
                   sampler: str | None = None, steps: int | None = None, n: int = 1,
-                  seed: int | None = None, progress: bool = True) -> Any:
+                  seed: int | None = None, average: int | None = None,
+                  progress: bool = True) -> Any:
     """`n` repairs of `damaged` with a loaded `Model` (`training.models.load_model`): its
     process's `inpaint` with the method `inpaint_method(model.cfg, method)`, `steps` (default
     `sample.steps`) of `sampler` (default `inpaint.sampler`, else the model's), noise from a
-    generator seeded with `seed` (default the config's)."""
+    generator seeded with `seed` (default the config's). With `average` K > 1 (default
+    `inpaint.average`) each of the n is the mean of K repairs, the k-th drawn with seed + k
+    (`mean_of_draws`' seeds), made by the domain's `repair_mean`; `ConfigError` for a domain
+    that does not average its repairs or K < 1."""
     cfg = model.cfg
-    sampler = sampler or (cfg.get("inpaint") or {}).get("sampler") or cfg.sample.get("sampler") or None
+    section = cfg.get("inpaint") or {}
+    sampler = sampler or section.get("sampler") or cfg.sample.get("sampler") or None
     steps = int(steps or cfg.sample.steps)
-    generator = torch.Generator().manual_seed(int(cfg.seed if seed is None else seed))
+    seed = int(cfg.seed if seed is None else seed)
+    if average is None:
+        average = section.get("average")
+    average = 1 if average is None else int(average)
+    if average < 1:
+        raise ConfigError(f"inpaint.average must be >= 1 (repairs per mean), got {average}")
+    mean = model.domain.repair_mean() if average > 1 else None
+    if average > 1 and mean is None:
+        raise ConfigError(f"the {model.domain.name!r} domain's repairs cannot be averaged "
+                          "(--average / inpaint.average > 1); it draws each repair on its own")
     batch = repeat_batch(damaged.batch, int(n))
     known = repeat_batch(torch.as_tensor(damaged.known), int(n))
-    return inpaint_batch(model.network, model.process, batch, known,
-                         method=inpaint_method(cfg, method), sampler=sampler, steps=steps,
-                         generator=generator, progress=progress, domain_name=model.domain.name)
+    method_instance = inpaint_method(cfg, method)
+
+    def draw(k: int) -> Any:
+        return inpaint_batch(model.network, model.process, batch, known, method=method_instance,
+                             sampler=sampler, steps=steps,
+                             generator=torch.Generator().manual_seed(seed + k),
+                             progress=progress, domain_name=model.domain.name)
+
+    return draw(0) if mean is None else mean([draw(k) for k in range(average)])
 
 
 def repair_file(model: Any, path: Path, region: Region, *, out_dir: Path, method: str | None = None,
                 sampler: str | None = None, steps: int | None = None, n: int = 1,
-                seed: int | None = None, progress: bool = True) -> list[Path]:
-    """Read `path` and `region` with the model's domain, inpaint (`inpaint_model`) and write the
-    result into `out_dir` (`Domain.write_repaired`); return the paths written."""
+                seed: int | None = None, average: int | None = None,
+                progress: bool = True) -> list[Path]:
+    """Read `path` and `region` with the model's domain, inpaint (`inpaint_model`, each of the
+    `n` repairs the mean of `average` when given) and write the result into `out_dir`
+    (`Domain.write_repaired`); return the paths written."""
     domain, cfg = model.domain, model.cfg
     check_region(domain, region)
     path = Path(path)
@@ -515,7 +537,7 @@ def repair_file(model: Any, path: Path, region: Region, *, out_dir: Path, method
         raise DataError(f"mask {str(region.mask)!r} is not a file")
     damaged = domain.read_damaged(path, region, cfg)
     samples = inpaint_model(model, damaged, method=method, sampler=sampler, steps=steps, n=n,
-                            seed=seed, progress=progress)
+                            seed=seed, average=average, progress=progress)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = domain.write_repaired(samples, damaged, out_dir, cfg) or []

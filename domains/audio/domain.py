@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import soundfile as sf
 import torch
@@ -143,6 +143,12 @@ class AudioDomain(Domain):
         from diffusekit.domains.audio.concealment import read_damaged
 
         return read_damaged(path, region, cfg)
+
+    def repair_mean(self) -> Callable[[list[Enhanced]], Enhanced]:
+        """`toolkit inpaint --average K`: the K repaired log-mels averaged (then turned into audio
+        once, as one repair is)."""
+        return lambda draws: Enhanced(torch.stack([mel_of(d) for d in draws]).mean(0),
+                                      getattr(draws[0], "batch", {}))
 
     def write_repaired(self, samples: Enhanced, damaged: Damaged, out_dir: Path,
                        cfg: DictConfig) -> list[Path]:

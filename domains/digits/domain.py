@@ -20,7 +20,7 @@ classifier-free guidance.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -152,6 +152,10 @@ class DigitsDomain(Domain):
         from diffusekit.domains.digits.repair import read_damaged
 
         return read_damaged(path, region, cfg)
+
+    def repair_mean(self) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+        """`toolkit inpaint --average K`: the K repaired digits [n, 1, 28, 28] averaged."""
+        return lambda draws: torch.stack(draws).mean(0)
 
     def write_repaired(self, samples: torch.Tensor, damaged: Damaged, out_dir: Path,
                        cfg: DictConfig) -> list[Path]:

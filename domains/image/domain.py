@@ -19,8 +19,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig
@@ -136,6 +137,10 @@ class ImageDomain(Domain):
         from diffusekit.domains.image.repair import read_damaged
 
         return read_damaged(path, region, cfg)
+
+    def repair_mean(self) -> Callable[[list[SRSamples]], SRSamples]:
+        """`toolkit inpaint --average K`: the K repairs' images averaged (the rest of the first's)."""
+        return lambda draws: replace(draws[0], image=torch.stack([d.image for d in draws]).mean(0))
 
     def write_repaired(self, samples: SRSamples, damaged: Damaged, out_dir: Path,
                        cfg: DictConfig) -> list[Path]:

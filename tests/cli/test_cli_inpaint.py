@@ -158,6 +158,38 @@ def test_inpaint_model_takes_the_sampler_and_method_of_the_inpaint_section():
     assert seen[0]["steps"] == 3
 
 
+def test_inpaint_model_averages_repairs_through_the_domain():
+    """--average K (`inpaint.average`): each repair the domain's mean of K, the k-th drawn with
+    seed + k; a domain whose repairs are not averaged, or K < 1, is one ConfigError."""
+    from types import SimpleNamespace
+
+    from diffusekit.core.app.repair import inpaint_model
+    from diffusekit.plugins.domain import Damaged
+
+    class Process:
+        def inpaint(self, network, batch, known, *, generator, **options):
+            return batch["x0"] + torch.randn(batch["x0"].shape, generator=generator)
+
+    def model(mean, average=1):
+        cfg = OmegaConf.create({"seed": 5, "sample": {"steps": 2}, "inpaint": {"average": average}})
+        domain = SimpleNamespace(name="fake", repair_mean=lambda: mean)
+        return SimpleNamespace(cfg=cfg, network=None, process=Process(), domain=domain)
+
+    damaged = Damaged(batch={"x0": torch.zeros(1, 6)}, known=torch.zeros(1, 6, dtype=torch.bool))
+    stack_mean = lambda draws: torch.stack(draws).mean(0)  # noqa: E731
+    draws = [torch.randn((3, 6), generator=torch.Generator().manual_seed(5 + k)) for k in range(4)]
+    got = inpaint_model(model(stack_mean), damaged, n=3, average=4, progress=False)
+    assert torch.allclose(got, torch.stack(draws).mean(0))
+    assert torch.equal(inpaint_model(model(stack_mean, average=4), damaged, n=3, progress=False), got)
+    one = inpaint_model(model(stack_mean), damaged, n=3, progress=False)  # the default: one draw
+    assert torch.equal(one, draws[0])
+    assert one.std() > 2 * got.std()  # the mean of 4 draws of N(0, 1) has std 1/2
+    with pytest.raises(ConfigError, match="'fake' domain's repairs cannot be averaged"):
+        inpaint_model(model(None), damaged, average=2, progress=False)
+    with pytest.raises(ConfigError, match="inpaint.average must be >= 1"):
+        inpaint_model(model(stack_mean, average=0), damaged, progress=False)
+
+
 def test_hole_scores_are_exact_on_a_known_error():
     truth = torch.zeros(1, 1, 16, 16)
     repaired = truth.clone()

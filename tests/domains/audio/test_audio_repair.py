@@ -78,6 +78,21 @@ def test_conceal_keeps_received_samples_and_known_frames(run, call, tmp_path, ca
     assert mel.shape[-1] % 8 == 0 and not bool(known.all())
 
 
+def test_average_conceals_with_the_mean_of_repairs(run, call, tmp_path, capsys):
+    """--average K: the mean of K repaired log-mels, turned into audio once."""
+    code, _, err = _run(capsys, "inpaint", "--run", str(run), str(call), "--span", "0.30-0.42",
+                        "--steps", "2", "--average", "3", "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "call-repaired.wav", "call-spectrograms.png"]
+    model = load_model(run)
+    damaged = read_damaged(call, parse_region(spans=["0.30-0.42"]), model.cfg)
+    mean = inpaint_model(model, damaged, steps=2, average=3, progress=False).mel
+    draws = [inpaint_model(model, damaged, steps=2, seed=int(model.cfg.seed) + k,
+                           progress=False).mel for k in range(3)]
+    torch.testing.assert_close(mean, torch.stack(draws).mean(0))
+
+
 @pytest.mark.parametrize("args, words", [
     (["--span", "1.0-1.5"], "outside the clip"),
     (["--box", "0,0,3,3"], "does not take --box"),

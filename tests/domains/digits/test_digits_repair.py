@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from diffusekit.core.app import cli
-from diffusekit.core.app.repair import parse_region
+from diffusekit.core.app.repair import inpaint_model, parse_region
 from diffusekit.core.app.training.models import load_model
 from diffusekit.domains.digits.domain import DigitsDomain
 from diffusekit.domains.digits.repair import read_damaged
@@ -82,6 +82,23 @@ def test_a_mask_image_and_the_label_from_the_config(run, digit, tmp_path, capsys
     damaged = DigitsDomain().read_damaged(digit, parse_region(mask=tmp_path / "hole.png"),
                                           model.cfg)
     assert damaged.batch["cond"]["label"].tolist() == [10]  # the null class by default
+
+
+def test_average_writes_the_mean_of_repairs(run, digit, tmp_path, capsys):
+    """-n 2 --average 3: two repairs, each the mean of three (seeds 1..3 for both)."""
+    code, _, err = toolkit(capsys, "inpaint", "--run", str(run), str(digit), "--box",
+                           "10,10,30,30", "--steps", "2", "-n", "2", "--average", "3",
+                           "--seed", "1", "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "my_digit-comparison.png", "my_digit-repaired-0.png", "my_digit-repaired-1.png"]
+    model = load_model(run)
+    damaged = read_damaged(digit, parse_region(boxes=["10,10,30,30"]), model.cfg)
+    mean = inpaint_model(model, damaged, steps=2, n=2, seed=1, average=3, progress=False)
+    draws = [inpaint_model(model, damaged, steps=2, n=2, seed=1 + k, progress=False)
+             for k in range(3)]
+    assert mean.shape[0] == 2
+    torch.testing.assert_close(mean, torch.stack(draws).mean(0))
 
 
 @pytest.mark.parametrize("args, words", [

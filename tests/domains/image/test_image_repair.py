@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from diffusekit.core.app import cli
-from diffusekit.core.app.repair import parse_region
+from diffusekit.core.app.repair import inpaint_model, parse_region
 from diffusekit.core.app.training.models import load_model
 from diffusekit.domains.image.degradation import smooth_fill
 from diffusekit.domains.image.repair import read_damaged
@@ -68,6 +68,23 @@ def test_inpaint_keeps_the_known_pixels(run, photo, tmp_path, capsys, monkeypatc
     known = np.ones((38, 50), dtype=bool)
     known[8:20, 10:30] = False
     np.testing.assert_array_equal(repaired[known], given[known])
+
+
+def test_average_writes_the_mean_of_repairs(run, photo, tmp_path, capsys):
+    """--average K: one repair per output, the mean of K drawn with seeds seed .. seed + K - 1."""
+    code, _, err = toolkit(capsys, "inpaint", "--run", str(run), str(photo), "--box",
+                           "10,8,30,20", "--steps", "2", "--average", "3", "--out",
+                           str(tmp_path / "out"))
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo-comparison.png",
+                                                                    "photo-repaired.png"]
+    model = load_model(run)
+    damaged = read_damaged(photo, parse_region(boxes=["10,8,30,20"]), model.cfg)
+    mean = inpaint_model(model, damaged, steps=2, seed=4, average=3, progress=False).image
+    draws = [inpaint_model(model, damaged, steps=2, seed=4 + k, progress=False).image
+             for k in range(3)]
+    torch.testing.assert_close(mean, torch.stack(draws).mean(0))
+    assert not torch.equal(draws[0], draws[1])
 
 
 def test_the_low_resolution_does_not_see_the_hole(run, photo, tmp_path):

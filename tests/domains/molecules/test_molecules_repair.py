@@ -96,6 +96,7 @@ def test_completions_keep_the_given_atoms(run, acid, tmp_path, capsys, monkeypat
     (["--keep", "0-x"], "list of indices"),
     (["--box", "0,0,1,1"], "does not take --box"),
     ([], "--keep"),
+    (["--keep", "0-3", "--average", "2"], "cannot be averaged"),
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(run, acid, tmp_path, capsys, args, words):
     code, _, err = _run(capsys, "inpaint", "--run", str(run), str(acid), *args, "--out",
