@@ -11,8 +11,10 @@
    `inpaint`) with replacement at several step counts and samplers, RePaint, reconstruction
    guidance, and the mean of several one-step repairs (an estimate of the posterior mean, what
    PSNR rewards; `core.app.repair.sweep_settings`, `mean_of_draws`);
-4. the classic baselines: biharmonic inpainting (scikit-image), and the smooth fill the model
-   starts from (pull-push, `degradation.smooth_fill`);
+4. the baselines: biharmonic inpainting (scikit-image), the smooth fill the model starts from
+   (pull-push, `degradation.smooth_fill`), and with `repair.regression` the regression baseline:
+   the same network and recipe trained as a one-step regression (`process.kind=regression`)
+   for the same steps, given the same condition (does the diffusion add anything over it?);
 5. scores on the hole only: PSNR-Y and SSIM-Y (BT.601 luma of the 8-bit images, as the
    super-resolution benchmark scores).
 
@@ -85,6 +87,21 @@ def repair_crops(network: Any, process: Any, truth: Tensor, fill: Tensor, settin
     return torch.cat(out).clamp(-1, 1)
 
 
+def regression_crops(model: Any, truth: Tensor, fill: Tensor, batch_size: int) -> Tensor:
+    """The regression baseline's repairs [N, 3, S, S]: one call on the condition `repair_crops`
+    makes, its output taken in the hole (the known pixels are the truth's)."""
+    degradation = model.process.degradation
+    out = []
+    for start in range(0, len(truth), batch_size):
+        known = ~fill[start:start + batch_size]
+        filled = smooth_fill(truth[start:start + batch_size], known)
+        batch = {"x0": filled, "cond": {"low_res": degradation.damaged_condition(filled, known)}}
+        with torch.no_grad():
+            image = model.process.generate(model.network, batch).image
+        out.append(torch.where(known, filled, image))
+    return torch.cat(out).clamp(-1, 1)
+
+
 def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     """The benchmark of the module docstring; writes benchmarks/results/image_repair[_quick].*
     (or `repair.results_dir`) and returns {"metrics", "baselines"}."""
@@ -110,6 +127,10 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
         work = Path(r.run_dir) if r.get("run_dir") else Path(scratch)
         trained = train_for_benchmark(domain, cfg, run.train_steps, work, overrides=recipe,
                                       own_section="repair")
+        regression = (train_for_benchmark(domain, cfg, run.train_steps, work,
+                                          overrides=[*recipe, "process.kind=regression"],
+                                          own_section="repair")
+                      if r.get("regression") else None)
     for kind in MASK_KINDS:
         for setting in sweep_settings(r):
             started = time.perf_counter()
@@ -129,8 +150,14 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
             baselines[f"{name}_{kind}"] = {**luma_scores(out, truth, fill),
                                            "seconds": round(time.perf_counter() - started, 1)}
             shown[kind][name] = out
+        if regression is not None:
+            started = time.perf_counter()
+            out = regression_crops(regression, truth, fill, batch_size)
+            baselines[f"regression_{kind}"] = {**luma_scores(out, truth, fill), "nfe": 1,
+                                               "seconds": round(time.perf_counter() - started, 1)}
         shown[kind]["damaged"] = torch.where(fill, torch.full_like(truth, -1.0), truth)
     metrics = {"rows": rows, "train_steps": run.train_steps, "train_seconds": trained.seconds,
+               "regression_train_seconds": None if regression is None else regression.seconds,
                "n_test": len(truth), "crop": size, "test_images": sorted(set(sources)),
                "train_overrides": [str(o) for o in r.train_overrides], "quick": run.quick,
                "hole_fraction": {k: float(masks[k].double().mean()) for k in MASK_KINDS},
@@ -169,9 +196,12 @@ def _write(cfg: DictConfig, run: BenchmarkRun, metrics: dict, baselines: dict,
               row["seconds"]] for row in metrics["rows"]]
     for kind in MASK_KINDS:
         for key, label in (("biharmonic", "biharmonic (scikit-image)"),
-                           ("smooth_fill", "smooth fill (pull-push, the model's start)")):
-            b = baselines[f"{key}_{kind}"]
-            table.append([kind, label, 0, b["hole_psnr"], b["hole_ssim"], b["seconds"]])
+                           ("smooth_fill", "smooth fill (pull-push, the model's start)"),
+                           ("regression", "regression baseline (same network and steps)")):
+            b = baselines.get(f"{key}_{kind}")
+            if b is not None:
+                table.append([kind, label, b.get("nfe", 0), b["hole_psnr"], b["hole_ssim"],
+                              b["seconds"]])
     lines = [title, "",
              f"The base: the image domain with {', '.join(metrics['train_overrides'])} (a hole "
              f"model), trained on patches of the training photos. Test photos: "
@@ -186,7 +216,18 @@ def _write(cfg: DictConfig, run: BenchmarkRun, metrics: dict, baselines: dict,
         lines.append(f"- {kind}: biharmonic {t['biharmonic_hole_psnr']:.2f} dB; best repair at <= "
                      f"{int(r.max_nfe)} NFE {t['best_hole_psnr']:.2f} dB ({t['best']}): target "
                      f"{'met' if t['beats_biharmonic'] else 'not met'}.")
-    lines += ["", run.timing_line(metrics), "", f"![damaged, repaired, truth]({name}.png)"]
+        reg = baselines.get(f"regression_{kind}")
+        if reg is not None:
+            gain = t["best_hole_psnr"] - reg["hole_psnr"]
+            lines.append(f"  Its regression baseline (the same network and {metrics['train_steps']} "
+                         f"steps, one call): {reg['hole_psnr']:.2f} dB, so the diffusion "
+                         + (f"adds {gain:.2f} dB over it." if gain > 0 else
+                            f"adds nothing over it ({gain:.2f} dB)."))
+    lines += ["", run.timing_line(metrics)]
+    if metrics["regression_train_seconds"] is not None:
+        lines.append(f"The regression baseline's training: {metrics['train_steps']} steps in "
+                     f"{metrics['regression_train_seconds']} s (over all its starts).")
+    lines += ["", f"![damaged, repaired, truth]({name}.png)"]
     record = results_io.make_record(name, metrics, baselines)
     results_io.write_results(record, "\n".join(lines), out_dir, title=f"Photo repair ({name})")
 
@@ -217,9 +258,12 @@ def _figure(path: Path, metrics: dict, baselines: dict, shown: dict[str, dict[st
         ax.set_title(f"{kind}: damaged | biharmonic | {best} | truth", fontsize=7)
         ax.set_axis_off()
         ax = fig.add_subplot(2, 3, (2 + 3 * i, 3 + 3 * i))
+        lines = {"biharmonic": baselines[f"biharmonic_{kind}"]["hole_psnr"],
+                 "smooth fill": baselines[f"smooth_fill_{kind}"]["hole_psnr"]}
+        if f"regression_{kind}" in baselines:
+            lines["regression (1 call)"] = baselines[f"regression_{kind}"]["hole_psnr"]
         nfe_panel(ax, metrics["rows"], "hole_psnr", lambda row, kind=kind: row["mask"] == kind,
-                  {"biharmonic": baselines[f"biharmonic_{kind}"]["hole_psnr"],
-                   "smooth fill": baselines[f"smooth_fill_{kind}"]["hole_psnr"]})
+                  lines)
         ax.set(ylabel="hole PSNR-Y (dB)", title=kind)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -96,5 +96,14 @@ def test_a_crashed_benchmark_run_resumes_from_its_last_checkpoint(toy, toy_cfg, 
     # a benchmark's own section is never read by training: a change there finds the same run
     moved = train_for_benchmark(toy, toy_cfg("sample.n=3"), 12, work, own_section="sample")
     assert moved.run.path == crashed
+    quick = train_for_benchmark(toy, toy_cfg("quick=true"), 12, work)  # --quick sizes only
+    assert quick.run.path == crashed
+    # a run saved before a key was added to the defaults still matches (the key takes its default)
+    saved = crashed / "config.yaml"
+    text = saved.read_text()
+    assert "  average: 1\n" in text
+    saved.write_text(text.replace("  average: 1\n", ""))
+    older = train_for_benchmark(toy, toy_cfg(), 12, work)
+    assert older.run.path == crashed
     other = train_for_benchmark(toy, toy_cfg(), 8, work)  # another config: a new run
     assert other.run.path != crashed

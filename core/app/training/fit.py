@@ -318,11 +318,13 @@ class TrainedModel:
 BENCHMARK_CHECKPOINT_EVERY = 500  # optimiser steps between the checkpoints of a benchmark's run
 
 
-def matching_run(domain_name: str, cfg: DictConfig, ignore: Sequence[str] = ()) -> RunDir | None:
-    """The newest run of `domain_name` under `cfg.run_dir` whose saved config is exactly `cfg`
-    but for the top-level sections `ignore` (a benchmark's own section, which training never
-    reads), and which has a checkpoint to resume from; None when there is none."""
-    folder = Path(cfg.run_dir) / domain_name
+def matching_run(domain: Any, cfg: DictConfig, ignore: Sequence[str] = ()) -> RunDir | None:
+    """The newest run of `domain` under `cfg.run_dir` whose saved config is exactly `cfg` but for
+    the top-level sections `ignore` (a benchmark's own section, which training never reads), and
+    which has a checkpoint to resume from; None when there is none. A saved config is read as
+    `toolkit sample` reads it (`RunDir.load_config(domain)`): keys added to the defaults since the
+    run was saved take their default values, so a new option does not orphan earlier runs."""
+    folder = Path(cfg.run_dir) / domain.name
 
     def compared(config: DictConfig) -> dict:
         out = OmegaConf.to_container(config, resolve=True)
@@ -334,8 +336,8 @@ def matching_run(domain_name: str, cfg: DictConfig, ignore: Sequence[str] = ()) 
         if not (run.config_file.is_file() and run.last_checkpoint.is_file()):
             continue
         try:
-            saved = compared(run.load_config())
-        except RunDirError:
+            saved = compared(run.load_config(domain))
+        except (RunDirError, ConfigError):  # unreadable, or a run that no longer fits the domain
             continue
         if saved == wanted:
             return run
@@ -365,7 +367,9 @@ def train_for_benchmark(domain: Any, cfg: DictConfig, steps: int,
     reloaded without training. `seconds` is the run's training time over all its starts
     (metrics.json's `train_seconds`), whichever call did it. `own_section`: the
     calling benchmark's config section (e.g. "repair"), left out of that comparison, since
-    training never reads it: a run resumes after a change of what is scored or where results go."""
+    training never reads it: a run resumes after a change of what is scored or where results go.
+    The top-level `quick` flag is left out too: it only sizes the benchmark, so a quick and a
+    full benchmark with the same training steps share their run."""
     steps = int(steps)
     if steps <= 0:
         raise ConfigError(f"a benchmark needs at least one training step, got {steps}")
@@ -374,8 +378,8 @@ def train_for_benchmark(domain: Any, cfg: DictConfig, steps: int,
         f"checkpoint_every={min(steps, BENCHMARK_CHECKPOINT_EVERY)}", "sample.val_n=0"])
     with tempfile.TemporaryDirectory(prefix="diffusekit-benchmark-") as scratch:
         cfg.run_dir = str(Path(work_dir) if work_dir is not None else scratch)
-        ignore = (own_section,) if own_section else ()
-        resume = matching_run(domain.name, cfg, ignore) if work_dir is not None else None
+        ignore = ("quick", *((own_section,) if own_section else ()))  # neither is read by training
+        resume = matching_run(domain, cfg, ignore) if work_dir is not None else None
         if resume is not None:
             print(f"{domain.name} benchmark: resuming {resume.path} from its last checkpoint",
                   file=sys.stderr)

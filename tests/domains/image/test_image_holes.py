@@ -127,12 +127,15 @@ def test_the_repair_benchmark_writes_its_record(tmp_path, capsys):
     assert {(row["mask"], row["setting"], row["nfe"]) for row in means} >= {
         ("box", "mean of 8 x replace-1 (ddpm)", 8), ("strokes", "mean of 2 x replace-1 (ddpm)", 2)}
     for kind in ("box", "strokes"):
-        for name in ("biharmonic", "smooth_fill"):
+        for name in ("biharmonic", "smooth_fill", "regression"):  # regression: same network, steps
             assert 5.0 < baselines[f"{name}_{kind}"]["hole_psnr"] < 80.0
+        assert baselines[f"regression_{kind}"]["nfe"] == 1
         target = metrics[f"target_{kind}"]
         assert target["beats_biharmonic"] == (target["best_hole_psnr"]
                                               > target["biharmonic_hole_psnr"])
     assert 0.1 < metrics["hole_fraction"]["box"] < 0.25
     assert all(0.0 < row["hole_ssim"] <= 1.0 for row in metrics["rows"])
     assert (results / "image_repair_quick.png").stat().st_size > 10_000
-    assert "target" in (results / "image_repair_quick.md").read_text()
+    text = (results / "image_repair_quick.md").read_text()
+    assert "target" in text and "regression baseline (same network and steps)" in text
+    assert metrics["regression_train_seconds"] > 0
