@@ -329,8 +329,11 @@ class Setting:
                 "nfe": self.nfe(calls_per_step)}
 
 
-def mean_of_draws(repair: Callable[[int], Tensor], draws: int, seed: int) -> Tensor:
-    """The mean of `draws` repairs `repair(seed + k)`, k < draws (noise seeded with seed + k).
+def mean_of_draws(repair: Callable[[int], Any], draws: int, seed: int,
+                  mean: Callable[[list], Any] | None = None) -> Any:
+    """The mean of `draws` repairs `repair(seed + k)`, k < draws (noise seeded with seed + k),
+    taken by `mean` (a list of repairs to their mean: a domain's `repair_mean`; default the
+    tensors' running sum over draws).
 
     Each repair is a draw from the model's posterior given the known part; their mean tends to
     the posterior mean E[x | known], the estimate of least squared error, which is what PSNR and
@@ -338,6 +341,10 @@ def mean_of_draws(repair: Callable[[int], Tensor], draws: int, seed: int) -> Ten
     draw pays for its texture; SR3 / Palette report the same). One draw: repair(seed) itself."""
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
+    if draws == 1:
+        return repair(seed)
+    if mean is not None:
+        return mean([repair(seed + k) for k in range(draws)])
     total = repair(seed)
     for k in range(1, draws):
         total = total + repair(seed + k)
@@ -512,13 +519,13 @@ def inpaint_model(model: Any, damaged: Damaged, *, method: str | None = None,
     known = repeat_batch(torch.as_tensor(damaged.known), int(n))
     method_instance = inpaint_method(cfg, method)
 
-    def draw(k: int) -> Any:
+    def draw(draw_seed: int) -> Any:
         return inpaint_batch(model.network, model.process, batch, known, method=method_instance,
                              sampler=sampler, steps=steps,
-                             generator=torch.Generator().manual_seed(seed + k),
+                             generator=torch.Generator().manual_seed(draw_seed),
                              progress=progress, domain_name=model.domain.name)
 
-    return draw(0) if mean is None else mean([draw(k) for k in range(average)])
+    return mean_of_draws(draw, average, seed, mean)
 
 
 def repair_file(model: Any, path: Path, region: Region, *, out_dir: Path, method: str | None = None,

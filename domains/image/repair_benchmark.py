@@ -70,17 +70,24 @@ def luma_scores(repaired: Tensor, truth: Tensor, fill: Tensor) -> dict[str, floa
     return {k: float(v.mean()) for k, v in hole_scores(y(repaired), y(truth), fill).items()}
 
 
+def _damaged_batch(degradation: Any, truth: Tensor, known: Tensor) -> tuple[Tensor, Tensor, dict]:
+    """(known, filled, batch) for crops `truth` [B, 3, S, S] with `known` [B, 1, S, S]: the hole
+    filled by pull-push from the known pixels alone and the model's batch conditioned on it, as
+    `toolkit inpaint` builds it."""
+    filled = smooth_fill(truth, known)
+    return known, filled, {"x0": filled,
+                           "cond": {"low_res": degradation.damaged_condition(filled, known)}}
+
+
 def repair_crops(network: Any, process: Any, truth: Tensor, fill: Tensor, setting: Setting,
                  seed: int, batch_size: int) -> Tensor:
     """Repairs [N, 3, S, S] of `truth` where `fill`, as `toolkit inpaint` makes them (the
     condition from the known pixels alone), in batches, noise seeded with `seed`."""
     generator = torch.Generator().manual_seed(seed)
-    degradation = process.degradation
     out = []
     for start in range(0, len(truth), batch_size):
-        known = ~fill[start:start + batch_size]
-        filled = smooth_fill(truth[start:start + batch_size], known)
-        batch = {"x0": filled, "cond": {"low_res": degradation.damaged_condition(filled, known)}}
+        known, filled, batch = _damaged_batch(process.degradation, truth[start:start + batch_size],
+                                              ~fill[start:start + batch_size])
         samples = inpaint_batch(network, process, batch, known, method=setting.instance(),
                                 sampler=setting.sampler, steps=setting.steps, generator=generator)
         out.append(samples.image)  # the known pixels are the fill's, i.e. the truth's, exactly
@@ -90,12 +97,11 @@ def repair_crops(network: Any, process: Any, truth: Tensor, fill: Tensor, settin
 def regression_crops(model: Any, truth: Tensor, fill: Tensor, batch_size: int) -> Tensor:
     """The regression baseline's repairs [N, 3, S, S]: one call on the condition `repair_crops`
     makes, its output taken in the hole (the known pixels are the truth's)."""
-    degradation = model.process.degradation
     out = []
     for start in range(0, len(truth), batch_size):
-        known = ~fill[start:start + batch_size]
-        filled = smooth_fill(truth[start:start + batch_size], known)
-        batch = {"x0": filled, "cond": {"low_res": degradation.damaged_condition(filled, known)}}
+        known, filled, batch = _damaged_batch(model.process.degradation,
+                                              truth[start:start + batch_size],
+                                              ~fill[start:start + batch_size])
         with torch.no_grad():
             image = model.process.generate(model.network, batch).image
         out.append(torch.where(known, filled, image))

@@ -88,6 +88,11 @@ def test_mean_of_draws_averages_repairs_seeded_one_after_another():
 
     assert mean_of_draws(repair, 4, 10).tolist() == [11.5, 11.5] and seeds == [10, 11, 12, 13]
     assert mean_of_draws(repair, 1, 7).tolist() == [7.0, 7.0]  # one draw: the repair itself
+    # a domain's own mean (repair_mean) receives the draws in seed order
+    seen: list[list[float]] = []
+    assert mean_of_draws(repair, 3, 5, mean=lambda draws: seen.append(
+        [float(d[0]) for d in draws]) or "mean") == "mean"
+    assert seen == [[5.0, 6.0, 7.0]]
     with pytest.raises(ValueError, match="draws must be >= 1"):
         mean_of_draws(repair, 0, 0)
 
