@@ -41,12 +41,16 @@ class PredictorDenoiser(nn.Module):
 
 def regeneration_loss(estimate: Tensor, x0: Tensor,
                       diffusion_loss: Callable[[Tensor], Tensor], predictor_weight: float = 1.0,
-                      scale: float = 1.0) -> Tensor:
-    """[B] L_diffusion(sg(estimate)) + predictor_weight * mean((estimate - x0) / scale)^2.
+                      scale: float = 1.0, power: float = 2.0) -> Tensor:
+    """[B] L_diffusion(sg(estimate)) + predictor_weight * mean(|estimate - x0| / scale)^power.
 
-    estimate: [B, ...] the predictor's output g(y), with its graph (the MSE trains g);
+    estimate: [B, ...] the predictor's output g(y), with its graph (the error term trains g);
     x0: [B, ...] the clean data; diffusion_loss(base) -> [B]: the diffusion's loss given the
     predictor's estimate `base` (detached here, so it never reaches g); scale: the predictor's
-    error is measured in units of `scale` (a domain's residual scale), as its regression is."""
-    predictor_mse = ((estimate - x0) / scale).pow(2).flatten(1).mean(1)
-    return diffusion_loss(estimate.detach()) + predictor_weight * predictor_mse
+    error is measured in units of `scale` (a domain's residual scale), as its regression is;
+    power: 2 (StoRM's MSE: g learns the conditional mean) or 1 (absolute error: g learns the
+    conditional median, what an L1 score rewards)."""
+    if power <= 0:
+        raise ValueError(f"the predictor's error power must be > 0, got {power}")
+    predictor_error = ((estimate - x0) / scale).abs().pow(power).flatten(1).mean(1)
+    return diffusion_loss(estimate.detach()) + predictor_weight * predictor_error

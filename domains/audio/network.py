@@ -58,16 +58,41 @@ class ResBlock(nn.Module):
         return self.skip(x) + self.conv2(h)
 
 
+class TimeContext(nn.Module):
+    """Residual convolutions along frames only, at full frequency resolution: layer k is
+    h <- h + Conv_(1x3, dilation d_k)(SiLU(h)) (WaveNet's dilated stack, van den Oord et al.
+    2016, applied per mel bin; no normalisation, whose statistics would mix every bin), each
+    zero-initialised, so that an output frame sees sum(d_k) frames either side in its own bin
+    without that bin's detail passing through the UNet's coarser levels (which halve M too).
+    [B, C, M, T] -> [B, C, M, T]."""
+
+    def __init__(self, channels: int, dilations: tuple[int, ...]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList()
+        for d in dilations:
+            conv = nn.Conv2d(channels, channels, (1, 3), dilation=(1, d), padding=(0, d))
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+            self.layers.append(nn.Sequential(nn.SiLU(), conv))
+
+    def forward(self, h: Tensor) -> Tensor:
+        for layer in self.layers:
+            h = h + layer(h)
+        return h
+
+
 class MelUNet(nn.Module):
     """UNet on [B, 1, M, T] log-mels conditioned on log-mels [B, 1, M, T] passed by keyword.
 
     channels: width per level (each level after the first halves M and T); blocks: residual
     blocks per level; emb_dim: width of the noise embedding; conditions: the keyword names of
-    the conditioning log-mels, concatenated in this order after the input.
+    the conditioning log-mels, concatenated in this order after the input; time_context: the
+    dilations of a `TimeContext` stack before the output layer (empty: none).
     """
 
     def __init__(self, channels: tuple[int, ...] = (32, 64, 96), blocks: int = 1,
-                 emb_dim: int = 128, conditions: tuple[str, ...] = ("noisy",)) -> None:
+                 emb_dim: int = 128, conditions: tuple[str, ...] = ("noisy",),
+                 time_context: tuple[int, ...] = ()) -> None:
         super().__init__()
         self.conditions = tuple(conditions)
         self.levels = len(channels)
@@ -95,6 +120,7 @@ class MelUNet(nn.Module):
                 self.upsample.append(nn.ConvTranspose2d(c, channels[i - 1], 4, stride=2,
                                                         padding=1))
                 c_prev = channels[i - 1]
+        self.time_context = TimeContext(channels[0], tuple(time_context))
         self.out = nn.Sequential(nn.GroupNorm(min(8, channels[0]), channels[0]), nn.SiLU(),
                                  nn.Conv2d(channels[0], 1, 3, padding=1))
 
@@ -120,14 +146,15 @@ class MelUNet(nn.Module):
                 h = block(torch.cat([h, skips.pop()], dim=1), emb)
             if i < self.levels - 1:
                 h = self.upsample[i](h)
-        return self.out(h)
+        return self.out(self.time_context(h))
 
 
 def mel_unet(cfg: DictConfig, conditions: tuple[str, ...] = ("noisy",)) -> MelUNet:
     """The denoiser network of the `network` section, conditioned on the log-mels `conditions`."""
     n = cfg.network
     return MelUNet(channels=tuple(int(c) for c in n.channels), blocks=int(n.blocks),
-                   emb_dim=int(n.emb_dim), conditions=conditions)
+                   emb_dim=int(n.emb_dim), conditions=conditions,
+                   time_context=tuple(int(d) for d in n.get("time_context") or ()))
 
 
 def regeneration_pair(cfg: DictConfig) -> PredictorDenoiser:

@@ -166,7 +166,9 @@ class StochasticRegeneration:
 
     diffusion:        the conditional mel diffusion run on the predictor's estimate.
     predict:          (predictor network, batch) -> y_hat [B, 1, M, T], the one-step regression.
-    predictor_weight: weight of the predictor's mean squared error in the training loss.
+    predictor_weight: weight of the predictor's error in the training loss.
+    predictor_power:  that error's power: 2, the mean squared error (StoRM; the conditional
+                      mean), or 1, the absolute error (the conditional median).
     see_mixture:      the denoiser is also conditioned on the noisy mixture y (cond "mixture"),
                       so that it can restore what the predictor removed wrongly; StoRM's score
                       network sees y_hat only.
@@ -176,6 +178,7 @@ class StochasticRegeneration:
     predict: Callable[[Callable[..., Tensor], dict], Tensor]
     predictor_weight: float = 1.0
     see_mixture: bool = False
+    predictor_power: float = 2.0
 
     @property
     def sampler(self) -> str:
@@ -195,13 +198,13 @@ class StochasticRegeneration:
 
     def training_loss(self, network: Any, batch: dict,
                       generator: torch.Generator | None = None) -> Tensor:
-        """[B] diffusion loss given sg(P(y)) + predictor_weight * the predictor's MSE
-        (`core.regeneration.regeneration_loss`)."""
+        """[B] diffusion loss given sg(P(y)) + predictor_weight * the predictor's mean error to
+        `predictor_power` (`core.regeneration.regeneration_loss`)."""
         return regeneration_loss(
             self.predict(network.predictor, batch), batch["x0"],
             lambda base: self.diffusion.training_loss(
                 network.denoiser, self.on_estimate(batch, base), generator=generator),
-            self.predictor_weight)
+            self.predictor_weight, power=self.predictor_power)
 
     def generate(self, network: Any, batch: dict, **options: Any) -> Tensor:
         """Clean log-mel estimates [B, 1, M, T]: one predictor call, then the diffusion's
@@ -231,7 +234,8 @@ def regeneration_process(cfg: DictConfig) -> StochasticRegeneration:
                                     t_start=float(cfg.model.get("t_start", 1.0)))
     return StochasticRegeneration(diffusion, RegressionProcess().predict,
                                   float(cfg.model.get("predictor_weight", 1.0)),
-                                  see_mixture=bool(cfg.model.get("see_mixture", False)))
+                                  see_mixture=bool(cfg.model.get("see_mixture", False)),
+                                  predictor_power=float(cfg.model.get("predictor_power", 2.0)))
 
 
 # model.objective -> factory(cfg) -> process with training_loss / generate

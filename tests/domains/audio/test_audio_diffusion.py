@@ -222,3 +222,49 @@ def test_see_mixture_builds_a_denoiser_with_two_conditioning_channels(tiny_cfg):
     a = network.denoiser(x, torch.full((2,), 0.5), noisy=x, mixture=x)
     b = network.denoiser(x, torch.full((2,), 0.5), noisy=x, mixture=x + 1)
     assert not torch.allclose(a, b)
+
+
+def test_storm_with_predictor_power_1_trains_the_predictor_on_the_absolute_error(tiny_cfg):
+    """model.predictor_power=1: the predictor's term is the mean |error| (its conditional
+    median), the diffusion's term unchanged."""
+    from omegaconf import OmegaConf
+
+    from diffusekit.domains.audio.process import regeneration_process
+
+    batch = _batch(8)
+    estimate = batch["cond"]["noisy"] * 0.5
+
+    def denoiser(x, c_noise, noisy, mixture=None):
+        return 0.3 * x
+
+    process = regeneration_process(OmegaConf.merge(
+        tiny_cfg, {"model": {"objective": "storm", "predictor_power": 1}}))
+    assert process.predictor_power == 1.0
+    pair = Pair(lambda x, c, noisy: estimate, denoiser)
+    got = process.training_loss(pair, batch, generator=torch.Generator().manual_seed(2))
+    mse = dataclasses.replace(process, predictor_power=2.0).training_loss(
+        pair, batch, generator=torch.Generator().manual_seed(2))
+    error = estimate - batch["x0"]
+    weight = process.predictor_weight
+    assert torch.allclose(got - mse, weight * (error.abs() - error.pow(2)).flatten(1).mean(1),
+                          atol=1e-5)
+
+
+def test_time_context_starts_as_the_identity_and_reaches_along_frames_only():
+    from diffusekit.domains.audio.network import MelUNet, TimeContext
+
+    context = TimeContext(4, (1, 2, 4))
+    h = torch.randn(2, 4, 6, 32)
+    assert torch.equal(context(h), h)  # zero-initialised: a new network behaves as before
+    for layer in context.layers:
+        torch.nn.init.normal_(layer[-1].weight, std=0.3)
+    h = torch.randn(1, 4, 6, 32, requires_grad=True)
+    context(h)[0, :, 3, 16].sum().backward()
+    reached = h.grad[0].abs().sum(0)  # [M, T]
+    assert reached[3].nonzero().flatten().tolist() == list(range(16 - 7, 16 + 8))  # 1+2+4 frames
+    assert reached[[0, 1, 2, 4, 5]].abs().sum() == 0  # no other mel bin
+    net = MelUNet(channels=(8, 16), emb_dim=16, time_context=(1, 2))
+    assert net(torch.randn(1, 1, 8, 16), torch.zeros(1), noisy=torch.randn(1, 1, 8, 16)).shape \
+        == (1, 1, 8, 16)
+    assert not any("time_context" in k for k in MelUNet(channels=(8, 16), emb_dim=16)
+                   .state_dict())  # none asked: the checkpoints of before load as they were
