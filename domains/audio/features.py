@@ -121,9 +121,11 @@ class MelFeatures:
             raise ValueError(f"estimate has {x_hat.shape[-1]} frames, audio {spec.shape[-1]}")
         return self.istft(self.mel_gain(x_hat, spec) * spec, noisy_wave.shape[-1])
 
-    def griffin_lim(self, x_hat: Tensor, length: int, n_iter: int = 32) -> Tensor:
+    def griffin_lim(self, x_hat: Tensor, length: int, n_iter: int = 32, seed: int = 0) -> Tensor:
         """Waveforms [..., length] from normalised log-mel [..., M, T]: least-squares inverse of
-        the mel filter bank, then Griffin-Lim phase retrieval (n_iter iterations)."""
+        the mel filter bank, then Griffin-Lim phase retrieval (n_iter iterations) from a random
+        phase drawn with `seed` on a forked RNG: the same log-mel gives the same audio whatever
+        ran before, and the caller's random state is left as it was."""
         inverse = torchaudio.transforms.InverseMelScale(
             self.n_fft // 2 + 1, self.n_mels, self.sample_rate, f_min=0.0, f_max=None,
             mel_scale="htk")
@@ -131,7 +133,10 @@ class MelFeatures:
         power = inverse(self.denormalise(x_hat))  # [..., F, T] power spectrum
         gl = torchaudio.transforms.GriffinLim(self.n_fft, n_iter=n_iter, hop_length=self.hop,
                                               power=1.0, length=length)
-        return gl(power.clamp_min(0.0).sqrt())
+        devices = [power.device] if power.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return gl(power.clamp_min(0.0).sqrt())
 
 
 def enhance_in_chunks(fn: Callable[[Tensor], Tensor], x_noisy: Tensor, chunk: int = 256,

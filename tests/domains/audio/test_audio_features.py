@@ -49,6 +49,13 @@ def test_griffin_lim_gives_a_waveform(speech):
     assert wave.shape == (16000,) and torch.isfinite(wave).all()
     # its log-mel is close to the one it came from (phase is free, magnitudes are not)
     assert float((f.encode(wave) - x).abs().mean()) < 0.5
+    # its random start phase is its own: the same audio whatever ran before, the caller's RNG
+    # untouched (the repair records' baselines must not depend on the model built before them)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    again = f.griffin_lim(x, 16000, n_iter=4)
+    assert torch.equal(torch.get_rng_state(), state) and torch.equal(again, wave)
+    assert not torch.equal(f.griffin_lim(x, 16000, n_iter=4, seed=1), wave)
 
 
 def test_chunks_cross_fade_to_the_identity_and_cover_every_frame():
