@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from diffusekit.core.errors import ConfigError
 from diffusekit.core.regeneration import PredictorDenoiser
 from diffusekit.core.registry import Registry
 
@@ -152,9 +153,11 @@ class MelUNet(nn.Module):
 def mel_unet(cfg: DictConfig, conditions: tuple[str, ...] = ("noisy",)) -> MelUNet:
     """The denoiser network of the `network` section, conditioned on the log-mels `conditions`."""
     n = cfg.network
+    dilations = tuple(int(d) for d in n.get("time_context") or ())
+    if any(d < 1 for d in dilations):
+        raise ConfigError(f"network.time_context must list dilations >= 1, got {list(dilations)}")
     return MelUNet(channels=tuple(int(c) for c in n.channels), blocks=int(n.blocks),
-                   emb_dim=int(n.emb_dim), conditions=conditions,
-                   time_context=tuple(int(d) for d in n.get("time_context") or ()))
+                   emb_dim=int(n.emb_dim), conditions=conditions, time_context=dilations)
 
 
 def regeneration_pair(cfg: DictConfig) -> PredictorDenoiser:

@@ -232,10 +232,14 @@ def regeneration_process(cfg: DictConfig) -> StochasticRegeneration:
     whose sampling starts at `model.t_start` from the forward-noised estimate."""
     diffusion = dataclasses.replace(diffusion_process(cfg),
                                     t_start=float(cfg.model.get("t_start", 1.0)))
+    power = float(cfg.model.get("predictor_power", 2.0))
+    if power <= 0:
+        raise ConfigError(f"model.predictor_power must be > 0 (2: squared error, 1: absolute), "
+                          f"got {power:g}")
     return StochasticRegeneration(diffusion, RegressionProcess().predict,
                                   float(cfg.model.get("predictor_weight", 1.0)),
                                   see_mixture=bool(cfg.model.get("see_mixture", False)),
-                                  predictor_power=float(cfg.model.get("predictor_power", 2.0)))
+                                  predictor_power=power)
 
 
 # model.objective -> factory(cfg) -> process with training_loss / generate

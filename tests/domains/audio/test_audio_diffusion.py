@@ -268,3 +268,16 @@ def test_time_context_starts_as_the_identity_and_reaches_along_frames_only():
         == (1, 1, 8, 16)
     assert not any("time_context" in k for k in MelUNet(channels=(8, 16), emb_dim=16)
                    .state_dict())  # none asked: the checkpoints of before load as they were
+
+
+def test_bad_concealer_options_are_config_errors(tiny_cfg):
+    from omegaconf import OmegaConf
+
+    from diffusekit.core.errors import ConfigError
+    from diffusekit.domains.audio.network import mel_unet
+    from diffusekit.domains.audio.process import regeneration_process
+
+    with pytest.raises(ConfigError, match="predictor_power must be > 0"):
+        regeneration_process(OmegaConf.merge(tiny_cfg, {"model": {"predictor_power": 0}}))
+    with pytest.raises(ConfigError, match="time_context must list dilations >= 1"):
+        mel_unet(OmegaConf.merge(tiny_cfg, {"network": {"time_context": [1, 0]}}))
