@@ -70,13 +70,12 @@ def luma_scores(repaired: Tensor, truth: Tensor, fill: Tensor) -> dict[str, floa
     return {k: float(v.mean()) for k, v in hole_scores(y(repaired), y(truth), fill).items()}
 
 
-def _damaged_batch(degradation: Any, truth: Tensor, known: Tensor) -> tuple[Tensor, Tensor, dict]:
-    """(known, filled, batch) for crops `truth` [B, 3, S, S] with `known` [B, 1, S, S]: the hole
-    filled by pull-push from the known pixels alone and the model's batch conditioned on it, as
-    `toolkit inpaint` builds it."""
+def _damaged_batch(degradation: Any, truth: Tensor, known: Tensor) -> dict:
+    """The model's batch for crops `truth` [B, 3, S, S] with `known` [B, 1, S, S], as `toolkit
+    inpaint` builds it: "x0" the hole filled by pull-push from the known pixels alone, "cond"
+    the condition made from that fill."""
     filled = smooth_fill(truth, known)
-    return known, filled, {"x0": filled,
-                           "cond": {"low_res": degradation.damaged_condition(filled, known)}}
+    return {"x0": filled, "cond": {"low_res": degradation.damaged_condition(filled, known)}}
 
 
 def repair_crops(network: Any, process: Any, truth: Tensor, fill: Tensor, setting: Setting,
@@ -86,8 +85,8 @@ def repair_crops(network: Any, process: Any, truth: Tensor, fill: Tensor, settin
     generator = torch.Generator().manual_seed(seed)
     out = []
     for start in range(0, len(truth), batch_size):
-        known, filled, batch = _damaged_batch(process.degradation, truth[start:start + batch_size],
-                                              ~fill[start:start + batch_size])
+        known = ~fill[start:start + batch_size]
+        batch = _damaged_batch(process.degradation, truth[start:start + batch_size], known)
         samples = inpaint_batch(network, process, batch, known, method=setting.instance(),
                                 sampler=setting.sampler, steps=setting.steps, generator=generator)
         out.append(samples.image)  # the known pixels are the fill's, i.e. the truth's, exactly
@@ -99,12 +98,11 @@ def regression_crops(model: Any, truth: Tensor, fill: Tensor, batch_size: int) -
     makes, its output taken in the hole (the known pixels are the truth's)."""
     out = []
     for start in range(0, len(truth), batch_size):
-        known, filled, batch = _damaged_batch(model.process.degradation,
-                                              truth[start:start + batch_size],
-                                              ~fill[start:start + batch_size])
+        known = ~fill[start:start + batch_size]
+        batch = _damaged_batch(model.process.degradation, truth[start:start + batch_size], known)
         with torch.no_grad():
             image = model.process.generate(model.network, batch).image
-        out.append(torch.where(known, filled, image))
+        out.append(torch.where(known, batch["x0"], image))
     return torch.cat(out).clamp(-1, 1)
 
 
