@@ -10,7 +10,9 @@ mixed on the fly: training pairs draw a new crop, noise kind and SNR every time;
 are fixed per index (seeded), at `data.test_snr` dB when set. The `recorded` noise kind draws
 from the recordings of Debian packages (`data.packages`, see recordings.py), which also add real
 speech to the real-clip test. `data.train_limit` trains on the first N training utterances
-only (the customisation target's share of the corpus). A user folder (`data.folder`) with paired
+only (the customisation target's share of the corpus). `data.speed_perturb` resamples each
+training utterance by a random speed factor before its crop (pitch and formants move with it: the
+training voices cover more of the voices held out). A user folder (`data.folder`) with paired
 `clean/` and `noisy/` files (the VoiceBank-DEMAND layout) replaces the synthetic data; files that
 cannot be read or have no partner of the same length are skipped and counted.
 
@@ -29,6 +31,7 @@ import lightning as L
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from scipy.signal import resample_poly
 from torch.utils.data import DataLoader, Dataset
 
 from diffusekit.core.app.config import data_cache
@@ -39,6 +42,8 @@ from diffusekit.domains.audio.concealment import GAP_FILLS, fill_gaps, lost_fram
 from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.domains.audio.noise import (NOISES, NoisePool, PacketLoss, drop_packets,
                                             noisy_version)
+
+SPEED_GRID = 100  # speed factors are rounded to k / SPEED_GRID (resampling by a small ratio)
 
 
 def data_root(cfg: DictConfig) -> Path:
@@ -127,6 +132,34 @@ def train_limit(d: DictConfig) -> int | None:
     return limit
 
 
+def speed_range(d: DictConfig) -> tuple[float, float] | None:
+    """`data.speed_perturb`: the range [low, high] of the training utterances' speed factors,
+    None (or absent) for no speed perturbation."""
+    value = d.get("speed_perturb")
+    if value is None:
+        return None
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        low = high = float("nan")
+    if not 0 < low <= high:  # also catches nan
+        raise ConfigError(f"data.speed_perturb must be [low, high] speed factors with "
+                          f"0 < low <= high (or null), got {value!r}")
+    return low, high
+
+
+def change_speed(wave: np.ndarray, factor: float) -> np.ndarray:
+    """`wave` [L] played `factor` times as fast at the same sample rate: about L / factor samples,
+    every frequency (pitch, formants) times `factor`. Speed perturbation (Ko et al. 2015, "Audio
+    augmentation for speech recognition"): resampled from rate k to rate SPEED_GRID, with
+    k = round(factor * SPEED_GRID), by scipy's polyphase filter (band-limited, so a factor above 1
+    does not alias; about 60 times as fast as torchaudio's resample at these ratios)."""
+    k = max(1, round(factor * SPEED_GRID))
+    if k == SPEED_GRID:
+        return wave
+    return resample_poly(wave, SPEED_GRID, k).astype(np.float32)
+
+
 def fit_length(wave: np.ndarray, n: int, start: int = 0) -> tuple[np.ndarray, int]:
     """`n` samples of `wave` from `start`, zero-padded at the end; and how many are real."""
     piece = wave[start:start + n]
@@ -139,13 +172,15 @@ class NoisyPairs(Dataset):
 
     waves: clean waveforms; features: `MelFeatures`; frames: T of every item; train: random crops
     and fresh noise per access, else fixed per index; kinds / snr_range: the noise; snr: a fixed
-    SNR in dB (None: uniform in snr_range); pool: babble / recorded noise sources.
+    SNR in dB (None: uniform in snr_range); pool: babble / recorded noise sources; speeds: the
+    range of a training utterance's speed factor (`change_speed`, drawn uniformly; None: none).
     """
 
     def __init__(self, waves: list[np.ndarray], features: MelFeatures, frames: int, *,
                  train: bool, kinds: list[str], snr_range: tuple[float, float],
                  snr: float | None = None, pool: NoisePool | None = None, seed: int = 0,
-                 packet_loss: PacketLoss = PacketLoss()) -> None:
+                 packet_loss: PacketLoss = PacketLoss(),
+                 speeds: tuple[float, float] | None = None) -> None:
         if not waves:
             raise DataError("no usable audio in this split")
         for kind in kinds:
@@ -154,6 +189,7 @@ class NoisyPairs(Dataset):
         self.samples = features.samples_for(frames)
         self.train, self.kinds, self.snr_range, self.snr = train, kinds, snr_range, snr
         self.pool, self.seed, self.packet_loss = pool or NoisePool(), seed, packet_loss
+        self.speeds = speeds if train else None
         self._rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -162,6 +198,8 @@ class NoisyPairs(Dataset):
     def __getitem__(self, i: int) -> dict:
         rng = self._rng if self.train else np.random.default_rng([self.seed, i])
         wave = self.waves[i]
+        if self.speeds is not None:
+            wave = change_speed(wave, float(rng.uniform(*self.speeds)))
         start = int(rng.integers(0, max(1, len(wave) - self.samples + 1))) if self.train else 0
         clean, valid = fit_length(wave, self.samples, start)
         snr_range = (self.snr, self.snr) if self.snr is not None else self.snr_range
@@ -314,7 +352,7 @@ class AudioDataModule(L.LightningDataModule):
         loss = PacketLoss.from_config(d.get("packet_loss"))  # train and val; the test is as it was
         self.splits = {
             "train": NoisyPairs(train, f, frames, train=True, kinds=kinds, snr_range=snr_range,
-                                pool=pool, seed=seed, packet_loss=loss),
+                                pool=pool, seed=seed, packet_loss=loss, speeds=speed_range(d)),
             "val": NoisyPairs(_load_split(root, rows, "val", sr), f, eval_frames, train=False,
                               kinds=kinds, snr_range=snr_range, pool=pool, seed=seed + 1,
                               packet_loss=loss),

@@ -9,9 +9,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from diffusekit.core.errors import DataError
+from omegaconf import OmegaConf
+
+from diffusekit.core.errors import ConfigError, DataError
 from diffusekit.domains.audio.corpus import split_sentences
-from diffusekit.domains.audio.data import AudioDataModule, Collate, PairedFolder, corpus_dir
+from diffusekit.domains.audio.data import (AudioDataModule, Collate, NoisyPairs, PairedFolder,
+                                           change_speed, corpus_dir, speed_range)
 from diffusekit.domains.audio.features import MelFeatures
 
 
@@ -42,6 +45,47 @@ def test_batches_have_the_documented_shapes(tiny_cfg):
     clean, noisy = test["clean_wave"][0, :n].double(), test["noisy_wave"][0, :n].double()
     snr = 10 * torch.log10(clean.pow(2).sum() / (noisy - clean).pow(2).sum())
     assert abs(float(snr) - 5.0) < 0.1
+
+
+def _peak_hz(wave, sr=16000):
+    spectrum = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
+    return float(np.argmax(spectrum)) * sr / len(wave)
+
+
+def test_change_speed_scales_every_frequency_and_the_length_by_the_factor():
+    sr = 16000
+    wave = np.sin(2 * np.pi * 440 * np.arange(2 * sr) / sr).astype(np.float32)
+    for factor in (0.9, 1.13, 1.25):
+        out = change_speed(wave, factor)
+        assert out.dtype == np.float32
+        assert abs(len(out) - len(wave) / factor) <= 1
+        assert abs(_peak_hz(out) - 440 * factor) < 2.0  # bins of 0.5-0.6 Hz
+    assert change_speed(wave, 1.0) is wave
+    # band-limited: a tone that a factor of 1.25 would carry past Nyquist is filtered out, not
+    # folded back into the band (where naive interpolation would put it, at 16000 - 9375 Hz)
+    high = np.sin(2 * np.pi * 7500 * np.arange(sr) / sr).astype(np.float32)
+    assert np.abs(change_speed(high, 1.25)[200:-200]).max() < 0.01
+
+
+def test_speed_range_reads_and_checks_data_speed_perturb():
+    assert speed_range(OmegaConf.create({"speed_perturb": None})) is None
+    assert speed_range(OmegaConf.create({})) is None
+    assert speed_range(OmegaConf.create({"speed_perturb": [0.9, 1.2]})) == (0.9, 1.2)
+    for bad in ([0.0, 1.2], [1.2, 0.9], [1.1], 1.1, ["fast", "slow"]):
+        with pytest.raises(ConfigError, match="data.speed_perturb must be"):
+            speed_range(OmegaConf.create({"speed_perturb": bad}))
+
+
+def test_speed_perturbation_moves_the_training_pitch_but_not_the_held_out_one():
+    sr, features = 16000, MelFeatures()
+    wave = np.sin(2 * np.pi * 300 * np.arange(3 * sr) / sr).astype(np.float32)
+    kwargs = dict(kinds=["white"], snr_range=(30.0, 30.0), speeds=(1.5, 1.5))
+    train = NoisyPairs([wave], features, 100, train=True, **kwargs)
+    held_out = NoisyPairs([wave], features, 100, train=False, **kwargs)
+    for data, hz in ((train, 450.0), (held_out, 300.0)):
+        item = data[0]
+        assert item["clean_wave"].shape == (features.samples_for(100),)
+        assert abs(_peak_hz(item["clean_wave"].numpy()) - hz) < 2 * sr / len(item["clean_wave"])
 
 
 def test_sentence_filter_keeps_plain_sentences():
