@@ -38,6 +38,11 @@ from diffusekit.core.schedules import VPDiscrete
 EpsModel = Callable[[Tensor, Tensor], Tensor]  # (x [B, D] in VP coordinates, timestep) -> eps
 SigmaModel = Callable[[Tensor, Tensor], Tensor]  # (x_ve [B, D], sigma_ve [B]) -> x0_hat
 
+#: The libraries' names in the benchmark's records and tables.
+OURS, DIFFUSERS, KDIFF = "diffusekit", "diffusers", "k-diffusion"
+#: Ours with the per-grid cache of coefficient tensors cleared before every run (a first run).
+OURS_COLD = "diffusekit, cold"
+
 # ---------------------------------------------------------------------------------------------
 # diffusers
 
@@ -311,6 +316,7 @@ def kdiffusion_sample(kd: types.ModuleType, sampler: str, model: SigmaModel, noi
 
 
 __all__ = [
+    "OURS", "OURS_COLD", "DIFFUSERS", "KDIFF",
     "DIFFUSERS_CONFIGS", "DiffusersConfig", "make_scheduler", "diffusers_sample", "timestep_to_time",
     "eps_model_from_denoiser", "KDIFFUSION_SAMPLERS", "KDIFFUSION_GRIDS", "KDiffusionUnavailable",
     "load_kdiffusion_sampling", "kdiffusion_sigmas", "sigma_model_from_denoiser", "kdiffusion_sample",

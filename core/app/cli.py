@@ -30,6 +30,9 @@ import click
 from omegaconf.errors import OmegaConfBaseException
 
 from diffusekit.core.app import config as configuration
+from diffusekit.core.app.command_options import (base_option, compose_config, config_files,
+                                                 config_option, domain_option, model_options,
+                                                 overrides_argument, preset_option, weighted_runs)
 from diffusekit.core.errors import ConfigError, DiffusekitError, RunDirError
 from diffusekit.core.registry import UnknownNameError
 
@@ -48,19 +51,6 @@ def _domain_names() -> list[str]:
     from diffusekit import plugins
 
     return plugins.domain_names()
-
-
-def _compose(domain: Any, files: tuple[str, ...], overrides: tuple[str, ...],
-             preset: str | None = None):
-    return configuration.compose(domain.default_config(), files=_with_preset(domain, preset, files),
-                                 overrides=overrides, domain=domain.name)
-
-
-def _with_preset(domain: Any, preset: str | None, files: tuple[str, ...]) -> tuple[str, ...]:
-    """The config files of a command: the domain's preset file first, then the user's."""
-    if preset is None:
-        return files
-    return (str(configuration.preset_file(domain, preset)), *files)
 
 
 def _check_sampler(name: str | None) -> None:
@@ -94,15 +84,6 @@ def _echo_paths(paths: list[Path], what: str) -> None:
         return
     folders = sorted({str(Path(p).parent) for p in paths})
     click.echo(f"{what}: {len(paths)} file(s) in {', '.join(folders)}")
-
-
-config_option = click.option("--config", "files", multiple=True, type=click.Path(dir_okay=False),
-                             help="A YAML file of config values (repeatable; later wins).")
-preset_option = click.option("--preset", default=None, metavar="NAME",
-                             help="A config file the domain ships (presets/NAME.yaml, e.g. gpu: "
-                                  "the published size on one GPU), before --config files.")
-domain_option = click.option("--domain", "-d", required=True, help="The domain (toolkit domains).")
-overrides_argument = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 
 
 # ---------------------------------------------------------------------------- commands
@@ -152,7 +133,7 @@ def config_command(domain: str, preset: str | None, files: tuple[str, ...],
                    overrides: tuple[str, ...]) -> None:
     """Print the resolved config of a run of DOMAIN (defaults, preset, files, overrides) as
     YAML."""
-    click.echo(configuration.to_yaml(_compose(get_domain(domain), files, overrides, preset)),
+    click.echo(configuration.to_yaml(compose_config(get_domain(domain), files, overrides, preset)),
                nl=False)
 
 
@@ -165,7 +146,7 @@ def prepare(domain: str, preset: str | None, files: tuple[str, ...],
             overrides: tuple[str, ...]) -> None:
     """Build DOMAIN's offline data cache."""
     dom = get_domain(domain)
-    dom.prepare(_compose(dom, files, overrides, preset))
+    dom.prepare(compose_config(dom, files, overrides, preset))
     click.echo(f"prepared the data of domain {dom.name!r}")
 
 
@@ -211,11 +192,11 @@ def train(domain: str | None, preset: str | None, files: tuple[str, ...], resume
         if not domain:
             raise click.UsageError("Missing option '--domain' (or --resume RUN).")
         dom = get_domain(domain)
-        cfg = _compose(dom, files, overrides, preset)
+        cfg = compose_config(dom, files, overrides, preset)
         run = None
     else:
         run, dom, cfg = _resume_target(resume, domain)
-        cfg = configuration.override(cfg, files=_with_preset(dom, preset, files),
+        cfg = configuration.override(cfg, files=config_files(dom, preset, files),
                                      overrides=overrides)
     _check_sampler(cfg.sample.sampler)
 
@@ -245,7 +226,7 @@ def _resume_target(resume: str, domain: str | None) -> tuple[Any, Any, Any]:
         if not domain:
             raise click.UsageError("--resume without a run folder needs --domain.")
         dom = get_domain(domain)
-        root = _compose(dom, (), ()).run_dir
+        root = compose_config(dom, (), ()).run_dir
         run = RunDir.latest(root, dom.name)
     else:
         run = RunDir.open(resume)
@@ -298,37 +279,6 @@ def distill(run_dir: str | None, model_id: str | None, domain: str | None, resum
                f"{cfg.sample.steps} steps): {result.path}")
 
 
-_BASE_OPTION = click.option(
-    "--base", "base", default=None, metavar="PATH_OR_ID",
-    help="Where the adapter's or control's base model is, when not where its base.json says "
-         "(checked by SHA-256).")
-
-
-def _model_options(command: Any) -> Any:
-    """--run / --model, --adapter RUN=SCALE (repeatable), --adapter-scale and --base."""
-    for option in reversed([
-        click.option("--run", "run_dir", type=click.Path(), default=None,
-                     help="A run folder (an adapter run brings its base)."),
-        click.option("--model", "model_id", default=None, metavar="PATH_OR_ID",
-                     help="A model folder (toolkit export) or a Hugging Face id user/name."),
-        click.option("--adapter", "adapter_args", multiple=True, metavar="RUN=SCALE",
-                     help="Add an adapter run trained on the same base, weighted by SCALE "
-                          "(repeatable)."),
-        click.option("--adapter-scale", type=float, default=None,
-                     help="Scale of the run's own adapter (sample.adapter_scale; 0: the base)."),
-        _BASE_OPTION,
-        click.option("--control-scale", type=float, default=None,
-                     help="Scale of a control run's control (control.scale; 0: the base)."),
-        click.option("--control", "control_args", multiple=True, metavar="RUN=SCALE",
-                     help="Steer by another control trained on the same base too, weighted by "
-                          "SCALE; its hints come from the data (repeatable)."),
-        click.option("--hint", "hint", type=click.Path(dir_okay=False), default=None,
-                     help="The (first) control's hint(s): a .safetensors tensor [*shape] or "
-                          "[K, *shape], or a PNG / JPEG image (default: made from the data).")]):
-        command = option(command)
-    return command
-
-
 def _open_model(run_dir: str | None, model_id: str | None, adapter_scale: float | None,
                 adapter_args: tuple[str, ...], base: str | None = None,
                 control_scale: float | None = None, hint: str | None = None,
@@ -338,24 +288,10 @@ def _open_model(run_dir: str | None, model_id: str | None, adapter_scale: float 
     if control_args or hint is not None:
         from diffusekit.core.app.controls import add_controls, use_hint_file
 
-        add_controls(model, _weighted("--control", control_args))
+        add_controls(model, weighted_runs("--control", control_args))
         if hint is not None:  # the hints of the first control
             use_hint_file(model, hint)
     return model, run
-
-
-def _weighted(option: str, args: tuple[str, ...]) -> dict[Path, float]:
-    """{folder: scale} of repeated `option RUN=SCALE` arguments."""
-    weighted = {}
-    for arg in args:
-        path, sep, scale = arg.rpartition("=")
-        try:
-            weighted[Path(path)] = float(scale)
-        except ValueError:
-            sep = ""
-        if not sep or not path:
-            raise click.UsageError(f"{option} {arg!r} is not of the form RUN=SCALE.")
-    return weighted
 
 
 def _load_model(run_dir: str | None, model_id: str | None, adapter_scale: float | None,
@@ -367,7 +303,7 @@ def _load_model(run_dir: str | None, model_id: str | None, adapter_scale: float 
 
     if (run_dir is None) == (model_id is None):
         raise click.UsageError("Give exactly one of --run RUN and --model PATH_OR_ID.")
-    adapters = _weighted("--adapter", adapter_args)
+    adapters = weighted_runs("--adapter", adapter_args)
     if run_dir is not None:
         run = _open_run(run_dir)
         dom, _ = _run_domain(run)
@@ -388,7 +324,7 @@ def _load_model(run_dir: str | None, model_id: str | None, adapter_scale: float 
 
 
 @cli.command()
-@_model_options
+@model_options
 @click.option("--sampler", "-s", default=None, help="A sampler name (default: the run's).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampler steps.")
 @click.option("-n", "n", type=click.IntRange(min=1), default=None, help="Number of samples.")
@@ -417,7 +353,7 @@ def sample(run_dir: str | None, model_id: str | None, adapter_args: tuple[str, .
 
 
 @cli.command()
-@_model_options
+@model_options
 @click.option("--sampler", "-s", default=None, help="A sampler name (default: the run's).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampler steps.")
 @click.option("-n", "n", type=click.IntRange(min=1), default=None,
@@ -446,7 +382,7 @@ def evaluate(run_dir: str | None, model_id: str | None, adapter_args: tuple[str,
 
 
 @cli.command()
-@_model_options
+@model_options
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
 @click.option("--mask", "mask", type=click.Path(dir_okay=False), default=None,
               help="A file marking what to fill (an image: white = fill).")
@@ -517,7 +453,7 @@ def export(run_dir: str, to: str, half: bool) -> None:
               help="Merge another adapter on the same base too (repeatable).")
 @click.option("--adapter-scale", type=float, default=None,
               help="Scale of the run's adapter (default: its sample.adapter_scale).")
-@_BASE_OPTION
+@base_option
 def merge(run_dir: str, to: str, adapter_args: tuple[str, ...],
           adapter_scale: float | None, base: str | None) -> None:
     """Fold an adapter run's adapter(s) into its base: a plain model folder whose outputs equal
@@ -557,7 +493,7 @@ def benchmark(domain: str, quick: bool, finetune: bool, repair: bool, distil: bo
     from diffusekit.core.app.results import commit_pinned
 
     dom = get_domain(domain)
-    cfg = _compose(dom, files, (*overrides, *(["quick=true"] if quick else [])), preset)
+    cfg = compose_config(dom, files, (*overrides, *(["quick=true"] if quick else [])), preset)
     try:
         with commit_pinned():  # the record names the code the run started with
             if finetune:
