@@ -69,6 +69,15 @@ def test_unknown_noise_kind_is_one_error_line(tiny_cfg, tmp_path, capsys, monkey
     assert code != 0 and len(err) == 1 and "thunder" in err[0]
 
 
+def test_bad_speed_perturbation_is_one_error_line(tiny_cfg, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cache = corpus_dir(tiny_cfg).parent
+    code, out, err = _run(capsys, "train", "--domain", "audio", *tiny_overrides(cache),
+                          "data.speed_perturb=[1.2,0.9]")
+    assert code != 0 and len(err) == 1 and "data.speed_perturb must be" in err[0]
+    assert "Traceback" not in out
+
+
 @pytest.mark.slow  # about a minute on 2 shared cores
 @pytest.mark.parametrize("objective, extra_calls, regression", [
     ("diffusion", 0, "separate run"), ("storm", 1, "StoRM's own predictor")])
