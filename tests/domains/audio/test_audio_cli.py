@@ -61,20 +61,15 @@ def test_bad_user_folder_is_one_error_line(tmp_path, capsys, monkeypatch):
     assert len(err) == 1 and err[0].startswith("error: audio folder") and "Traceback" not in out
 
 
-def test_unknown_noise_kind_is_one_error_line(tiny_cfg, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("override, needle", [
+    ("data.noise_kinds=[thunder]", "thunder"),
+    ("data.speed_perturb=[1.2,0.9]", "data.speed_perturb must be")])
+def test_bad_data_option_is_one_error_line(override, needle, tiny_cfg, tmp_path, capsys,
+                                           monkeypatch):
     monkeypatch.chdir(tmp_path)
     cache = corpus_dir(tiny_cfg).parent
-    code, out, err = _run(capsys, "train", "--domain", "audio", *tiny_overrides(cache),
-                          "data.noise_kinds=[thunder]")
-    assert code != 0 and len(err) == 1 and "thunder" in err[0]
-
-
-def test_bad_speed_perturbation_is_one_error_line(tiny_cfg, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    cache = corpus_dir(tiny_cfg).parent
-    code, out, err = _run(capsys, "train", "--domain", "audio", *tiny_overrides(cache),
-                          "data.speed_perturb=[1.2,0.9]")
-    assert code != 0 and len(err) == 1 and "data.speed_perturb must be" in err[0]
+    code, out, err = _run(capsys, "train", "--domain", "audio", *tiny_overrides(cache), override)
+    assert code != 0 and len(err) == 1 and needle in err[0]
     assert "Traceback" not in out
 
 

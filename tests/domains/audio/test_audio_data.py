@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from omegaconf import OmegaConf
 
 from diffusekit.core.errors import ConfigError, DataError
