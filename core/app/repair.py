@@ -33,8 +33,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from tqdm.auto import tqdm
 
+from diffusekit.core.app.training.inference import network_on, parameter_device, sampling_device
 from diffusekit.core.errors import ConfigError, DataError
 from diffusekit.core.inpainting import METHODS, RePaint, repaint_segments
 from diffusekit.plugins.domain import REGION_KINDS, Damaged, Region
@@ -465,15 +467,27 @@ def repeat_batch(batch: Any, n: int) -> Any:
     return batch
 
 
+def generator_for(network: Any, seed: int) -> torch.Generator:
+    """A generator seeded with `seed` on the device of `network`'s parameters (the CPU for a
+    network without any, or a plain denoiser function): the noise of a repair drawn where the
+    network runs."""
+    return torch.Generator(device=parameter_device(network)).manual_seed(int(seed))
+
+
 def inpaint_batch(network: Any, process: Any, batch: dict, known: Any, *, method: Any = "replace",
                   sampler: str | None = None, steps: int | None = None,
                   generator: torch.Generator | None = None, progress: bool = False,
                   domain_name: str = "this") -> Any:
     """`process.inpaint` without gradients, with a progress bar over sampler steps when
-    `progress`; `ConfigError` when the process cannot inpaint."""
+    `progress`; `ConfigError` when the process cannot inpaint. It runs on the device of
+    `generator` (where `network` is, `generator_for`): the batch and `known` are moved there,
+    and the result comes back on the CPU, for the domain's writer and metrics."""
     if not callable(getattr(process, "inpaint", None)):
         raise ConfigError(f"the {domain_name!r} domain's process ({type(process).__name__}) "
                           "cannot inpaint (it has no inpaint method)")
+    device = generator.device if generator is not None else torch.device("cpu")
+    if device.type != "cpu":
+        batch, known = move_data_to_device((batch, torch.as_tensor(known)), device)
     bars: list[tqdm] = []  # opened at the first step: an input refused before it shows no bar
 
     def step(info: dict) -> None:
@@ -483,8 +497,9 @@ def inpaint_batch(network: Any, process: Any, batch: dict, known: Any, *, method
 
     try:
         with torch.no_grad():
-            return process.inpaint(network, batch, known, method=method, sampler=sampler,
-                                   steps=steps, generator=generator, callback=step)
+            out = process.inpaint(network, batch, known, method=method, sampler=sampler,
+                                  steps=steps, generator=generator, callback=step)
+        return move_data_to_device(out, "cpu") if device.type != "cpu" else out
     finally:
         for bar in bars:
             bar.close()
@@ -522,10 +537,11 @@ def inpaint_model(model: Any, damaged: Damaged, *, method: str | None = None,
     def draw(draw_seed: int) -> Any:
         return inpaint_batch(model.network, model.process, batch, known, method=method_instance,
                              sampler=sampler, steps=steps,
-                             generator=torch.Generator().manual_seed(draw_seed),
+                             generator=generator_for(model.network, draw_seed),
                              progress=progress, domain_name=model.domain.name)
 
-    return mean_of_draws(draw, average, seed, mean)
+    with network_on(model.network, sampling_device(cfg)):
+        return mean_of_draws(draw, average, seed, mean)
 
 
 def repair_file(model: Any, path: Path, region: Region, *, out_dir: Path, method: str | None = None,
@@ -558,4 +574,5 @@ def repair_file(model: Any, path: Path, region: Region, *, out_dir: Path, method
 __all__ = ["REGION_KINDS", "Region", "Damaged", "parse_box", "parse_span", "parse_indices",
            "parse_region", "check_region", "output_name", "pixel_mask", "centre_box_mask",
            "stroke_mask", "inpaint_method", "nfe_of", "guided_calls", "Setting", "nfe_curves",
-           "sweep_settings", "repeat_batch", "inpaint_batch", "inpaint_model", "repair_file"]
+           "sweep_settings", "repeat_batch", "generator_for", "inpaint_batch", "inpaint_model",
+           "repair_file"]

@@ -34,12 +34,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusekit.core.app import results as results_io
-from diffusekit.core.app.repair import (BenchmarkRun, inpaint_batch, mean_of_draws, nfe_curves,
-                                        sweep_settings)
+from diffusekit.core.app.repair import (BenchmarkRun, generator_for, inpaint_batch, mean_of_draws,
+                                        nfe_curves, sweep_settings)
+from diffusekit.core.app.training.inference import network_on, sampling_device
 from diffusekit.core.errors import ConfigError
 from diffusekit.domains.audio.concealment import (fill_gaps, gapped, interpolate_frames,
                                                   to_audio, unknown_frames)
@@ -146,17 +148,18 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                            "seconds": round(time.perf_counter() - started, 1)}
     shown["linear"] = linear
     generator_seed = seed + 1
-    with torch.no_grad():
+    with torch.no_grad(), network_on(network, sampling_device(cfg)) as device:
         if storm:
             started = time.perf_counter()
-            estimate = process.inner.predict(network.predictor, batch)
+            estimate = process.inner.predict(network.predictor,
+                                             move_data_to_device(batch, device)).cpu()
             score("predictor", torch.where(known, cases["mel_received"], estimate), 1, started,
                   method="regression", sampler=None, steps=0, resamplings=1)
         for setting in sweep_settings(r):
             started = time.perf_counter()
             mel = mean_of_draws(lambda s: mel_of(inpaint_batch(
                 network, process, batch, known, method=setting.instance(), sampler=setting.sampler,
-                steps=setting.steps, generator=torch.Generator().manual_seed(s))),
+                steps=setting.steps, generator=generator_for(network, s))),
                 setting.draws, generator_seed)
             fields = setting.fields()  # StoRM's predictor is called once per repair
             nfe = fields.pop("nfe") + int(storm) * setting.draws

@@ -50,8 +50,9 @@ from torch import Tensor
 
 from diffusekit.core.app import results as results_io
 from diffusekit.core.app.repair import (BenchmarkRun, Setting, benchmark_masks, biharmonic,
-                                        hole_scores, inpaint_batch, mean_of_draws, nfe_panel,
-                                        output_name, pixel_mask, sweep_settings)
+                                        generator_for, hole_scores, inpaint_batch, mean_of_draws,
+                                        nfe_panel, output_name, pixel_mask, sweep_settings)
+from diffusekit.core.app.training.inference import network_on, sampling_device
 from diffusekit.core.errors import ConfigError, DataError
 from diffusekit.domains.digits.metrics import as_numpy_grid
 from diffusekit.plugins.domain import Damaged, Region
@@ -136,7 +137,7 @@ def _repair(network: Any, process: Any, truth: Tensor, fill: Tensor, labels: Ten
             setting: Setting, seed: int, batch_size: int) -> Tensor:
     """Repairs [N, 1, S, S] of the test digits `truth` where `fill`, in batches, from noise
     seeded with `seed` (the same for every setting)."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = generator_for(network, seed)
     out = []
     for start in range(0, len(truth), batch_size):
         x = truth[start:start + batch_size]
@@ -188,8 +189,9 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
         work = Path(r.run_dir) if r.get("run_dir") else Path(scratch)
         trained = train_for_benchmark(domain, cfg, steps, work, overrides=recipe,
                                       own_section="repair")
-        network = trained.network
-        process = dataclasses.replace(trained.process, guidance=0.0)  # one call a step
+    network = trained.network
+    process = dataclasses.replace(trained.process, guidance=0.0)  # one call a step
+    with network_on(network, sampling_device(cfg)):
         for kind in MASK_KINDS:
             fill = masks[kind]
             for setting in settings:

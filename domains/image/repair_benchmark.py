@@ -32,13 +32,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusekit.core.app import results as results_io
 from diffusekit.core.app.repair import (BenchmarkRun, Setting, benchmark_masks, biharmonic,
-                                        hole_scores, inpaint_batch, mean_of_draws, nfe_panel,
-                                        sweep_settings)
+                                        generator_for, hole_scores, inpaint_batch, mean_of_draws,
+                                        nfe_panel, sweep_settings)
+from diffusekit.core.app.training.inference import network_on, parameter_device, sampling_device
 from diffusekit.domains.image.degradation import quantize, rgb_to_y, smooth_fill
 
 MASK_KINDS = ("box", "strokes")
@@ -82,7 +84,7 @@ def repair_crops(network: Any, process: Any, truth: Tensor, fill: Tensor, settin
                  seed: int, batch_size: int) -> Tensor:
     """Repairs [N, 3, S, S] of `truth` where `fill`, as `toolkit inpaint` makes them (the
     condition from the known pixels alone), in batches, noise seeded with `seed`."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = generator_for(network, seed)
     out = []
     for start in range(0, len(truth), batch_size):
         known = ~fill[start:start + batch_size]
@@ -95,14 +97,16 @@ def repair_crops(network: Any, process: Any, truth: Tensor, fill: Tensor, settin
 
 def regression_crops(model: Any, truth: Tensor, fill: Tensor, batch_size: int) -> Tensor:
     """The regression baseline's repairs [N, 3, S, S]: one call on the condition `repair_crops`
-    makes, its output taken in the hole (the known pixels are the truth's)."""
+    makes, on the device of `model.network`, its output taken in the hole (the known pixels
+    are the truth's)."""
+    device = parameter_device(model.network)
     out = []
     for start in range(0, len(truth), batch_size):
         known = ~fill[start:start + batch_size]
         batch = _damaged_batch(model.process.degradation, truth[start:start + batch_size], known)
         with torch.no_grad():
-            image = model.process.generate(model.network, batch).image
-        out.append(torch.where(known, batch["x0"], image))
+            image = model.process.generate(model.network, move_data_to_device(batch, device)).image
+        out.append(torch.where(known, batch["x0"], image.cpu()))
     return torch.cat(out).clamp(-1, 1)
 
 
@@ -135,15 +139,19 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                                           overrides=[*recipe, "process.kind=regression"],
                                           own_section="repair")
                       if r.get("regression") else None)
-    for kind in MASK_KINDS:
-        for setting in sweep_settings(r):
-            started = time.perf_counter()
-            out = mean_of_draws(lambda s: repair_crops(trained.network, trained.process, truth,
-                                                       masks[kind], setting, s, batch_size),
-                                setting.draws, run.seed + 1)
-            rows.append({"mask": kind, **setting.fields(), **luma_scores(out, truth, masks[kind]),
-                         "seconds": round(time.perf_counter() - started, 1)})
-            shown[kind][setting.label] = out
+    device = sampling_device(cfg)
+    with network_on(trained.network, device):
+        for kind in MASK_KINDS:
+            for setting in sweep_settings(r):
+                started = time.perf_counter()
+                out = mean_of_draws(lambda s: repair_crops(trained.network, trained.process,
+                                                           truth, masks[kind], setting, s,
+                                                           batch_size),
+                                    setting.draws, run.seed + 1)
+                rows.append({"mask": kind, **setting.fields(),
+                             **luma_scores(out, truth, masks[kind]),
+                             "seconds": round(time.perf_counter() - started, 1)})
+                shown[kind][setting.label] = out
     baselines: dict[str, Any] = {}
     for kind in MASK_KINDS:
         fill = masks[kind]
@@ -156,7 +164,8 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
             shown[kind][name] = out
         if regression is not None:
             started = time.perf_counter()
-            out = regression_crops(regression, truth, fill, batch_size)
+            with network_on(regression.network, device):
+                out = regression_crops(regression, truth, fill, batch_size)
             baselines[f"regression_{kind}"] = {**luma_scores(out, truth, fill), "nfe": 1,
                                                "seconds": round(time.perf_counter() - started, 1)}
         shown[kind]["damaged"] = torch.where(fill, torch.full_like(truth, -1.0), truth)

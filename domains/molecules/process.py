@@ -46,12 +46,14 @@ def generate_sized(network: torch.nn.Module, process: GaussianDiffusion, sizes: 
                    n_features: int | None = None, **options) -> list[Structure]:
     """Molecules with the given numbers of atoms [K]: one batch padded to max(sizes),
     noise in the ZeroCoM space, any engine sampler (options: sampler, steps, generator).
-    n_features: F of the states (default: the network's)."""
+    n_features: F of the states (default: the network's). It runs on the device of the
+    network's parameters; the molecules are decoded on the CPU."""
     n = int(sizes.max())
-    mask = torch.arange(n)[None, :] < sizes[:, None]
+    device = next((p.device for p in network.parameters()), torch.device("cpu"))
+    mask = torch.arange(n, device=device)[None, :] < sizes.to(device)[:, None]
     n_features = int(n_features or getattr(network, "n_features", 6))
-    x_like = torch.zeros(len(sizes), n, 3 + n_features)
+    x_like = torch.zeros(len(sizes), n, 3 + n_features, device=device)
     batch = {"x0": x_like, "mask": mask, "cond": {"node_mask": mask}}
     with torch.no_grad():
         samples = process.generate(network, batch, **options)
-    return decode(samples, mask)
+    return decode(samples.cpu(), mask.cpu())

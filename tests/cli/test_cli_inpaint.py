@@ -163,6 +163,57 @@ def test_inpaint_model_takes_the_sampler_and_method_of_the_inpaint_section():
     assert seen[0]["steps"] == 3
 
 
+def test_inpaint_runs_where_sample_device_says_and_puts_the_network_back():
+    """`toolkit inpaint` repairs on `sample.device` (auto: a GPU when torch sees one): the network
+    is there during the repair, with the noise generator beside it, and back where it was after,
+    also when the repair fails; the result comes back on the CPU. A device torch does not know,
+    or a GPU it does not see, is one ConfigError."""
+    from types import SimpleNamespace
+
+    from diffusekit.core.app.repair import generator_for, inpaint_model
+    from diffusekit.core.app.training.inference import network_on
+    from diffusekit.plugins.domain import Damaged
+
+    seen = []
+
+    class Process:
+        def inpaint(self, network, batch, known, *, generator, **options):
+            seen.append((next(network.parameters()).device, generator.device, batch["x0"].device))
+            if options["steps"] == 13:
+                raise RuntimeError("the repair failed")
+            return network(batch["x0"])
+
+    network = torch.nn.Linear(4, 4)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def model(device):
+        cfg = OmegaConf.create({"seed": 0, "sample": {"steps": 2, "device": device}})
+        return SimpleNamespace(cfg=cfg, network=network, process=Process(),
+                               domain=SimpleNamespace(name="fake"))
+
+    damaged = Damaged(batch={"x0": torch.ones(1, 4)}, known=torch.zeros(1, 4, dtype=torch.bool))
+    for device in ("auto", "cpu"):
+        out = inpaint_model(model(device), damaged, n=2, progress=False)
+        assert out.device.type == "cpu" and out.shape == (2, 4)
+        torch.testing.assert_close(out, network(torch.ones(2, 4)).detach())
+    assert [tuple(d.type for d in s) for s in seen] == [(expected,) * 3, ("cpu",) * 3]
+    with pytest.raises(RuntimeError, match="the repair failed"):
+        inpaint_model(model("auto"), damaged, steps=13, progress=False)
+    assert next(network.parameters()).device.type == "cpu"  # put back after a failure too
+    with pytest.raises(ConfigError, match="not a device"):
+        inpaint_model(model("tpu9"), damaged, progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no GPU"):
+            inpaint_model(model("cuda"), damaged, progress=False)
+    # a plain denoiser function has no device of its own: its noise is drawn on the CPU
+    denoiser = lambda x, t: x  # noqa: E731
+    with network_on(denoiser, torch.device("cpu")) as device:
+        assert device.type == "cpu"
+    assert generator_for(denoiser, 3).device.type == "cpu"
+    assert torch.equal(torch.randn(5, generator=generator_for(network, 3)),
+                       torch.randn(5, generator=torch.Generator().manual_seed(3)))
+
+
 def test_inpaint_model_averages_repairs_through_the_domain():
     """--average K (`inpaint.average`): each repair the domain's mean of K, the k-th drawn with
     seed + k; a domain whose repairs are not averaged, or K < 1, is one ConfigError."""

@@ -118,17 +118,35 @@ def _generate(network: torch.nn.Module, process: Any, batch: dict, *, sampler: s
 
 
 @contextmanager
-def _on_sampling_device(cfg: DictConfig, network: torch.nn.Module,
-                        seed: int) -> Iterator[torch.Generator]:
-    """`network` moved to the sampling device for the block, and back to where it was after
-    it; yields a generator seeded with `seed` on that device."""
-    device = sampling_device(cfg)
-    home = next((p.device for p in network.parameters()), torch.device("cpu"))
+def network_on(network: torch.nn.Module, device: torch.device) -> Iterator[torch.device]:
+    """`network` moved to `device` for the block, and back to where it was after it (also when
+    the block raises); yields the device. A network that is no `torch.nn.Module` (a plain
+    denoiser function) stays where it is."""
+    if not isinstance(network, torch.nn.Module):
+        yield device
+        return
+    home = parameter_device(network)
     network.to(device)
     try:
-        yield torch.Generator(device=device).manual_seed(seed)
+        yield device
     finally:
         network.to(home)
+
+
+def parameter_device(network: Any) -> torch.device:
+    """The device of `network`'s first parameter; the CPU for a network without any (or a
+    plain function)."""
+    parameters = network.parameters() if isinstance(network, torch.nn.Module) else ()
+    return next((p.device for p in parameters), torch.device("cpu"))
+
+
+@contextmanager
+def _on_sampling_device(cfg: DictConfig, network: torch.nn.Module,
+                        seed: int) -> Iterator[torch.Generator]:
+    """`network` on the sampling device for the block (`network_on`); yields a generator seeded
+    with `seed` on that device."""
+    with network_on(network, sampling_device(cfg)) as device:
+        yield torch.Generator(device=device).manual_seed(seed)
 
 
 def sample_run(domain: Any, run: RunDir, *, out_dir: Path | None = None,

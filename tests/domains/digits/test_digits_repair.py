@@ -111,6 +111,7 @@ def test_average_writes_the_mean_of_repairs(run, digit, tmp_path, capsys):
     (["--box", "1,1,5,5", "repair.label=12"], "not a class"),
     (["--box", "1,1,5,5", "--method", "repaintt"], "repaint"),
     (["--box", "1,1,5,5", "inpaint.jump_length=0", "--method", "repaint"], "jump_length"),
+    (["--box", "1,1,5,5", "sample.device=tpu9"], "not a device"),
 ])
 def test_bad_region_is_one_line_and_a_nonzero_exit(run, digit, tmp_path, capsys, args, words):
     Image.fromarray(np.zeros((20, 20), dtype=np.uint8)).save(tmp_path / "small.png")
