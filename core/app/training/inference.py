@@ -118,7 +118,7 @@ def _generate(network: torch.nn.Module, process: Any, batch: dict, *, sampler: s
 
 
 @contextmanager
-def network_on(network: torch.nn.Module, device: torch.device) -> Iterator[torch.device]:
+def network_on(network: Any, device: torch.device) -> Iterator[torch.device]:
     """`network` moved to `device` for the block, and back to where it was after it (also when
     the block raises); yields the device. A network that is no `torch.nn.Module` (a plain
     denoiser function) stays where it is."""
