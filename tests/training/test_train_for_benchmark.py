@@ -98,6 +98,8 @@ def test_a_crashed_benchmark_run_resumes_from_its_last_checkpoint(toy, toy_cfg, 
     assert moved.run.path == crashed
     quick = train_for_benchmark(toy, toy_cfg("quick=true"), 12, work)  # --quick sizes only
     assert quick.run.path == crashed
+    elsewhere = train_for_benchmark(toy, toy_cfg("sample.device=cpu"), 12, work)  # sweeps only
+    assert elsewhere.run.path == crashed
     # a run saved before a key was added to the defaults still matches (the key takes its default)
     saved = crashed / "config.yaml"
     text = saved.read_text()

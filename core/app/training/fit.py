@@ -320,15 +320,23 @@ BENCHMARK_CHECKPOINT_EVERY = 500  # optimiser steps between the checkpoints of a
 
 def matching_run(domain: Any, cfg: DictConfig, ignore: Sequence[str] = ()) -> RunDir | None:
     """The newest run of `domain` under `cfg.run_dir` whose saved config is exactly `cfg` but for
-    the top-level sections `ignore` (a benchmark's own section, which training never reads), and
-    which has a checkpoint to resume from; None when there is none. A saved config is read as
-    `toolkit sample` reads it (`RunDir.load_config(domain)`): keys added to the defaults since the
-    run was saved take their default values, so a new option does not orphan earlier runs."""
+    the keys `ignore` (top-level sections such as a benchmark's own, which training never reads,
+    or dotted keys such as "sample.device"), and which has a checkpoint to resume from; None
+    when there is none. A saved config is read as `toolkit sample` reads it
+    (`RunDir.load_config(domain)`): keys added to the defaults since the run was saved take their
+    default values, so a new option does not orphan earlier runs."""
     folder = Path(cfg.run_dir) / domain.name
 
     def compared(config: DictConfig) -> dict:
         out = OmegaConf.to_container(config, resolve=True)
-        return {key: value for key, value in out.items() if key not in ignore}
+        for key in ignore:
+            *parents, last = key.split(".")
+            section = out
+            for parent in parents:
+                section = section.get(parent) if isinstance(section, dict) else None
+            if isinstance(section, dict):
+                section.pop(last, None)
+        return out
 
     wanted = compared(cfg)
     for path in sorted(folder.iterdir() if folder.is_dir() else [], reverse=True):
@@ -369,7 +377,8 @@ def train_for_benchmark(domain: Any, cfg: DictConfig, steps: int,
     calling benchmark's config section (e.g. "repair"), left out of that comparison, since
     training never reads it: a run resumes after a change of what is scored or where results go.
     The top-level `quick` flag is left out too: it only sizes the benchmark, so a quick and a
-    full benchmark with the same training steps share their run."""
+    full benchmark with the same training steps share their run; and so is `sample.device`,
+    where the benchmark's sweeps run (the base trains on `trainer.*`'s devices)."""
     steps = int(steps)
     if steps <= 0:
         raise ConfigError(f"a benchmark needs at least one training step, got {steps}")
@@ -378,7 +387,8 @@ def train_for_benchmark(domain: Any, cfg: DictConfig, steps: int,
         f"checkpoint_every={min(steps, BENCHMARK_CHECKPOINT_EVERY)}", "sample.val_n=0"])
     with tempfile.TemporaryDirectory(prefix="diffusekit-benchmark-") as scratch:
         cfg.run_dir = str(Path(work_dir) if work_dir is not None else scratch)
-        ignore = ("quick", *((own_section,) if own_section else ()))  # neither is read by training
+        # read by no training: the benchmark's own section, its size, where it samples
+        ignore = ("quick", "sample.device", *((own_section,) if own_section else ()))
         resume = matching_run(domain, cfg, ignore) if work_dir is not None else None
         if resume is not None:
             print(f"{domain.name} benchmark: resuming {resume.path} from its last checkpoint",
