@@ -2,6 +2,7 @@
 
     emb = sinusoidal_features(c_noise, 64)            # [B] -> [B, 64]
     block = ResBlock(32, 64, emb_dim=64)              # [B, 32, H, W], [B, 64] -> [B, 64, H, W]
+    device = parameter_device(network)                # where a network's weights are
 
 A domain's network module imports these instead of carrying its own copy (the image domain's
 SR3 UNet and the digits domain's class-conditional UNet use both).
@@ -23,6 +24,13 @@ def sinusoidal_features(c: Tensor, dim: int, max_period: float = 10_000.0) -> Te
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=c.device) / half)
     args = 1000.0 * c.float()[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def parameter_device(network: object) -> torch.device:
+    """The device of `network`'s first parameter; the CPU for a network without any (or a
+    plain denoiser function, which is no `nn.Module`)."""
+    parameters = network.parameters() if isinstance(network, nn.Module) else ()
+    return next((p.device for p in parameters), torch.device("cpu"))
 
 
 def group_count(channels: int) -> int:

@@ -36,9 +36,10 @@ from omegaconf import DictConfig
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from diffusekit.core.app.training.inference import network_on, parameter_device, sampling_device
+from diffusekit.core.app.training.inference import network_on, sampling_device
 from diffusekit.core.errors import ConfigError, DataError
 from diffusekit.core.inpainting import METHODS, RePaint, repaint_segments
+from diffusekit.core.layers import parameter_device
 from diffusekit.plugins.domain import REGION_KINDS, Damaged, Region
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"

@@ -41,7 +41,7 @@ from torch import Tensor
 from diffusekit.core.app import results as results_io
 from diffusekit.core.app.repair import (BenchmarkRun, generator_for, inpaint_batch, mean_of_draws,
                                         nfe_curves, sweep_settings)
-from diffusekit.core.app.training.inference import network_on, sampling_device
+from diffusekit.core.app.training.inference import sampling_device
 from diffusekit.core.errors import ConfigError
 from diffusekit.domains.audio.concealment import (fill_gaps, gapped, interpolate_frames,
                                                   to_audio, unknown_frames)
@@ -148,7 +148,9 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                            "seconds": round(time.perf_counter() - started, 1)}
     shown["linear"] = linear
     generator_seed = seed + 1
-    with torch.no_grad(), network_on(network, sampling_device(cfg)) as device:
+    device = sampling_device(cfg)
+    network.to(device)  # the sweeps run where sample.device says
+    with torch.no_grad():
         if storm:
             started = time.perf_counter()
             estimate = process.inner.predict(network.predictor,

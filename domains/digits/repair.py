@@ -52,7 +52,7 @@ from diffusekit.core.app import results as results_io
 from diffusekit.core.app.repair import (BenchmarkRun, Setting, benchmark_masks, biharmonic,
                                         generator_for, hole_scores, inpaint_batch, mean_of_draws,
                                         nfe_panel, output_name, pixel_mask, sweep_settings)
-from diffusekit.core.app.training.inference import network_on, sampling_device
+from diffusekit.core.app.training.inference import sampling_device
 from diffusekit.core.errors import ConfigError, DataError
 from diffusekit.domains.digits.metrics import as_numpy_grid
 from diffusekit.plugins.domain import Damaged, Region
@@ -189,9 +189,9 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
         work = Path(r.run_dir) if r.get("run_dir") else Path(scratch)
         trained = train_for_benchmark(domain, cfg, steps, work, overrides=recipe,
                                       own_section="repair")
-    network = trained.network
-    process = dataclasses.replace(trained.process, guidance=0.0)  # one call a step
-    with network_on(network, sampling_device(cfg)):
+        network = trained.network
+        process = dataclasses.replace(trained.process, guidance=0.0)  # one call a step
+        network.to(sampling_device(cfg))  # the sweeps run where sample.device says
         for kind in MASK_KINDS:
             fill = masks[kind]
             for setting in settings:

@@ -40,7 +40,8 @@ from diffusekit.core.app import results as results_io
 from diffusekit.core.app.repair import (BenchmarkRun, Setting, benchmark_masks, biharmonic,
                                         generator_for, hole_scores, inpaint_batch, mean_of_draws,
                                         nfe_panel, sweep_settings)
-from diffusekit.core.app.training.inference import network_on, parameter_device, sampling_device
+from diffusekit.core.app.training.inference import sampling_device
+from diffusekit.core.layers import parameter_device
 from diffusekit.domains.image.degradation import quantize, rgb_to_y, smooth_fill
 
 MASK_KINDS = ("box", "strokes")
@@ -139,19 +140,18 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                                           overrides=[*recipe, "process.kind=regression"],
                                           own_section="repair")
                       if r.get("regression") else None)
-    device = sampling_device(cfg)
-    with network_on(trained.network, device):
-        for kind in MASK_KINDS:
-            for setting in sweep_settings(r):
-                started = time.perf_counter()
-                out = mean_of_draws(lambda s: repair_crops(trained.network, trained.process,
-                                                           truth, masks[kind], setting, s,
-                                                           batch_size),
-                                    setting.draws, run.seed + 1)
-                rows.append({"mask": kind, **setting.fields(),
-                             **luma_scores(out, truth, masks[kind]),
-                             "seconds": round(time.perf_counter() - started, 1)})
-                shown[kind][setting.label] = out
+    for model in (trained, regression):  # the sweeps run where sample.device says
+        if model is not None:
+            model.network.to(sampling_device(cfg))
+    for kind in MASK_KINDS:
+        for setting in sweep_settings(r):
+            started = time.perf_counter()
+            out = mean_of_draws(lambda s: repair_crops(trained.network, trained.process, truth,
+                                                       masks[kind], setting, s, batch_size),
+                                setting.draws, run.seed + 1)
+            rows.append({"mask": kind, **setting.fields(), **luma_scores(out, truth, masks[kind]),
+                         "seconds": round(time.perf_counter() - started, 1)})
+            shown[kind][setting.label] = out
     baselines: dict[str, Any] = {}
     for kind in MASK_KINDS:
         fill = masks[kind]
@@ -164,8 +164,7 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
             shown[kind][name] = out
         if regression is not None:
             started = time.perf_counter()
-            with network_on(regression.network, device):
-                out = regression_crops(regression, truth, fill, batch_size)
+            out = regression_crops(regression, truth, fill, batch_size)
             baselines[f"regression_{kind}"] = {**luma_scores(out, truth, fill), "nfe": 1,
                                                "seconds": round(time.perf_counter() - started, 1)}
         shown[kind]["damaged"] = torch.where(fill, torch.full_like(truth, -1.0), truth)

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from diffusekit.core.layers import parameter_device
 from diffusekit.core.process import GaussianDiffusion
 from diffusekit.domains.molecules.structures import Structure
 
@@ -49,7 +50,7 @@ def generate_sized(network: torch.nn.Module, process: GaussianDiffusion, sizes: 
     n_features: F of the states (default: the network's). It runs on the device of the
     network's parameters; the molecules are decoded on the CPU."""
     n = int(sizes.max())
-    device = next((p.device for p in network.parameters()), torch.device("cpu"))
+    device = parameter_device(network)
     mask = torch.arange(n, device=device)[None, :] < sizes.to(device)[:, None]
     n_features = int(n_features or getattr(network, "n_features", 6))
     x_like = torch.zeros(len(sizes), n, 3 + n_features, device=device)

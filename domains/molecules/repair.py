@@ -46,7 +46,7 @@ from torch import Tensor
 from diffusekit.core.app import results as results_io
 from diffusekit.core.app.repair import (BenchmarkRun, generator_for, inpaint_batch, nfe_curves,
                                         output_name, sweep_settings)
-from diffusekit.core.app.training.inference import network_on, sampling_device
+from diffusekit.core.app.training.inference import sampling_device
 from diffusekit.core.errors import DataError
 from diffusekit.domains.molecules.metrics import (bond_orders, largest_fragment_smiles,
                                                   molecule_metrics, rdkit_molecule)
@@ -221,40 +221,40 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
     batch_size = int(r.batch_size)
     rows: list[dict[str, Any]] = []
     drawn: dict[str, list[Structure]] = {}
-    with network_on(network, sampling_device(cfg)):
-        for setting in sweep_settings(r):
+    network.to(sampling_device(cfg))  # the sweeps run where sample.device says
+    for setting in sweep_settings(r):
+        started = time.perf_counter()
+        generator = generator_for(network, seed + 1)
+        samples = torch.cat([inpaint_batch(
+            network, process, _rows(batch, a, batch_size), known[a:a + batch_size],
+            method=setting.instance(), sampler=setting.sampler, steps=setting.steps,
+            generator=generator)
+            for a in range(0, len(molecules), batch_size)])
+        structures = decode(samples, batch["mask"], run_cfg)
+        scores = molecule_metrics(structures)
+        fields = setting.fields()
+        rows.append({"system": fields.pop("setting"), **fields,
+                     **{k: scores[k] for k in ("atom_stability", "mol_stability", "validity")},
+                     "fragment_kept": 100.0 * float(np.mean([fragment_kept(s, k) for s, k
+                                                            in zip(structures, keeps)])),
+                     **exactness(samples, batch, known),
+                     "seconds": round(time.perf_counter() - started, 1)})
+        drawn[setting.label] = structures
+    baselines: dict[str, Any] = {}
+    sizes = torch.tensor([m.n_atoms for m in molecules])
+    for sampler in (str(x) for x in r.samplers):
+        for n_steps in r.unconditional_steps:
             started = time.perf_counter()
-            generator = generator_for(network, seed + 1)
-            samples = torch.cat([inpaint_batch(
-                network, process, _rows(batch, a, batch_size), known[a:a + batch_size],
-                method=setting.instance(), sampler=setting.sampler, steps=setting.steps,
-                generator=generator)
-                for a in range(0, len(molecules), batch_size)])
-            structures = decode(samples, batch["mask"], run_cfg)
+            generator = generator_for(network, seed + 2)
+            structures = []
+            for chunk in sizes.split(batch_size):
+                structures += domain.generate_sized(network, process, chunk, sampler=sampler,
+                                                    steps=int(n_steps), generator=generator)
             scores = molecule_metrics(structures)
-            fields = setting.fields()
-            rows.append({"system": fields.pop("setting"), **fields,
-                         **{k: scores[k] for k in ("atom_stability", "mol_stability", "validity")},
-                         "fragment_kept": 100.0 * float(np.mean([fragment_kept(s, k) for s, k
-                                                                in zip(structures, keeps)])),
-                         **exactness(samples, batch, known),
-                         "seconds": round(time.perf_counter() - started, 1)})
-            drawn[setting.label] = structures
-        baselines: dict[str, Any] = {}
-        sizes = torch.tensor([m.n_atoms for m in molecules])
-        for sampler in (str(x) for x in r.samplers):
-            for n_steps in r.unconditional_steps:
-                started = time.perf_counter()
-                generator = generator_for(network, seed + 2)
-                structures = []
-                for chunk in sizes.split(batch_size):
-                    structures += domain.generate_sized(network, process, chunk, sampler=sampler,
-                                                        steps=int(n_steps), generator=generator)
-                scores = molecule_metrics(structures)
-                baselines[f"unconditional_{sampler}_{int(n_steps)}"] = {
-                    "sampler": sampler, "nfe": int(n_steps),
-                    **{k: scores[k] for k in ("atom_stability", "mol_stability", "validity")},
-                    "seconds": round(time.perf_counter() - started, 1)}
+            baselines[f"unconditional_{sampler}_{int(n_steps)}"] = {
+                "sampler": sampler, "nfe": int(n_steps),
+                **{k: scores[k] for k in ("atom_stability", "mol_stability", "validity")},
+                "seconds": round(time.perf_counter() - started, 1)}
     data = molecule_metrics(molecules)
     baselines["test_molecules"] = {k: data[k] for k in ("atom_stability", "mol_stability",
                                                         "validity")}

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from diffusekit.core.app.controls import HintedProcess
 from diffusekit.core.errors import CheckpointError, ConfigError, DataError
+from diffusekit.core.layers import parameter_device
 from diffusekit.core.app.training.module import batch_size, concat_batches, slice_batch
 from diffusekit.core.app.training.models import (ADAPTER_FOLDER, WEIGHTS_FILE, Model, load_model,
                                          sha256_of)
@@ -131,13 +132,6 @@ def network_on(network: Any, device: torch.device) -> Iterator[torch.device]:
         yield device
     finally:
         network.to(home)
-
-
-def parameter_device(network: Any) -> torch.device:
-    """The device of `network`'s first parameter; the CPU for a network without any (or a
-    plain function)."""
-    parameters = network.parameters() if isinstance(network, torch.nn.Module) else ()
-    return next((p.device for p in parameters), torch.device("cpu"))
 
 
 @contextmanager
