@@ -95,6 +95,41 @@ def interpolate_frames(mel: Tensor, unknown: Tensor) -> Tensor:
     return torch.where(unknown, filled, mel)
 
 
+def frame_runs(unknown: Tensor) -> list[tuple[int, int]]:
+    """The runs of consecutive True frames of unknown [T] bool as [start, end) pairs."""
+    edges = torch.diff(unknown.to(torch.int8), prepend=unknown.new_zeros(1, dtype=torch.int8),
+                       append=unknown.new_zeros(1, dtype=torch.int8))
+    starts = torch.nonzero(edges == 1).flatten().tolist()
+    ends = torch.nonzero(edges == -1).flatten().tolist()
+    return list(zip(starts, ends))
+
+
+def truth_fitted_fill(clean: Tensor, unknown: Tensor, degree: int) -> Tensor:
+    """A bound, not a concealer: each run of unknown frames of clean [..., M, T] (unknown [T]
+    bool) replaced per band by the best fit to the truth itself, degree 0: the run's median (the
+    constant with the least L1), degree 1: its least-squares straight line over the frames.
+
+    No concealer sees the truth, so it tells how close a fill of that shape can get at best: a
+    concealer that scores below the degree-0 bound has found more in the gap than one level per
+    band, and one near the degree-1 bound has found each band's slope across the gap too."""
+    if degree not in (0, 1):
+        raise ValueError(f"degree must be 0 (constant) or 1 (line), not {degree}")
+    out = clean.clone()
+    for s, e in frame_runs(unknown):
+        run = clean[..., s:e].double()
+        if degree == 0:
+            fit = run.median(dim=-1, keepdim=True).values.expand_as(run)
+        else:
+            # least squares per band: y ~ a + b (t - mean t), b = cov(t, y) / var(t)
+            t = torch.arange(e - s, dtype=torch.float64, device=run.device)
+            t = t - t.mean()
+            mean = run.mean(dim=-1, keepdim=True)
+            slope = (run * t).sum(-1, keepdim=True) / (t * t).sum().clamp_min(1e-12)
+            fit = mean + slope * t
+        out[..., s:e] = fit.to(clean.dtype)
+    return out
+
+
 def lost_frames(lost: Tensor, hop: int, n_fft: int) -> Tensor:
     """[B, T] bool: the frames of a centred STFT whose window touches a lost sample of
     lost [B, L] (bool or 0 / 1), T = L // hop + 1; `unknown_frames` from a mask of samples."""

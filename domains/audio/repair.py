@@ -17,6 +17,9 @@ clean speech, against linear interpolation of the log-mel and against zeros.
                       (`process.inpaint`, `sweep_settings`), NFE = 1 (the predictor) + the steps
    Every log-mel goes back to audio the same way: Griffin-Lim over the clip, spliced into the
    gaps only (`concealment.to_audio`); zeros stays silent.
+   Two bounds, not concealers (they look at the clean log-mel): each gap's bands filled with the
+   constant, and with the straight line, fitted to the truth (`concealment.truth_fitted_fill`):
+   how close a fill of that shape could get at best.
 4. Scores on the gaps: log-mel L1 over the lost frames (every frame whose STFT window touches a
    gap; the mean over all their bins, pooled over the clips), and SI-SDR of the concealed samples
    of each clip's gaps against the clean ones (the mean over clips; zeros has no signal there,
@@ -44,7 +47,7 @@ from diffusekit.core.app.repair import (BenchmarkRun, generator_for, inpaint_bat
 from diffusekit.core.app.training.inference import sampling_device
 from diffusekit.core.errors import ConfigError
 from diffusekit.domains.audio.concealment import (fill_gaps, gapped, interpolate_frames,
-                                                  to_audio, unknown_frames)
+                                                  to_audio, truth_fitted_fill, unknown_frames)
 from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.domains.audio.metrics import si_sdr
 from diffusekit.domains.audio.noise import PacketLoss, gap_spans
@@ -147,6 +150,9 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                                                                 iterations), cases), "nfe": 0,
                            "seconds": round(time.perf_counter() - started, 1)}
     shown["linear"] = linear
+    bounds = {shape: gap_scores(torch.stack([truth_fitted_fill(m, u, degree) for m, u in zip(
+        cases["mel_clean"], cases["unknown"])]), None, cases)["gap_logmel_l1"]
+        for shape, degree in (("constant", 0), ("line", 1))}
     generator_seed = seed + 1
     device = sampling_device(cfg)
     network.to(device)  # the sweeps run where sample.device says
@@ -171,6 +177,7 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
                "n_test": len(waves), "samplers": [str(x) for x in r.samplers], "quick": quick,
                "gaps": int(sum(len(s) for s in cases["spans"])),
                "lost_frame_share": float(cases["unknown"].double().mean()),
+               "truth_fitted_gap_logmel_l1": bounds,
                **_targets(rows, baselines, float(r.target_ratio)),
                **run.clock()}
     _write(cfg, run, metrics, baselines, shown, cases, features)
@@ -222,6 +229,13 @@ def _write(cfg: DictConfig, run: BenchmarkRun, metrics: dict, baselines: dict, s
                      f"{predictor[0]['gap_logmel_l1']:.4f}; the best diffusion setting "
                      f"({best['system']}) {best['gap_logmel_l1']:.4f}: the diffusion "
                      + ("improves on it." if adds else "adds nothing over it on this measure."))
+    linear = baselines["linear"]["gap_logmel_l1"]
+    fitted = metrics["truth_fitted_gap_logmel_l1"]
+    lines.append(f"- bounds that look at the clean log-mel (no concealer can): each gap's bands "
+                 f"filled with the constant fitted to the truth {fitted['constant']:.4f} "
+                 f"({fitted['constant'] / linear:.3f} x linear interpolation's), with the "
+                 f"least-squares line fitted to it {fitted['line']:.4f} "
+                 f"({fitted['line'] / linear:.3f} x).")
     lines += ["", BenchmarkRun.timing_line(metrics, training=False), "",
               f"![spectrograms with gaps, gap L1 against NFE]({name}.png)"]
     record = results_io.make_record(name, metrics, baselines)
@@ -263,6 +277,9 @@ def _figure(path: Path, metrics: dict, baselines: dict, shown: dict[str, Tensor]
             ax.plot(row["nfe"], row["gap_logmel_l1"], "^", label="predictor alone")
     for key, style in (("linear", ":"), ("zeros", "-.")):
         ax.axhline(baselines[key]["gap_logmel_l1"], color="0.4", ls=style, label=key)
+    for shape, value in metrics["truth_fitted_gap_logmel_l1"].items():
+        ax.axhline(value, color="tab:green", ls=":" if shape == "constant" else "--", lw=0.8,
+                   label=f"bound: {shape} fitted to the truth")
     ax.set(xscale="log", xlabel="NFE", ylabel="gap log-mel L1")
     ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)

@@ -16,8 +16,9 @@ from diffusekit.core.app import cli
 from diffusekit.core.app.repair import inpaint_model, parse_region
 from diffusekit.core.app.training.models import load_model
 from diffusekit.core.registry import UnknownNameError
-from diffusekit.domains.audio.concealment import (interpolate_frames, lost_frames, read_damaged,
-                                                  splice, unknown_frames)
+from diffusekit.domains.audio.concealment import (frame_runs, interpolate_frames, lost_frames,
+                                                  read_damaged, splice, truth_fitted_fill,
+                                                  unknown_frames)
 from diffusekit.domains.audio.data import Collate, corpus_dir, make_item
 from diffusekit.domains.audio.features import MelFeatures
 from diffusekit.domains.audio.noise import PacketLoss, drop_packets
@@ -127,6 +128,34 @@ def test_lost_frames_interpolation_and_splice():
     assert float(out[40]) == 2.0 and float(out[20]) < 2.0  # faded in inside the gap
 
 
+def test_truth_fitted_bounds_fit_each_gap_and_band_and_keep_the_rest():
+    """The bounds of the repair benchmark: each run of unknown frames gets, per band, the fit to
+    the truth itself. A band that is a straight line across a gap is matched exactly by the line
+    and the constant is its median; no other constant has a smaller L1; known frames are kept."""
+    unknown = torch.tensor([0, 1, 1, 1, 1, 0, 0, 1, 1, 0], dtype=torch.bool)
+    assert frame_runs(unknown) == [(1, 5), (7, 9)]
+    assert frame_runs(torch.ones(3, dtype=torch.bool)) == [(0, 3)]
+    assert frame_runs(torch.zeros(3, dtype=torch.bool)) == []
+    t = torch.arange(10.0)
+    clean = torch.stack([3.0 * t - 2.0, (t - 4.0) ** 2])[None]  # [1, M=2, T]
+    line, const = truth_fitted_fill(clean, unknown, 1), truth_fitted_fill(clean, unknown, 0)
+    for fill in (line, const):
+        assert torch.equal(fill[..., ~unknown], clean[..., ~unknown])
+    assert torch.allclose(line[0, 0], clean[0, 0], atol=1e-5)  # a line is fitted exactly
+    assert not torch.allclose(line[0, 1], clean[0, 1])         # a parabola is not
+    assert const[0, 0, 1:5].unique().numel() == 1 and float(const[0, 0, 7]) in (19.0, 22.0)
+    band = clean[0, 1, 1:5]
+    best = (const[0, 1, 1:5] - band).abs().sum()
+    for c in torch.linspace(-5, 20, 101):
+        assert float(best) <= float((c - band).abs().sum()) + 1e-5
+    # on a curved band the line fitted to the truth beats the constant and linear interpolation
+    l1 = {name: float((fill - clean)[..., unknown].abs().mean()) for name, fill in
+          (("line", line), ("constant", const), ("linear", interpolate_frames(clean, unknown)))}
+    assert l1["line"] < l1["constant"] and l1["line"] < l1["linear"], l1
+    with pytest.raises(ValueError, match="degree"):
+        truth_fitted_fill(clean, unknown, 2)
+
+
 def test_packet_loss_zeroes_stretches_and_costs_no_draw_when_off():
     rng = np.random.default_rng(0)
     clean, noisy = np.ones(16000, dtype=np.float32), np.full(16000, 2.0, dtype=np.float32)
@@ -194,4 +223,7 @@ def test_the_repair_benchmark_writes_its_record(tiny_cfg, tmp_path, capsys):
     assert record["metrics"]["train_overrides"] == ["data.packet_loss.share=1.0",
                                                      "data.packet_loss.clean_share=1.0"]
     assert isinstance(record["metrics"]["target_met"], bool)
+    bounds = record["metrics"]["truth_fitted_gap_logmel_l1"]
+    assert set(bounds) == {"constant", "line"} and all(v >= 0 for v in bounds.values()), bounds
+    assert "fitted to the truth" in (results / "audio_repair_quick.md").read_text()
     assert (results / "audio_repair_quick.png").is_file()
