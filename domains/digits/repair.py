@@ -189,37 +189,37 @@ def run_repair_benchmark(domain: Any, cfg: DictConfig) -> dict[str, Any]:
         work = Path(r.run_dir) if r.get("run_dir") else Path(scratch)
         trained = train_for_benchmark(domain, cfg, steps, work, overrides=recipe,
                                       own_section="repair")
-        network = trained.network
-        process = dataclasses.replace(trained.process, guidance=0.0)  # one call a step
-        network.to(sampling_device(cfg))  # the sweeps run where sample.device says
-        for kind in MASK_KINDS:
-            fill = masks[kind]
-            for setting in settings:
-                started = time.perf_counter()
-                out = mean_of_draws(lambda s: _repair(network, process, truth, fill, null,
-                                                      setting, s, batch_size),
-                                    setting.draws, seed + 1)
-                rows.append({"mask": kind, **setting.fields(), "label": "null",
-                             **_scores(out, truth, fill, labels, classifier),
-                             "seconds": round(time.perf_counter() - started, 1)})
-                shown[kind][setting.label] = out
-            mean_setting = Setting("replace", int(r.mean_steps), sampler, draws=int(r.mean_of))
+    network = trained.network
+    process = dataclasses.replace(trained.process, guidance=0.0)  # one call a step
+    network.to(sampling_device(cfg))  # the sweeps run where sample.device says
+    for kind in MASK_KINDS:
+        fill = masks[kind]
+        for setting in settings:
             started = time.perf_counter()
-            mean = mean_of_draws(lambda s: _repair(network, process, truth, fill, null,
-                                                   mean_setting, s, batch_size),
-                                 mean_setting.draws, seed + 1)
-            rows.append({"mask": kind, **mean_setting.fields(), "curve": None,  # a single point
-                         "label": "null", **_scores(mean, truth, fill, labels, classifier),
-                         "seconds": round(time.perf_counter() - started, 1)})
-            shown[kind]["mean"] = mean
-            label_setting = Setting("replace", int(r.label_steps), sampler)
-            started = time.perf_counter()
-            out = _repair(network, process, truth, fill, labels, label_setting, seed + 1,
-                          batch_size)
-            rows.append({"mask": kind, **label_setting.fields(), "curve": None,
-                         "setting": f"{label_setting.label}, true label", "label": "true",
+            out = mean_of_draws(lambda s: _repair(network, process, truth, fill, null,
+                                                  setting, s, batch_size),
+                                setting.draws, seed + 1)
+            rows.append({"mask": kind, **setting.fields(), "label": "null",
                          **_scores(out, truth, fill, labels, classifier),
                          "seconds": round(time.perf_counter() - started, 1)})
+            shown[kind][setting.label] = out
+        mean_setting = Setting("replace", int(r.mean_steps), sampler, draws=int(r.mean_of))
+        started = time.perf_counter()
+        mean = mean_of_draws(lambda s: _repair(network, process, truth, fill, null,
+                                               mean_setting, s, batch_size),
+                             mean_setting.draws, seed + 1)
+        rows.append({"mask": kind, **mean_setting.fields(), "curve": None,  # a single point
+                     "label": "null", **_scores(mean, truth, fill, labels, classifier),
+                     "seconds": round(time.perf_counter() - started, 1)})
+        shown[kind]["mean"] = mean
+        label_setting = Setting("replace", int(r.label_steps), sampler)
+        started = time.perf_counter()
+        out = _repair(network, process, truth, fill, labels, label_setting, seed + 1,
+                      batch_size)
+        rows.append({"mask": kind, **label_setting.fields(), "curve": None,
+                     "setting": f"{label_setting.label}, true label", "label": "true",
+                     **_scores(out, truth, fill, labels, classifier),
+                     "seconds": round(time.perf_counter() - started, 1)})
     baselines: dict[str, Any] = {}
     for kind in MASK_KINDS:
         fill = masks[kind]
